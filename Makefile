@@ -1,0 +1,92 @@
+# Lumilio host: build, test and run.      `make help` lists the targets.
+#
+#   make run     start the database, build, migrate, serve on 127.0.0.1:8080
+#   make test    start the database, build host + plugins + test guests, run all tests
+#
+# The database is the project's own PostgreSQL 18 + pgvector (scripts/db.sh), unless
+# DATABASE_URL is already set, in which case that database is used.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+
+CARGO       ?= cargo
+WASM_TARGET := wasm32-wasip2
+RUN_ARGS    ?=
+TEST_ARGS   ?=
+
+# Plugin packages: one per plugins/*/Cargo.toml present now (its [package] name).
+PLUGINS = $(foreach f,$(wildcard plugins/*/Cargo.toml),$(shell sed -n 's/^name *= *"\([^"]*\)".*/\1/p' $(f) | head -n1))
+
+# Start (or reuse) the database and export DATABASE_URL into the recipe's shell.
+# An assignment, not `eval "$(...)"`, so that a failing db.sh stops the recipe.
+WITH_DB = db_line=$$(scripts/db.sh); eval "$$db_line"; export DATABASE_URL
+
+.PHONY: help db db-stop psql host plugins build guests migrate run test bench clean-db
+
+help:
+	@echo "make run        database + build + migrate, then serve (127.0.0.1:8080)"
+	@echo "make test       database + build + guests, then cargo test --release --workspace"
+	@echo "make db         start the database; print DATABASE_URL=..."
+	@echo "make db-stop    stop the database server (data kept)"
+	@echo "make clean-db   stop the server and delete the cluster"
+	@echo "make psql       psql on the database"
+	@echo "make build      host (target/release/lumilio) + plugins (target/$(WASM_TARGET)/release/*.wasm)"
+	@echo "make guests     hostile test guests (tests/guests/build.sh)"
+	@echo "make migrate    apply migrations on lines main and app"
+	@echo "make bench      scripts/bench.sh, else cargo bench if benches exist"
+
+db:
+	@scripts/db.sh
+
+db-stop:
+	scripts/db.sh stop
+
+psql:
+	@scripts/db.sh psql
+
+clean-db:
+	scripts/db.sh destroy
+
+host:
+	$(CARGO) build --release
+
+plugins:
+	@plugins="$(PLUGINS)"
+	if [ -z "$$plugins" ]; then echo "no plugins/*/Cargo.toml yet; skipping plugins"; exit 0; fi
+	if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx $(WASM_TARGET); then
+	  echo "the $(WASM_TARGET) target is missing: rustup target add $(WASM_TARGET) (.ci/run does this)" >&2
+	  exit 1
+	fi
+	set -x
+	$(CARGO) build --release --target $(WASM_TARGET) $(foreach p,$(PLUGINS),-p $(p))
+
+build: host plugins
+
+guests:
+	@if [ -f tests/guests/build.sh ]; then bash tests/guests/build.sh; else echo "no tests/guests/build.sh; skipping guests"; fi
+
+migrate: host
+	$(WITH_DB)
+	target/release/lumilio migrate-up --line main
+	target/release/lumilio migrate-up --line app
+
+run: build migrate
+	$(WITH_DB)
+	exec target/release/lumilio serve $(RUN_ARGS)
+
+test: build guests
+	$(WITH_DB)
+	$(CARGO) test --release --workspace $(TEST_ARGS)
+
+bench:
+	@if [ -f scripts/bench.sh ]; then
+	  $(WITH_DB)
+	  exec bash scripts/bench.sh
+	elif compgen -G 'host/benches/*.rs' >/dev/null || compgen -G 'plugins/*/benches/*.rs' >/dev/null; then
+	  $(WITH_DB)
+	  exec $(CARGO) bench --workspace
+	else
+	  echo "no benchmarks yet"
+	fi

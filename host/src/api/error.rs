@@ -1,0 +1,91 @@
+//! The one error shape every route answers with:
+//! `{"error": {"code": "...", "message": "..."}}` and a fitting status.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tracing::error;
+
+use crate::ingest::IngestError;
+
+/// An error as the client sees it.
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code, snake_case.
+    pub code: &'static str,
+    /// What failed and what to do.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 for an asset or job the caller cannot see.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+
+    /// 500 for a bug or an unexpected failure; the detail goes to the log only.
+    pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
+        error!(%err, "{context}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{context}; see the server log"))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                error!(%err, "database unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database_unavailable",
+                    "the database is unavailable; nothing was stored, retry shortly",
+                )
+            }
+            other => Self::internal("database query failed", other),
+        }
+    }
+}
+
+impl From<riverqueue::Error> for ApiError {
+    fn from(err: riverqueue::Error) -> Self {
+        Self::internal("could not enqueue the processing job", err)
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        match err {
+            IngestError::TooLarge { limit } => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the upload exceeds the limit of {limit} bytes (LUMILIO_MAX_UPLOAD_BYTES)"),
+            ),
+            io @ IngestError::Io { .. } => Self::internal("could not write the upload to staging", io),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.code, "message": self.message } });
+        let mut res = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        res
+    }
+}

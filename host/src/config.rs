@@ -1,0 +1,50 @@
+//! Service configuration. Every setting is a flag with an environment
+//! variable behind it; a flag overrides the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Postgres URL, e.g. postgres://user:pass@127.0.0.1:5432/lumilio (`make db` prints one).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// Settings of `lumilio serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Database connection.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// Address to listen on.
+    #[arg(long, env = "LUMILIO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The pipeline definition.
+    #[arg(long, env = "LUMILIO_PIPELINE", default_value = "pipeline.toml")]
+    pub pipeline: PathBuf,
+    /// Where uploads wait for processing.
+    #[arg(long, env = "STAGING_PATH", default_value = "data/staging")]
+    pub staging_path: PathBuf,
+    /// Where originals and renditions are stored.
+    #[arg(long, env = "STORAGE_PATH", default_value = "data/storage")]
+    pub storage_path: PathBuf,
+    /// Where compiled WASM components are cached across restarts.
+    #[arg(long, env = "LUMILIO_CACHE_PATH", default_value = "data/cache")]
+    pub cache_path: PathBuf,
+    /// Largest accepted upload in bytes (default 4 GiB, enough for videos).
+    #[arg(long, env = "LUMILIO_MAX_UPLOAD_BYTES", default_value_t = 4 << 30)]
+    pub max_upload_bytes: u64,
+    /// Concurrent `process_asset` jobs.
+    #[arg(long, env = "LUMILIO_PROCESS_ASSET_WORKERS", default_value_t = 5)]
+    pub process_asset_workers: usize,
+    /// Seconds after which a running job whose worker vanished is retried.
+    #[arg(long, env = "LUMILIO_RESCUE_AFTER_SECS", default_value_t = 120)]
+    pub rescue_after_secs: u64,
+    /// Seconds a single pipeline job may run before it is cancelled and retried.
+    #[arg(long, env = "LUMILIO_JOB_TIMEOUT_SECS", default_value_t = 60)]
+    pub job_timeout_secs: u64,
+}

@@ -1,0 +1,336 @@
+//! Queries on assets, their stage results and renditions.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::Serialize;
+use sqlx::{FromRow, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The owner of every upload until API keys exist (seeded by the first app migration).
+pub const LOCAL_USER: Uuid = Uuid::from_u128(1);
+
+/// Processing state of an asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting for or in the pipeline.
+    Processing,
+    /// Every stage passed.
+    Ready,
+    /// A stage judged the input bad; never retried.
+    Rejected,
+    /// A stage kept failing after all retries.
+    Failed,
+}
+
+impl Status {
+    /// The value stored in `assets.status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Processing => "processing",
+            Status::Ready => "ready",
+            Status::Rejected => "rejected",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+/// An asset as stored.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Asset {
+    /// Asset id.
+    pub id: Uuid,
+    /// Owning user.
+    #[serde(skip)]
+    pub owner_id: Uuid,
+    /// Sanitised client file name.
+    pub file_name: String,
+    /// Claimed, later detected, content type.
+    pub content_type: String,
+    /// Bytes.
+    pub size: i64,
+    /// BLAKE3, hex.
+    pub content_hash: String,
+    /// `processing|ready|rejected|failed`.
+    pub status: String,
+    /// Why it was rejected or failed.
+    pub reason: Option<String>,
+    /// The River job that processes it.
+    pub job_id: Option<i64>,
+    /// All pipeline facts.
+    pub facts: serde_json::Value,
+    /// When it was uploaded.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+const ASSET_COLUMNS: &str = "id, owner_id, file_name, content_type, size, content_hash, status, reason, job_id, facts, created_at, updated_at";
+
+/// A new upload, already staged.
+#[derive(Debug, Clone)]
+pub struct NewAsset<'a> {
+    /// Id chosen by the caller (also names the staged file).
+    pub id: Uuid,
+    /// Owner.
+    pub owner_id: Uuid,
+    /// Sanitised file name.
+    pub file_name: &'a str,
+    /// Claimed content type.
+    pub content_type: &'a str,
+    /// Size in bytes.
+    pub size: i64,
+    /// BLAKE3 hex.
+    pub content_hash: &'a str,
+}
+
+/// What inserting an upload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new row with this id.
+    New(Uuid),
+    /// The owner already has these bytes, as this asset.
+    Duplicate(Uuid),
+}
+
+/// Inserts an asset unless its owner already has the same content hash.
+pub async fn insert(conn: &mut PgConnection, a: &NewAsset<'_>) -> Result<Inserted, sqlx::Error> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO assets (id, owner_id, file_name, content_type, size, content_hash)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (owner_id, content_hash) DO NOTHING RETURNING id",
+    )
+    .bind(a.id)
+    .bind(a.owner_id)
+    .bind(a.file_name)
+    .bind(a.content_type)
+    .bind(a.size)
+    .bind(a.content_hash)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(id) = id {
+        return Ok(Inserted::New(id));
+    }
+    let existing: Uuid = sqlx::query_scalar("SELECT id FROM assets WHERE owner_id = $1 AND content_hash = $2")
+        .bind(a.owner_id)
+        .bind(a.content_hash)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(Inserted::Duplicate(existing))
+}
+
+/// Records which River job processes the asset.
+pub async fn set_job(conn: &mut PgConnection, id: Uuid, job_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE assets SET job_id = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(job_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// An asset of `owner`, or `None` (also when it belongs to someone else).
+pub async fn get(pool: &PgPool, owner: Uuid, id: Uuid) -> Result<Option<Asset>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1 AND owner_id = $2"
+    )))
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Locks an asset for the worker that processes it; `None` if it was deleted.
+pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Asset>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1 FOR UPDATE"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// An asset by id alone, for workers.
+pub async fn get_any(pool: &PgPool, id: Uuid) -> Result<Option<Asset>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The well-known facts that get typed columns.
+#[derive(Debug, Clone, Default)]
+pub struct KnownFacts {
+    /// Detected content type, replacing the client's claim.
+    pub content_type: Option<String>,
+    /// Pixel width.
+    pub width: Option<i32>,
+    /// Pixel height.
+    pub height: Option<i32>,
+    /// Wall-clock time the photo was taken.
+    pub taken_at: Option<NaiveDateTime>,
+    /// UTC offset of `taken_at`, like `+02:00`, when known.
+    pub taken_at_offset: Option<String>,
+    /// Camera make.
+    pub make: Option<String>,
+    /// Camera model.
+    pub model: Option<String>,
+    /// Lens model.
+    pub lens: Option<String>,
+    /// Seconds.
+    pub exposure_time: Option<f64>,
+    /// Aperture.
+    pub f_number: Option<f64>,
+    /// ISO speed.
+    pub iso: Option<i32>,
+    /// Millimetres.
+    pub focal_length: Option<f64>,
+    /// Degrees, signed.
+    pub gps_latitude: Option<f64>,
+    /// Degrees, signed.
+    pub gps_longitude: Option<f64>,
+    /// Metres.
+    pub gps_altitude: Option<f64>,
+    /// EXIF orientation 1..=8.
+    pub orientation: Option<i16>,
+}
+
+/// The last outcome of one stage.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    /// Stage name.
+    pub stage: String,
+    /// Position in the pipeline.
+    pub position: i32,
+    /// `ok|skipped|rejected|failed`.
+    pub outcome: &'static str,
+    /// Wall time.
+    pub duration_ms: f64,
+    /// Error or rejection reason.
+    pub error: Option<String>,
+    /// Warnings the stage reported.
+    pub warnings: Vec<String>,
+}
+
+/// A stored rendition.
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct Rendition {
+    /// Name, e.g. `small`.
+    pub name: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Pixels.
+    pub width: i32,
+    /// Pixels.
+    pub height: i32,
+    /// Bytes.
+    pub size: i64,
+}
+
+/// Replaces the stage results of an asset.
+pub async fn save_stage_results(
+    conn: &mut PgConnection,
+    asset: Uuid,
+    results: &[StageResult],
+) -> Result<(), sqlx::Error> {
+    for r in results {
+        sqlx::query(
+            "INSERT INTO stage_results (asset_id, stage, position, outcome, duration_ms, error, warnings)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (asset_id, stage) DO UPDATE SET position = EXCLUDED.position,
+               outcome = EXCLUDED.outcome, duration_ms = EXCLUDED.duration_ms,
+               error = EXCLUDED.error, warnings = EXCLUDED.warnings, updated_at = now()",
+        )
+        .bind(asset)
+        .bind(&r.stage)
+        .bind(r.position)
+        .bind(r.outcome)
+        .bind(r.duration_ms)
+        .bind(&r.error)
+        .bind(sqlx::types::Json(&r.warnings))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Replaces the renditions of an asset (idempotent for retried jobs).
+pub async fn save_renditions(conn: &mut PgConnection, asset: Uuid, list: &[Rendition]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM renditions WHERE asset_id = $1").bind(asset).execute(&mut *conn).await?;
+    for r in list {
+        sqlx::query(
+            "INSERT INTO renditions (asset_id, name, content_type, width, height, size) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(asset)
+        .bind(&r.name)
+        .bind(&r.content_type)
+        .bind(r.width)
+        .bind(r.height)
+        .bind(r.size)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The renditions of an asset, by name.
+pub async fn renditions(pool: &PgPool, asset: Uuid) -> Result<Vec<Rendition>, sqlx::Error> {
+    sqlx::query_as("SELECT name, content_type, width, height, size FROM renditions WHERE asset_id = $1 ORDER BY name")
+        .bind(asset)
+        .fetch_all(pool)
+        .await
+}
+
+/// Stage results of an asset, in pipeline order.
+pub async fn stage_results(pool: &PgPool, asset: Uuid) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT jsonb_build_object('stage', stage, 'outcome', outcome, 'duration_ms', duration_ms,
+                                   'error', error, 'warnings', warnings)
+         FROM stage_results WHERE asset_id = $1 ORDER BY position",
+    )
+    .bind(asset)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks an asset done (`ready`, `rejected` or `failed`) with its facts.
+pub async fn finish(
+    conn: &mut PgConnection,
+    id: Uuid,
+    status: Status,
+    reason: Option<&str>,
+    known: &KnownFacts,
+    facts: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE assets SET status = $2, reason = $3, facts = $4,
+           content_type = COALESCE($5, content_type), width = $6, height = $7,
+           taken_at = $8, taken_at_offset = $9, make = $10, model = $11, lens = $12,
+           exposure_time = $13, f_number = $14, iso = $15, focal_length = $16,
+           gps_latitude = $17, gps_longitude = $18, gps_altitude = $19, orientation = $20,
+           updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(status.as_str())
+    .bind(reason)
+    .bind(facts)
+    .bind(&known.content_type)
+    .bind(known.width)
+    .bind(known.height)
+    .bind(known.taken_at)
+    .bind(&known.taken_at_offset)
+    .bind(&known.make)
+    .bind(&known.model)
+    .bind(&known.lens)
+    .bind(known.exposure_time)
+    .bind(known.f_number)
+    .bind(known.iso)
+    .bind(known.focal_length)
+    .bind(known.gps_latitude)
+    .bind(known.gps_longitude)
+    .bind(known.gps_altitude)
+    .bind(known.orientation)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

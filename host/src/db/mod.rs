@@ -1,0 +1,53 @@
+//! Postgres access: the connection pool, schema migrations, and the queries
+//! the API and the workers run. A leaf: it knows rows, not HTTP, jobs or WASM.
+
+pub mod assets;
+pub mod migrate;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+/// Why the database could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to the database at {url}: {source}. Is Postgres running? `make db` starts a local one and prints its DATABASE_URL")]
+pub struct ConnectError {
+    /// The URL with its password hidden.
+    url: String,
+    /// The driver's error.
+    source: sqlx::Error,
+}
+
+/// Opens a pool of at most `max_connections` connections and checks it works.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectError> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|source| ConnectError { url: redact(url), source })
+}
+
+/// Hides the password in a connection URL so it can be logged.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_password_only() {
+        assert_eq!(super::redact("postgres://u:secret@h:5/d"), "postgres://u:***@h:5/d");
+        assert_eq!(super::redact("postgres://h/d"), "postgres://h/d");
+    }
+}

@@ -1,0 +1,281 @@
+//! The `process_asset` worker: staged upload → pipeline → storage and rows.
+
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+use riverqueue::{Job, WorkContext, WorkOutcome, Worker};
+use serde_json::{Map, Value};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::{ProcessAsset, WorkerDeps};
+use crate::db::assets::{self, KnownFacts, Status};
+use crate::pipeline::{AssetFacts, FactValue, PipelineReport, StageOutcome, Verdict};
+use crate::storage::StorageError;
+
+/// Why a `process_asset` attempt failed (River retries it with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// A query failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// River could not complete the job.
+    #[error("queue error: {0}")]
+    Queue(#[from] riverqueue::Error),
+    /// Storing the original or a rendition failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Neither the staged upload nor the stored original is on disk.
+    #[error("the bytes of asset {asset} are gone: neither {staged} nor the stored original exists")]
+    MissingBytes {
+        /// Asset id.
+        asset: Uuid,
+        /// Where the staged file was expected.
+        staged: String,
+    },
+    /// A stage failed in a way that may pass on retry.
+    #[error("stage {stage:?} failed: {error}")]
+    Stage {
+        /// The stage.
+        stage: String,
+        /// What happened.
+        error: String,
+    },
+}
+
+/// Works `process_asset` jobs.
+pub struct ProcessAssetWorker {
+    deps: WorkerDeps,
+}
+
+impl ProcessAssetWorker {
+    /// A worker over these dependencies.
+    pub fn new(deps: WorkerDeps) -> Self {
+        Self { deps }
+    }
+
+    async fn read_bytes(&self, asset: &assets::Asset) -> Result<Vec<u8>, ProcessError> {
+        let staged = self.deps.storage.staged_path(asset.id);
+        match tokio::fs::read(&staged).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StorageError::Io { path: staged, source: e }.into());
+            }
+            Err(_) => {}
+        }
+        // A retried job may find the original already moved into storage.
+        let original = self.deps.storage.original_path(&asset.content_hash)?;
+        tokio::fs::read(&original).await.map_err(|_| ProcessError::MissingBytes {
+            asset: asset.id,
+            staged: staged.display().to_string(),
+        })
+    }
+
+    async fn process(&self, context: &WorkContext, job: &Job<ProcessAsset>) -> Result<WorkOutcome, ProcessError> {
+        let pool = &self.deps.pool;
+        let id = job.args.asset_id;
+        let Some(asset) = assets::get_any(pool, id).await? else {
+            info!(asset = %id, "asset was deleted before processing; nothing to do");
+            return Ok(WorkOutcome::Complete);
+        };
+        if asset.status != Status::Processing.as_str() {
+            // Already finished by an earlier attempt whose completion was lost.
+            self.deps.storage.remove_staged(id).await?;
+            return Ok(WorkOutcome::Complete);
+        }
+        let bytes: Arc<[u8]> = self.read_bytes(&asset).await?.into();
+        let facts = AssetFacts {
+            id: id.to_string(),
+            file_name: asset.file_name.clone(),
+            content_type: asset.content_type.clone(),
+            size: asset.size as u64,
+            content_hash: asset.content_hash.clone(),
+        };
+        let report = self.deps.pipeline.run(facts, bytes).await;
+        let results = stage_results(&report);
+        let (known, facts_json) = facts_of(&report);
+
+        let (status, reason) = match &report.verdict {
+            Verdict::Ready => {
+                let staged = self.deps.storage.staged_path(id);
+                if tokio::fs::try_exists(&staged).await.unwrap_or(false) {
+                    self.deps.storage.put_original(&staged, &asset.content_hash).await?;
+                }
+                let mut rows = Vec::with_capacity(report.renditions.len());
+                for r in &report.renditions {
+                    self.deps.storage.put_rendition(&asset.content_hash, &r.name, &r.bytes).await?;
+                    rows.push(assets::Rendition {
+                        name: r.name.clone(),
+                        content_type: r.content_type.clone(),
+                        width: r.width as i32,
+                        height: r.height as i32,
+                        size: r.bytes.len() as i64,
+                    });
+                }
+                let mut tx = riverqueue::database::begin_postgres(pool).await?;
+                assets::save_renditions(&mut tx, id, &rows).await?;
+                let outcome =
+                    Outcome { status: Status::Ready, reason: None, results: &results, known: &known, facts: &facts_json };
+                save_outcome(&mut tx, id, outcome, context).await?;
+                tx.commit().await?;
+                (Status::Ready, None)
+            }
+            Verdict::Rejected { stage, reason } => {
+                let reason = format!("{stage}: {reason}");
+                let mut tx = riverqueue::database::begin_postgres(pool).await?;
+                let outcome = Outcome {
+                    status: Status::Rejected,
+                    reason: Some(&reason),
+                    results: &results,
+                    known: &known,
+                    facts: &facts_json,
+                };
+                save_outcome(&mut tx, id, outcome, context).await?;
+                tx.commit().await?;
+                (Status::Rejected, Some(reason))
+            }
+            Verdict::Failed { stage, error } => {
+                let final_attempt = job.row.attempt >= job.row.max_attempts;
+                let mut tx = riverqueue::database::begin_postgres(pool).await?;
+                assets::save_stage_results(&mut tx, id, &results).await?;
+                if final_attempt {
+                    // Out of retries: the asset is failed; keep the staged bytes for a reprocess.
+                    let reason = format!("{stage}: {error} (gave up after {} attempts)", job.row.attempt);
+                    assets::finish(&mut tx, id, Status::Failed, Some(&reason), &known, &facts_json).await?;
+                }
+                tx.commit().await?;
+                return Err(ProcessError::Stage { stage: stage.clone(), error: error.clone() });
+            }
+        };
+        self.deps.storage.remove_staged(id).await?;
+        info!(asset = %id, status = status.as_str(), reason = reason.as_deref().unwrap_or(""), "asset processed");
+        Ok(WorkOutcome::Complete)
+    }
+}
+
+/// The final state of an asset, written with its job's completion.
+struct Outcome<'a> {
+    status: Status,
+    reason: Option<&'a str>,
+    results: &'a [assets::StageResult],
+    known: &'a KnownFacts,
+    facts: &'a Value,
+}
+
+/// Saves an outcome and completes the job in the same transaction, so a
+/// crash never leaves a finished asset whose job runs again, or the reverse.
+async fn save_outcome(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    id: Uuid,
+    outcome: Outcome<'_>,
+    context: &WorkContext,
+) -> Result<(), ProcessError> {
+    assets::save_stage_results(tx, id, outcome.results).await?;
+    assets::finish(tx, id, outcome.status, outcome.reason, outcome.known, outcome.facts).await?;
+    context.job_complete_tx(tx).await?;
+    Ok(())
+}
+
+impl Worker<ProcessAsset> for ProcessAssetWorker {
+    type Error = ProcessError;
+
+    async fn work(&self, context: WorkContext, job: Job<ProcessAsset>) -> Result<WorkOutcome, ProcessError> {
+        let result = self.process(&context, &job).await;
+        if let Err(e) = &result {
+            warn!(asset = %job.args.asset_id, attempt = job.row.attempt, error = %e, "process_asset attempt failed");
+        }
+        result
+    }
+}
+
+/// Stage reports as rows.
+fn stage_results(report: &PipelineReport) -> Vec<assets::StageResult> {
+    report
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (outcome, error) = match &s.outcome {
+                StageOutcome::Ok => ("ok", None),
+                StageOutcome::Skipped => ("skipped", None),
+                StageOutcome::Rejected(reason) => ("rejected", Some(reason.clone())),
+                StageOutcome::Failed(e) => ("failed", Some(e.to_string())),
+            };
+            assets::StageResult {
+                stage: s.name.clone(),
+                position: i as i32,
+                outcome,
+                duration_ms: s.duration.as_secs_f64() * 1000.0,
+                error,
+                warnings: s.warnings.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The merged facts as JSON, and the well-known ones typed.
+fn facts_of(report: &PipelineReport) -> (KnownFacts, Value) {
+    let mut json = Map::new();
+    let mut k = KnownFacts::default();
+    for (key, value) in &report.facts {
+        json.insert(key.clone(), serde_json::to_value(value).unwrap_or(Value::Null));
+        let text = || match value {
+            FactValue::Text(s) => Some(s.clone()),
+            _ => None,
+        };
+        let float = || match value {
+            FactValue::Float(f) => Some(*f),
+            FactValue::Integer(i) => Some(*i as f64),
+            _ => None,
+        };
+        let int = || match value {
+            FactValue::Integer(i) => i32::try_from(*i).ok(),
+            _ => None,
+        };
+        match key.as_str() {
+            "content_type" => k.content_type = text(),
+            "width" => k.width = int(),
+            "height" => k.height = int(),
+            "taken_at" => {
+                if let Some(s) = text() {
+                    (k.taken_at, k.taken_at_offset) = parse_taken_at(&s);
+                }
+            }
+            "make" => k.make = text(),
+            "model" => k.model = text(),
+            "lens" => k.lens = text(),
+            "exposure_time" => k.exposure_time = float(),
+            "f_number" => k.f_number = float(),
+            "iso" => k.iso = int(),
+            "focal_length" => k.focal_length = float(),
+            "gps_latitude" => k.gps_latitude = float(),
+            "gps_longitude" => k.gps_longitude = float(),
+            "gps_altitude" => k.gps_altitude = float(),
+            "orientation" => k.orientation = int().and_then(|o| i16::try_from(o).ok()),
+            _ => {}
+        }
+    }
+    (k, Value::Object(json))
+}
+
+/// `2021-06-01T12:30:00+02:00` → wall-clock time and offset text.
+fn parse_taken_at(s: &str) -> (Option<NaiveDateTime>, Option<String>) {
+    let Some(head) = s.get(..19) else { return (None, None) };
+    let time = NaiveDateTime::parse_from_str(head, "%Y-%m-%dT%H:%M:%S").ok();
+    let offset = s.get(19..).filter(|o| !o.is_empty()).map(str::to_owned);
+    (time, offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_at_keeps_offset() {
+        let (t, o) = parse_taken_at("2021-06-01T12:30:00+02:00");
+        assert_eq!(t.unwrap().to_string(), "2021-06-01 12:30:00");
+        assert_eq!(o.as_deref(), Some("+02:00"));
+        assert_eq!(parse_taken_at("2021-06-01T12:30:00").1, None);
+        assert_eq!(parse_taken_at("garbage").0, None);
+    }
+}

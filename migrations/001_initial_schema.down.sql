@@ -1,0 +1,5 @@
+DROP TABLE IF EXISTS embeddings;
+DROP TABLE IF EXISTS renditions;
+DROP TABLE IF EXISTS stage_results;
+DROP TABLE IF EXISTS assets;
+DROP TABLE IF EXISTS users;
