@@ -74,6 +74,10 @@ migrate: host
 
 run: build migrate
 	$(WITH_DB)
+	key=$$(target/release/lumilio user dev-key dev --file .local/dev-api-key)
+	echo "dev user's API key (kept in .local/dev-api-key):"
+	echo "  $$key"
+	echo "  curl -H 'Authorization: Bearer $$key' -F file=@photo.jpg http://127.0.0.1:8080/api/v1/assets"
 	exec target/release/lumilio serve $(RUN_ARGS)
 
 test: build guests

@@ -10,9 +10,6 @@ CREATE TABLE users (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- Until API keys exist every upload belongs to this local user.
-INSERT INTO users (id, name) VALUES ('00000000-0000-0000-0000-000000000001', 'local');
-
 CREATE TABLE assets (
     id            uuid PRIMARY KEY,
     owner_id      uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,

@@ -38,9 +38,28 @@ pub struct ServeConfig {
     /// Largest accepted upload in bytes (default 4 GiB, enough for videos).
     #[arg(long, env = "LUMILIO_MAX_UPLOAD_BYTES", default_value_t = 4 << 30)]
     pub max_upload_bytes: u64,
+    /// Most files in one batch upload.
+    #[arg(long, env = "LUMILIO_MAX_BATCH_PARTS", default_value_t = 1000)]
+    pub max_batch_parts: usize,
     /// Concurrent `process_asset` jobs.
     #[arg(long, env = "LUMILIO_PROCESS_ASSET_WORKERS", default_value_t = 5)]
     pub process_asset_workers: usize,
+    /// The inference service for CLIP embeddings and labels, e.g. http://127.0.0.1:50051.
+    /// Unset: CLIP is skipped (uploads and the pipeline work as before).
+    #[arg(long, env = "ML_SERVICE_ADDR")]
+    pub ml_service_addr: Option<String>,
+    /// Images per CLIP batch (one gRPC stream each).
+    #[arg(long, env = "LUMILIO_CLIP_BATCH_SIZE", default_value_t = 8)]
+    pub clip_batch_size: usize,
+    /// Longest wait for a CLIP batch to fill, in milliseconds.
+    #[arg(long, env = "LUMILIO_CLIP_WINDOW_MS", default_value_t = 1500)]
+    pub clip_window_ms: u64,
+    /// Concurrent `process_clip` jobs (never fewer than the batch size).
+    #[arg(long, env = "LUMILIO_CLIP_WORKERS", default_value_t = 16)]
+    pub clip_workers: usize,
+    /// Cosine distance below which two photos count as near-duplicates.
+    #[arg(long, env = "LUMILIO_NEAR_DUPLICATE_DISTANCE", default_value_t = 0.02)]
+    pub near_duplicate_distance: f64,
     /// Seconds after which a running job whose worker vanished is retried.
     #[arg(long, env = "LUMILIO_RESCUE_AFTER_SECS", default_value_t = 120)]
     pub rescue_after_secs: u64,

@@ -10,6 +10,7 @@
 //! module of the host.
 
 pub mod api;
+pub mod clip;
 pub mod config;
 pub mod db;
 pub mod ingest;

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use lumilio::config::{DatabaseConfig, ServeConfig};
 use lumilio::db::migrate::{self, Line, Steps};
-use lumilio::{api, db, ingest, pipeline, queue, storage};
+use lumilio::{api, clip, db, ingest, pipeline, queue, storage};
 use tracing::{info, warn};
 
 /// Lumilio host: a self-hosted photo ingest service.
@@ -35,6 +35,51 @@ enum Command {
     /// Check and try WASM plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Manage users and their API keys.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print its first API key (shown only this once).
+    Create {
+        /// Unique user name.
+        name: String,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Add an API key to a user and print it (shown only this once).
+    CreateKey {
+        /// The user's name.
+        name: String,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// List users, their active key prefixes and asset counts.
+    List {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Revoke a key, given its prefix (from `user list`) or the whole key.
+    RevokeKey {
+        /// Key prefix or key.
+        key: String,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Print a development key for NAME, kept in FILE: reuses the key in FILE while
+    /// it is valid, else creates the user and/or a new key and writes it there.
+    DevKey {
+        /// The user's name.
+        #[arg(default_value = "dev")]
+        name: String,
+        /// Where the key is kept (mode 600).
+        #[arg(long, default_value = ".local/dev-api-key")]
+        file: PathBuf,
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
 }
 
 #[derive(clap::Args)]
@@ -123,8 +168,60 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         }
         Command::Plugin(cmd) => return plugin(cmd).await,
+        Command::User(cmd) => user(cmd).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn user(cmd: UserCommand) -> anyhow::Result<()> {
+    use lumilio::db::users;
+    match cmd {
+        UserCommand::Create { name, database } => {
+            let pool = db::connect(&database.database_url, 2).await?;
+            let (id, key) = users::create(&pool, &name).await?;
+            eprintln!("created user {name} ({id}); its API key follows and is not shown again");
+            println!("{key}");
+        }
+        UserCommand::CreateKey { name, database } => {
+            let pool = db::connect(&database.database_url, 2).await?;
+            let key = users::create_key(&pool, &name).await?;
+            eprintln!("new API key for {name}; it is not shown again");
+            println!("{key}");
+        }
+        UserCommand::List { database } => {
+            let pool = db::connect(&database.database_url, 2).await?;
+            println!("{:<24} {:<36} {:>7}  active keys", "name", "id", "assets");
+            for u in users::list(&pool).await? {
+                println!("{:<24} {:<36} {:>7}  {}", u.name, u.id, u.assets, u.active_keys.join(", "));
+            }
+        }
+        UserCommand::RevokeKey { key, database } => {
+            let pool = db::connect(&database.database_url, 2).await?;
+            let prefix = users::revoke_key(&pool, &key).await?;
+            println!("revoked key {prefix}…");
+        }
+        UserCommand::DevKey { name, file, database } => {
+            let pool = db::connect(&database.database_url, 2).await?;
+            if let Ok(existing) = std::fs::read_to_string(&file)
+                && users::authenticate(&pool, existing.trim()).await?.is_some()
+            {
+                println!("{}", existing.trim());
+                return Ok(());
+            }
+            let key = match users::create(&pool, &name).await {
+                Ok((_, key)) => key,
+                Err(users::UserError::Exists(_)) => users::create_key(&pool, &name).await?,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&file, format!("{key}\n")).with_context(|| format!("cannot write {}", file.display()))?;
+            std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            println!("{key}");
+        }
+    }
+    Ok(())
 }
 
 async fn migrate_cmd(args: MigrateArgs, up: bool) -> anyhow::Result<()> {
@@ -261,17 +358,33 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let storage = storage::Storage::open(&cfg.staging_path, &cfg.storage_path).await?;
     let staging = ingest::Staging::open(cfg.staging_path.join("incoming")).await?;
 
+    let clip = start_clip(&cfg).await?;
     let settings = queue::QueueSettings {
         process_asset_workers: cfg.process_asset_workers,
         rescue_after: Duration::from_secs(cfg.rescue_after_secs),
         job_timeout: Duration::from_secs(cfg.job_timeout_secs),
+        process_clip_workers: cfg.clip_workers,
     };
-    let deps = queue::WorkerDeps { pool: pool.clone(), pipeline: Arc::new(pipeline), storage: storage.clone() };
+    let deps = queue::WorkerDeps {
+        pool: pool.clone(),
+        pipeline: Arc::new(pipeline),
+        storage: storage.clone(),
+        clip: clip.clone(),
+    };
     let river = queue::worker_client(deps, &settings)?;
     let mut run = river.start()?;
     let stopper = run.stopper();
 
-    let state = api::AppState { pool, river, staging, storage, max_upload_bytes: cfg.max_upload_bytes };
+    let state = api::AppState {
+        pool,
+        river,
+        staging,
+        storage,
+        max_upload_bytes: cfg.max_upload_bytes,
+        max_batch_parts: cfg.max_batch_parts,
+        clip,
+        near_duplicate_distance: cfg.near_duplicate_distance,
+    };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {} (LUMILIO_LISTEN / --listen)", cfg.listen))?;
@@ -286,6 +399,40 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         warn!("jobs still running after 30 s; their jobs will be rescued and retried");
     }
     Ok(())
+}
+
+/// Connects the CLIP dispatcher when an inference service is configured and
+/// checks that its embeddings fit the schema.
+async fn start_clip(cfg: &ServeConfig) -> anyhow::Result<Option<clip::Dispatcher>> {
+    let Some(addr) = &cfg.ml_service_addr else {
+        info!("ML_SERVICE_ADDR is not set: CLIP embeddings and search are off");
+        return Ok(None);
+    };
+    let clip_cfg = clip::ClipConfig {
+        addr: addr.clone(),
+        batch_size: cfg.clip_batch_size.max(1),
+        window: Duration::from_millis(cfg.clip_window_ms),
+        ..clip::ClipConfig::default()
+    };
+    let dispatcher = clip::Dispatcher::connect(clip_cfg).await?;
+    match dispatcher.capabilities().await {
+        Ok(caps) => {
+            if let Some(dim) = caps.embedding_dim
+                && dim != db::embeddings::DIMENSION
+            {
+                bail!(
+                    "the inference service at {addr} makes {dim}-dimensional embeddings, but the database stores {}; \
+                     point ML_SERVICE_ADDR at a service with {}-dimensional embeddings",
+                    db::embeddings::DIMENSION,
+                    db::embeddings::DIMENSION
+                );
+            }
+            info!(addr, service = caps.service_name, models = ?caps.model_ids, runtime = caps.runtime, "CLIP inference service ready");
+        }
+        // Down at start-up is fine: process_clip jobs retry until it is back.
+        Err(e) => warn!(addr, error = %e, "CLIP inference service not reachable yet; process_clip jobs will retry"),
+    }
+    Ok(Some(dispatcher))
 }
 
 async fn shutdown_signal() {

@@ -54,6 +54,13 @@ impl TestDb {
         Command::new(bin()).args(args).env("DATABASE_URL", &self.url).output().expect("run lumilio")
     }
 
+    /// Creates a user and returns its API key.
+    pub fn user(&self, name: &str) -> String {
+        let out = self.lumilio(&["user", "create", name]);
+        assert!(out.status.success(), "user create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     /// Applies both migration lines.
     pub fn migrate(&self) {
         for line in ["main", "app"] {
@@ -91,6 +98,8 @@ pub struct Server {
     pub base: String,
     /// Its data directory (staging, storage, cache).
     pub data: tempfile::TempDir,
+    /// The API key of the user the helpers act as.
+    pub key: String,
     child: Child,
     log: PathBuf,
 }
@@ -120,7 +129,8 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn lumilio serve");
-        let mut server = Server { base: format!("http://127.0.0.1:{port}"), data, child, log };
+        let key = db.user(&format!("owner-{port}"));
+        let mut server = Server { base: format!("http://127.0.0.1:{port}"), data, key, child, log };
         server.wait_healthy().await;
         server
     }
@@ -146,11 +156,26 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// A client that sends this server's API key.
+    pub fn client(&self) -> reqwest::Client {
+        Self::client_with(Some(&self.key))
+    }
+
+    /// A client that sends `key`, or no key at all.
+    pub fn client_with(key: Option<&str>) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key {
+            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+        }
+        reqwest::Client::builder().default_headers(headers).build().unwrap()
+    }
+
     /// Uploads bytes as multipart field `file`; returns (status, body).
     pub async fn upload(&self, name: &str, bytes: Vec<u8>, content_type: &str) -> (u16, Value) {
         let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()).mime_str(content_type).unwrap();
         let form = reqwest::multipart::Form::new().part("file", part);
-        let r = reqwest::Client::new()
+        let r = self
+            .client()
             .post(format!("{}/api/v1/assets", self.base))
             .multipart(form)
             .send()
@@ -162,16 +187,23 @@ impl Server {
 
     /// `GET` a JSON path.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        let r = self.client().get(format!("{}{path}", self.base)).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     /// Polls an asset until its status is no longer `processing`.
     pub async fn wait_done(&self, asset_id: &str) -> Value {
+        self.wait_done_as(&self.client(), asset_id).await
+    }
+
+    /// [`Server::wait_done`] with another user's client.
+    pub async fn wait_done_as(&self, client: &reqwest::Client, asset_id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let (code, body) = self.get(&format!("/api/v1/assets/{asset_id}")).await;
+            let r = client.get(format!("{}/api/v1/assets/{asset_id}", self.base)).send().await.unwrap();
+            let code = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
             assert_eq!(code, 200, "{body}");
             if body["status"] != "processing" {
                 return body;

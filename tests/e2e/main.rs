@@ -2,5 +2,7 @@
 //! plugins. See tests/README.md.
 
 mod harness;
+mod assets_api;
+mod auth;
 mod migrations;
 mod upload;

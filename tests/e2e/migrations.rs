@@ -24,11 +24,11 @@ async fn tables(db: &TestDb) -> Vec<String> {
 async fn both_lines_up_down_up() {
     let db = TestDb::new().await;
     let list = ok(db.lumilio(&["migrate-list"]));
-    assert_eq!((count(&list, " pending"), count(&list, " applied")), (9, 0), "{list}");
+    assert_eq!((count(&list, " pending"), count(&list, " applied")), (11, 0), "{list}");
 
     db.migrate();
     let list = ok(db.lumilio(&["migrate-list"]));
-    assert_eq!((count(&list, " pending"), count(&list, " applied")), (0, 9), "{list}");
+    assert_eq!((count(&list, " pending"), count(&list, " applied")), (0, 11), "{list}");
     let t = tables(&db).await;
     for want in ["assets", "users", "stage_results", "renditions", "embeddings", "river_job", "river_migration"] {
         assert!(t.contains(&want.to_owned()), "missing {want} in {t:?}");

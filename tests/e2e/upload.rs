@@ -81,7 +81,7 @@ async fn bad_requests_get_json_errors() {
     let (code, body) = server.get("/api/v1/assets/not-a-uuid").await;
     assert_eq!(code, 404, "{body}");
     let form = reqwest::multipart::Form::new().text("other", "x");
-    let r = reqwest::Client::new().post(format!("{}/api/v1/assets", server.base)).multipart(form).send().await.unwrap();
+    let r = server.client().post(format!("{}/api/v1/assets", server.base)).multipart(form).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "missing_file");

@@ -1,141 +1,189 @@
-//! `/api/v1/assets`: upload and look up assets.
+//! Looking up, listing, reprocessing and deleting assets.
 
 use axum::Json;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::Serialize;
+use base64::Engine as _;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::auth::Owner;
 use super::{ApiError, AppState};
-use crate::db::assets::{self, Inserted, LOCAL_USER, NewAsset};
-use crate::ingest::{self, Staged};
+use crate::db::assets::{self, Asset, ListQuery};
 use crate::queue::ProcessAsset;
 
-/// The answer to an upload.
-#[derive(Debug, Serialize)]
-pub struct UploadResponse {
-    /// The River job that processes the asset (absent for duplicates).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<i64>,
-    /// The asset id.
-    pub asset_id: Uuid,
-    /// `processing`, or `duplicate` when the owner already has these bytes.
-    pub status: &'static str,
-    /// The stored (sanitised) file name.
-    pub file_name: String,
-    /// Bytes.
-    pub size: u64,
-    /// BLAKE3, hex.
-    pub content_hash: String,
+/// Parses an asset id; a malformed id is simply not found.
+pub(super) fn asset_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("asset"))
 }
 
-/// `POST /api/v1/assets`: multipart field `file`, streamed to staging.
-pub async fn upload(
+/// Loads an asset of the caller, or 404.
+pub(super) async fn owned(state: &AppState, owner: Owner, raw_id: &str) -> Result<Asset, ApiError> {
+    let id = asset_id(raw_id)?;
+    assets::get(&state.pool, owner.0, id).await?.ok_or_else(|| ApiError::not_found("asset"))
+}
+
+fn summary(a: &Asset) -> Value {
+    json!({
+        "asset_id": a.id,
+        "file_name": a.file_name,
+        "content_type": a.content_type,
+        "size": a.size,
+        "content_hash": a.content_hash,
+        "status": a.status,
+        "reason": a.reason,
+        "job_id": a.job_id,
+        "width": a.width,
+        "height": a.height,
+        "taken_at": a.taken_at,
+        "taken_at_offset": a.taken_at_offset,
+        "created_at": a.created_at,
+        "updated_at": a.updated_at,
+    })
+}
+
+/// Filters for the asset list.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ListParams {
+    /// `processing`, `ready`, `rejected` or `failed`.
+    status: Option<String>,
+    /// e.g. `image/jpeg`.
+    content_type: Option<String>,
+    /// Taken at or after this time (`2024-05-01T00:00:00`).
+    taken_from: Option<NaiveDateTime>,
+    /// Taken before this time.
+    taken_to: Option<NaiveDateTime>,
+    /// From `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1-500 (default 50).
+    limit: Option<i64>,
+}
+
+/// A page of assets.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssetPage {
+    /// Assets, newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub assets: Vec<Value>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn encode_cursor(a: &Asset) -> String {
+    let raw = format!("{}|{}", a.created_at.timestamp_micros(), a.id);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || ApiError::bad_request("bad_cursor", "the cursor is not one this server returned; start without it");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (micros, id) = raw.split_once('|').ok_or_else(bad)?;
+    let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
+    Ok((at, Uuid::parse_str(id).map_err(|_| bad())?))
+}
+
+/// List the caller's assets, newest first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/assets", tag = "assets", params(ListParams),
+    responses((status = 200, body = AssetPage), (status = 400, body = super::openapi::ErrorBody)))]
+pub async fn list(
     State(state): State<AppState>,
-    mut multipart: Multipart,
-) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
-    while let Some(mut field) = multipart.next_field().await.map_err(bad_multipart)? {
-        if field.name() != Some("file") {
-            continue;
-        }
-        let file_name = ingest::sanitize_file_name(field.file_name().unwrap_or(""));
-        let content_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
-        let mut upload = state.staging.begin(state.max_upload_bytes).await?;
-        while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
-            upload.write(&chunk).await?;
-        }
-        if upload.size() == 0 {
-            return Err(ApiError::bad_request("empty_file", "the `file` part is empty; send the file's bytes"));
-        }
-        let staged = upload.finish().await?;
-        return accept(&state, staged, &file_name, &content_type).await;
+    owner: Owner,
+    Query(p): Query<ListParams>,
+) -> Result<Json<AssetPage>, ApiError> {
+    if let Some(s) = &p.status
+        && !["processing", "ready", "rejected", "failed"].contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request("bad_status", "status is one of processing, ready, rejected, failed"));
     }
-    Err(ApiError::bad_request(
-        "missing_file",
-        "no multipart field named `file`; send the photo as `-F file=@photo.jpg`",
-    ))
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("bad_limit", "limit is between 1 and 500"));
+    }
+    let q = ListQuery {
+        status: p.status,
+        content_type: p.content_type,
+        taken_from: p.taken_from,
+        taken_to: p.taken_to,
+        after: p.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit: limit + 1,
+    };
+    let mut rows = assets::list(&state.pool, owner.0, &q).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more { rows.last().map(encode_cursor) } else { None };
+    Ok(Json(AssetPage { assets: rows.iter().map(summary).collect(), next_cursor }))
 }
 
-/// Records a staged upload and its job in one transaction.
-async fn accept(
-    state: &AppState,
-    staged: Staged,
-    file_name: &str,
-    content_type: &str,
-) -> Result<(StatusCode, Json<UploadResponse>), ApiError> {
-    let id = Uuid::new_v4();
-    let size = staged.size;
-    let content_hash = staged.content_hash.clone();
-    let new = NewAsset {
-        id,
-        owner_id: LOCAL_USER,
-        file_name,
-        content_type,
-        size: size as i64,
-        content_hash: &content_hash,
-    };
+/// One asset with its facts, stage results, job and renditions.
+#[utoipa::path(get, path = "/api/v1/assets/{id}", tag = "assets",
+    params(("id" = Uuid, Path, description = "asset id")),
+    responses((status = 200, description = "The asset"), (status = 404, body = super::openapi::ErrorBody)))]
+pub async fn get_one(State(state): State<AppState>, owner: Owner, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let asset = owned(&state, owner, &id).await?;
+    let renditions = assets::renditions(&state.pool, asset.id).await?;
+    let stages = assets::stage_results(&state.pool, asset.id).await?;
+    let mut body = summary(&asset);
+    body["facts"] = asset.facts.clone();
+    body["stages"] = stages.into();
+    body["renditions"] = serde_json::to_value(renditions).unwrap_or_default();
+    let clip = super::search::clip_view(&state, owner, asset.id).await?;
+    body["predictions"] = clip["predictions"].clone();
+    body["near_duplicates"] = clip["near_duplicates"].clone();
+    Ok(Json(body))
+}
+
+/// Run the pipeline on an asset again.
+#[utoipa::path(post, path = "/api/v1/assets/{id}/reprocess", tag = "assets",
+    params(("id" = Uuid, Path, description = "asset id")),
+    responses((status = 202, description = "Queued; `task_id` is the new job"),
+              (status = 404, body = super::openapi::ErrorBody),
+              (status = 409, description = "the original is not kept (rejected uploads)", body = super::openapi::ErrorBody)))]
+pub async fn reprocess(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let asset = owned(&state, owner, &id).await?;
+    let staged = state.storage.staged_path(asset.id);
+    let original = state.storage.original_path(&asset.content_hash).map_err(|e| ApiError::internal("bad hash", e))?;
+    if !staged.exists() && !original.exists() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "original_not_kept",
+            "the original of this asset is not kept (rejected uploads are discarded); upload the file again",
+        ));
+    }
     let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;
-    let response = |task_id, asset_id, status| UploadResponse {
-        task_id,
-        asset_id,
-        status,
-        file_name: file_name.to_owned(),
-        size,
-        content_hash: content_hash.clone(),
+    let job = state.river.insert(ProcessAsset { asset_id: asset.id }).tx(&mut tx).await?;
+    assets::restart(&mut tx, asset.id, job.job.row.id).await?;
+    tx.commit().await?;
+    info!(asset = %asset.id, task_id = job.job.row.id, "reprocess queued");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "asset_id": asset.id, "task_id": job.job.row.id, "status": "processing" }))))
+}
+
+/// Delete an asset; its stored files go once no other asset holds the same bytes.
+#[utoipa::path(delete, path = "/api/v1/assets/{id}", tag = "assets",
+    params(("id" = Uuid, Path, description = "asset id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = super::openapi::ErrorBody)))]
+pub async fn remove(State(state): State<AppState>, owner: Owner, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let id = asset_id(&id)?;
+    let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;
+    let Some(hash) = assets::delete(&mut tx, owner.0, id).await? else {
+        return Err(ApiError::not_found("asset"));
     };
-    match assets::insert(&mut tx, &new).await? {
-        Inserted::Duplicate(existing) => {
-            // `staged` is dropped here, deleting the second copy.
-            tx.rollback().await?;
-            Ok((StatusCode::OK, Json(response(None, existing, "duplicate"))))
-        }
-        Inserted::New(asset_id) => {
-            let job = state.river.insert(ProcessAsset { asset_id }).tx(&mut tx).await?;
-            let task_id = job.job.row.id;
-            assets::set_job(&mut tx, asset_id, task_id).await?;
-            // The file is in place before the row commits, so a worker never sees
-            // a row without bytes; if the commit fails, the file is removed.
-            let dest = state.storage.staged_path(asset_id);
-            staged.keep_as(&dest).await.map_err(|e| ApiError::internal("could not keep the staged upload", e))?;
-            if let Err(e) = tx.commit().await {
-                let _ = tokio::fs::remove_file(&dest).await;
-                return Err(e.into());
-            }
-            info!(asset = %asset_id, task_id, size, "upload accepted");
-            Ok((StatusCode::CREATED, Json(response(Some(task_id), asset_id, "processing"))))
-        }
+    // Under the hash lock: a worker storing the same bytes for another asset waits.
+    assets::lock_hash(&mut tx, &hash).await?;
+    let unreferenced = assets::hash_refs(&mut tx, &hash).await? == 0;
+    if unreferenced && let Err(e) = state.storage.remove_stored(&hash).await {
+        warn!(asset = %id, error = %e, "could not remove stored files");
     }
-}
-
-fn bad_multipart(err: axum::extract::multipart::MultipartError) -> ApiError {
-    ApiError::new(
-        err.status(),
-        "bad_multipart",
-        format!("the multipart body could not be read ({}); nothing was stored", err.body_text()),
-    )
-}
-
-/// `GET /api/v1/assets/{id}`.
-pub async fn get_asset(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("asset"))?;
-    let asset = assets::get(&state.pool, LOCAL_USER, id).await?.ok_or_else(|| ApiError::not_found("asset"))?;
-    let renditions = assets::renditions(&state.pool, id).await?;
-    let stages = assets::stage_results(&state.pool, id).await?;
-    Ok(Json(json!({
-        "asset_id": asset.id,
-        "file_name": asset.file_name,
-        "content_type": asset.content_type,
-        "size": asset.size,
-        "content_hash": asset.content_hash,
-        "status": asset.status,
-        "reason": asset.reason,
-        "job_id": asset.job_id,
-        "facts": asset.facts,
-        "stages": stages,
-        "renditions": renditions,
-        "created_at": asset.created_at,
-        "updated_at": asset.updated_at,
-    })))
+    let _ = state.storage.remove_staged(id).await;
+    tx.commit().await?;
+    info!(asset = %id, files_removed = unreferenced, "asset deleted");
+    Ok(StatusCode::NO_CONTENT)
 }

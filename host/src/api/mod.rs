@@ -1,16 +1,25 @@
 //! HTTP routes (axum). Handlers are small: they parse, call `ingest`, `db`
-//! and `queue`, and answer JSON; every error is an [`ApiError`].
+//! and `queue`, and answer JSON; every error is an [`ApiError`] rendered as
+//! `{"error": {"code", "message"}}`. The OpenAPI document is served at
+//! `/api/openapi.json`; a test checks it lists every route in [`routes`].
 
 mod assets;
+mod auth;
 mod error;
+mod files;
+mod jobs;
+mod openapi;
+mod search;
+mod upload;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 pub use error::ApiError;
+pub use openapi::ApiDoc;
 
 use crate::ingest::Staging;
 use crate::storage::Storage;
@@ -20,7 +29,7 @@ use crate::storage::Storage;
 pub struct AppState {
     /// The database.
     pub pool: PgPool,
-    /// River client used to insert jobs.
+    /// River client used to insert and look up jobs.
     pub river: riverqueue::Client,
     /// Where uploads stream to.
     pub staging: Staging,
@@ -28,23 +37,56 @@ pub struct AppState {
     pub storage: Storage,
     /// Largest accepted upload, in bytes.
     pub max_upload_bytes: u64,
+    /// Most files in one batch upload.
+    pub max_batch_parts: usize,
+    /// CLIP, for text search; `None` when no inference service is configured.
+    pub clip: Option<crate::clip::Dispatcher>,
+    /// Cosine distance below which assets are listed as near-duplicates.
+    pub near_duplicate_distance: f64,
 }
 
-/// The service's routes.
+/// Every route as (method, path, handler): the one list both the router and
+/// the OpenAPI coverage test read.
+pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
+    vec![
+        ("GET", "/health", get(health)),
+        ("GET", "/api/openapi.json", get(openapi::document)),
+        ("POST", "/api/v1/assets", post(upload::single)),
+        ("GET", "/api/v1/assets", get(assets::list)),
+        ("POST", "/api/v1/assets/batch", post(upload::batch)),
+        ("POST", "/api/v1/assets/check", post(upload::check)),
+        ("GET", "/api/v1/assets/{id}", get(assets::get_one)),
+        ("DELETE", "/api/v1/assets/{id}", delete(assets::remove)),
+        ("GET", "/api/v1/assets/{id}/original", get(files::original)),
+        ("GET", "/api/v1/assets/{id}/renditions/{name}", get(files::rendition)),
+        ("POST", "/api/v1/assets/{id}/reprocess", post(assets::reprocess)),
+        ("GET", "/api/v1/assets/{id}/similar", get(search::similar)),
+        ("POST", "/api/v1/search", post(search::search)),
+        ("GET", "/api/v1/jobs/{id}", get(jobs::get_job)),
+    ]
+}
+
+/// The service's router.
 pub fn router(state: AppState) -> Router {
     // Multipart framing adds a little to the file itself; the exact limit is
-    // enforced on the file's bytes while streaming.
-    let body_limit = usize::try_from(state.max_upload_bytes.saturating_add(1 << 20)).unwrap_or(usize::MAX);
-    Router::new()
-        .route("/health", get(health))
-        .route("/api/v1/assets", post(assets::upload))
-        .route("/api/v1/assets/{id}", get(assets::get_asset))
+    // enforced on the file's bytes while streaming. Batches are bounded per file.
+    let body_limit = usize::try_from(state.max_upload_bytes.saturating_mul(2).saturating_add(1 << 20))
+        .unwrap_or(usize::MAX);
+    let mut router = Router::new();
+    for (_, path, handler) in routes() {
+        router = router.route(path, handler);
+    }
+    router
+        .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// `GET /health`: 200 when the database answers, 503 otherwise.
+/// Liveness and database reachability.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "The service and its database answer"),
+              (status = 503, description = "The database is unreachable", body = openapi::ErrorBody)))]
 async fn health(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
     sqlx::query("SELECT 1").execute(&state.pool).await?;
     Ok(axum::Json(json!({ "status": "ok", "database": "ok" })))

@@ -5,9 +5,6 @@ use serde::Serialize;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
-/// The owner of every upload until API keys exist (seeded by the first app migration).
-pub const LOCAL_USER: Uuid = Uuid::from_u128(1);
-
 /// Processing state of an asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -56,6 +53,14 @@ pub struct Asset {
     pub reason: Option<String>,
     /// The River job that processes it.
     pub job_id: Option<i64>,
+    /// Pixel width, once validated.
+    pub width: Option<i32>,
+    /// Pixel height, once validated.
+    pub height: Option<i32>,
+    /// When the photo was taken (camera wall-clock time).
+    pub taken_at: Option<NaiveDateTime>,
+    /// UTC offset of `taken_at`, when the camera recorded one.
+    pub taken_at_offset: Option<String>,
     /// All pipeline facts.
     pub facts: serde_json::Value,
     /// When it was uploaded.
@@ -64,7 +69,8 @@ pub struct Asset {
     pub updated_at: DateTime<Utc>,
 }
 
-const ASSET_COLUMNS: &str = "id, owner_id, file_name, content_type, size, content_hash, status, reason, job_id, facts, created_at, updated_at";
+const ASSET_COLUMNS: &str = "id, owner_id, file_name, content_type, size, content_hash, status, reason, job_id, \
+     width, height, taken_at, taken_at_offset, facts, created_at, updated_at";
 
 /// A new upload, already staged.
 #[derive(Debug, Clone)]
@@ -332,5 +338,87 @@ pub async fn finish(
     .bind(known.orientation)
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// Filters and position of one page of `list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this content type.
+    pub content_type: Option<String>,
+    /// Taken at or after.
+    pub taken_from: Option<NaiveDateTime>,
+    /// Taken before.
+    pub taken_to: Option<NaiveDateTime>,
+    /// Continue after this (created_at, id), exclusive.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// One page of an owner's assets, newest first.
+pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ASSET_COLUMNS} FROM assets
+         WHERE owner_id = $1
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL OR content_type = $3)
+           AND ($4::timestamp IS NULL OR taken_at >= $4)
+           AND ($5::timestamp IS NULL OR taken_at < $5)
+           AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
+         ORDER BY created_at DESC, id DESC
+         LIMIT $8"
+    )))
+    .bind(owner)
+    .bind(&q.status)
+    .bind(&q.content_type)
+    .bind(q.taken_from)
+    .bind(q.taken_to)
+    .bind(q.after.map(|a| a.0))
+    .bind(q.after.map(|a| a.1))
+    .bind(q.limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Which of these hashes the owner already has, as (hash, asset id).
+pub async fn existing_hashes(pool: &PgPool, owner: Uuid, hashes: &[String]) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT content_hash, id FROM assets WHERE owner_id = $1 AND content_hash = ANY($2)")
+        .bind(owner)
+        .bind(hashes)
+        .fetch_all(pool)
+        .await
+}
+
+/// Serialises work on one content hash across processes (storing versus
+/// deleting the shared original) until the transaction ends.
+pub async fn lock_hash(conn: &mut PgConnection, hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(hash).execute(conn).await?;
+    Ok(())
+}
+
+/// Deletes an owner's asset; returns its hash, or `None` if there was none.
+pub async fn delete(conn: &mut PgConnection, owner: Uuid, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("DELETE FROM assets WHERE id = $1 AND owner_id = $2 RETURNING content_hash")
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(conn)
+        .await
+}
+
+/// How many assets, of any owner, hold these bytes.
+pub async fn hash_refs(conn: &mut PgConnection, hash: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM assets WHERE content_hash = $1").bind(hash).fetch_one(conn).await
+}
+
+/// Puts an asset back into `processing` for a new job.
+pub async fn restart(conn: &mut PgConnection, id: Uuid, job_id: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE assets SET status = 'processing', reason = NULL, job_id = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(job_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -23,12 +23,26 @@ pub struct AppMigration {
 }
 
 /// The app line, in order. A new migration is a new pair of files plus an entry here.
-pub const APP_MIGRATIONS: &[AppMigration] = &[AppMigration {
-    version: 1,
-    name: "initial_schema",
-    up: include_str!("../../../migrations/001_initial_schema.up.sql"),
-    down: include_str!("../../../migrations/001_initial_schema.down.sql"),
-}];
+pub const APP_MIGRATIONS: &[AppMigration] = &[
+    AppMigration {
+        version: 1,
+        name: "initial_schema",
+        up: include_str!("../../../migrations/001_initial_schema.up.sql"),
+        down: include_str!("../../../migrations/001_initial_schema.down.sql"),
+    },
+    AppMigration {
+        version: 2,
+        name: "api_keys",
+        up: include_str!("../../../migrations/002_api_keys.up.sql"),
+        down: include_str!("../../../migrations/002_api_keys.down.sql"),
+    },
+    AppMigration {
+        version: 3,
+        name: "clip",
+        up: include_str!("../../../migrations/003_clip.up.sql"),
+        down: include_str!("../../../migrations/003_clip.down.sql"),
+    },
+];
 
 /// The app line records what it applied here, apart from River's
 /// `river_migration`, so that River's own down migrations never trip over it.

@@ -2,7 +2,9 @@
 //! the API and the workers run. A leaf: it knows rows, not HTTP, jobs or WASM.
 
 pub mod assets;
+pub mod embeddings;
 pub mod migrate;
+pub mod users;
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use super::{AssetFacts, Pipeline};
 /// `Store`, `instantiate` from its `InstancePre`, and the `process` call, with
 /// an empty asset. With a stage that returns at once (the test guest `echo`
 /// with `config = { noop = "1" }`) this is the host's overhead per stage call.
+/// Blocks; call it from a plain thread, not from async code.
 pub fn call_overhead(pipeline: &Pipeline, iterations: u32) -> Duration {
     let inner = &pipeline.inner;
     let stage = inner.stages.first().expect("the pipeline has no stages");
@@ -19,14 +20,16 @@ pub fn call_overhead(pipeline: &Pipeline, iterations: u32) -> Duration {
         content_hash: String::new(),
     };
     let iterations = iterations.max(1);
-    // Warm up the pooling allocator's slots and caches.
-    for _ in 0..iterations.min(50) {
-        let _ = inner.runtime.call(stage, &asset, &[], &[]);
-    }
-    let started = Instant::now();
-    for _ in 0..iterations {
-        let r = inner.runtime.call(stage, &asset, &[], &[]);
-        assert!(r.outcome.is_ok(), "the benchmark stage failed");
-    }
-    started.elapsed() / iterations
+    super::block_on(async {
+        // Warm up the pooling allocator's slots and caches.
+        for _ in 0..iterations.min(50) {
+            let _ = inner.runtime.call(stage, &asset, &[], &[]).await;
+        }
+        let started = Instant::now();
+        for _ in 0..iterations {
+            let r = inner.runtime.call(stage, &asset, &[], &[]).await;
+            assert!(r.outcome.is_ok(), "the benchmark stage failed");
+        }
+        started.elapsed() / iterations
+    })
 }

@@ -93,7 +93,7 @@ impl StagePre {
     }
 
     /// Instantiates the stage in `store` and calls `process` once.
-    pub fn call(
+    pub async fn call(
         &self,
         store: &mut Store<HostState>,
         asset: &AssetFacts,
@@ -102,7 +102,7 @@ impl StagePre {
         facts: &[(String, FactValue)],
     ) -> wasmtime::Result<Result<StageOutput, GuestError>> {
         match self {
-            StagePre::V0_1_0(p) => p.call(store, asset, bytes, config, facts),
+            StagePre::V0_1_0(p) => p.call(store, asset, bytes, config, facts).await,
         }
     }
 }
@@ -154,7 +154,11 @@ pub fn detect(component: &Component, engine: &Engine) -> Result<&'static str, St
     let found = if exports.is_empty() {
         "nothing".to_string()
     } else {
-        exports.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+        exports
+            .iter()
+            .map(|e| format!("`{e}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     Err(format!(
         "does not implement world `{PACKAGE}/stage`: missing export `{}` (it exports {found})",
@@ -187,7 +191,11 @@ pub fn check_imports(component: &Component, engine: &Engine) -> Result<(), Strin
 }
 
 fn supported_list() -> String {
-    SUPPORTED.iter().map(|(_, e)| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+    SUPPORTED
+        .iter()
+        .map(|(_, e)| format!("`{e}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

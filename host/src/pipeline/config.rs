@@ -106,7 +106,10 @@ pub fn parse(text: &str, base_dir: &Path, issues: &mut Vec<ConfigIssue>) -> Vec<
 
     for key in doc.keys() {
         if key != "stage" {
-            push(key.clone(), format!("unknown key (expected stage){}", suggest(key, &["stage"])));
+            push(
+                key.clone(),
+                format!("unknown key (expected stage){}", suggest(key, &["stage"])),
+            );
         }
     }
 
@@ -122,7 +125,10 @@ pub fn parse(text: &str, base_dir: &Path, issues: &mut Vec<ConfigIssue>) -> Vec<
         Some(other) => {
             push(
                 "stage".into(),
-                format!("expected an array of [[stage]] tables, found {}", type_name(other)),
+                format!(
+                    "expected an array of [[stage]] tables, found {}",
+                    type_name(other)
+                ),
             );
             return Vec::new();
         }
@@ -193,9 +199,7 @@ fn parse_stage(
         Some(toml::Value::String(s)) => {
             fail(
                 format!("{}.name", stage_label(index, None)),
-                format!(
-                    "invalid stage name {s:?} (use 1 to 64 letters, digits, '-', '_' or '.')"
-                ),
+                format!("invalid stage name {s:?} (use 1 to 64 letters, digits, '-', '_' or '.')"),
                 &mut ok,
             );
             None
@@ -277,34 +281,44 @@ fn parse_stage(
         ),
     }
 
-    let mut int_in = |k: &str, range: std::ops::RangeInclusive<u64>, default: u64, ok: &mut bool| {
-        match table.get(k) {
-            None => default,
-            Some(toml::Value::Integer(i)) => {
-                if *i >= 0 && range.contains(&(*i as u64)) {
-                    *i as u64
-                } else {
+    let mut int_in =
+        |k: &str, range: std::ops::RangeInclusive<u64>, default: u64, ok: &mut bool| {
+            let value = table.get(k);
+            match value {
+                None => default,
+                Some(toml::Value::Integer(i)) => {
+                    if *i >= 0 && range.contains(&(*i as u64)) {
+                        *i as u64
+                    } else {
+                        fail(
+                            key(k),
+                            format!(
+                                "{i} is out of range (expected {}..={})",
+                                range.start(),
+                                range.end()
+                            ),
+                            ok,
+                        );
+                        default
+                    }
+                }
+                Some(other) => {
                     fail(
                         key(k),
-                        format!(
-                            "{i} is out of range (expected {}..={})",
-                            range.start(),
-                            range.end()
-                        ),
+                        format!("expected an integer, found {}", type_name(other)),
                         ok,
                     );
                     default
                 }
             }
-            Some(other) => {
-                fail(key(k), format!("expected an integer, found {}", type_name(other)), ok);
-                default
-            }
-        }
-    };
+        };
     let timeout_ms = int_in("timeout_ms", TIMEOUT_MS, DEFAULT_TIMEOUT_MS, &mut ok);
-    let memory_limit_mb =
-        int_in("memory_limit_mb", MEMORY_LIMIT_MB, DEFAULT_MEMORY_LIMIT_MB, &mut ok);
+    let memory_limit_mb = int_in(
+        "memory_limit_mb",
+        MEMORY_LIMIT_MB,
+        DEFAULT_MEMORY_LIMIT_MB,
+        &mut ok,
+    );
 
     let mut strings = |k: &str, ok: &mut bool| -> Vec<String> {
         match table.get(k) {
@@ -341,7 +355,9 @@ fn parse_stage(
         if !valid_content_pattern(ct) {
             fail(
                 format!("{}[{i}]", key("content_types")),
-                format!("invalid content type pattern {ct:?} (expected e.g. \"image/jpeg\" or \"image/*\")"),
+                format!(
+                    "invalid content type pattern {ct:?} (expected e.g. \"image/jpeg\" or \"image/*\")"
+                ),
                 &mut ok,
             );
         }
@@ -395,9 +411,7 @@ pub fn config_value_to_string(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
         toml::Value::Integer(i) => i.to_string(),
-        toml::Value::Float(_) | toml::Value::Boolean(_) | toml::Value::Datetime(_) => {
-            v.to_string()
-        }
+        toml::Value::Float(_) | toml::Value::Boolean(_) | toml::Value::Datetime(_) => v.to_string(),
         toml::Value::Array(_) | toml::Value::Table(_) => toml_to_json(v).to_string(),
     }
 }
@@ -413,7 +427,9 @@ fn toml_to_json(v: &toml::Value) -> serde_json::Value {
         toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
         toml::Value::Array(a) => serde_json::Value::Array(a.iter().map(toml_to_json).collect()),
         toml::Value::Table(t) => serde_json::Value::Object(
-            t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect(),
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
         ),
     }
 }
@@ -433,14 +449,18 @@ fn type_name(v: &toml::Value) -> &'static str {
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn valid_content_pattern(p: &str) -> bool {
-    let Some((ty, sub)) = p.split_once('/') else { return false };
+    let Some((ty, sub)) = p.split_once('/') else {
+        return false;
+    };
     let tok = |s: &str| {
         !s.is_empty()
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c))
     };
     (ty == "*" && sub == "*") || (tok(ty) && (sub == "*" || tok(sub)))
 }
@@ -448,10 +468,14 @@ fn valid_content_pattern(p: &str) -> bool {
 /// Whether `content_type` (parameters such as `; charset=` ignored) matches
 /// `pattern` (`type/subtype`, `type/*` or `*/*`), case-insensitively.
 pub fn content_type_matches(pattern: &str, content_type: &str) -> bool {
-    let ct = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let pattern = pattern.trim().to_ascii_lowercase();
-    let (Some((pt, ps)), Some((ct_t, ct_s))) = (pattern.split_once('/'), ct.split_once('/'))
-    else {
+    let (Some((pt, ps)), Some((ct_t, ct_s))) = (pattern.split_once('/'), ct.split_once('/')) else {
         return false;
     };
     (pt == "*" || pt == ct_t) && (ps == "*" || ps == ct_s)
@@ -460,7 +484,12 @@ pub fn content_type_matches(pattern: &str, content_type: &str) -> bool {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 

@@ -15,7 +15,9 @@ pub enum StageError {
         limit_ms: u64,
     },
     /// The stage tried to grow its memory past `memory_limit_mb`.
-    #[error("stage `{stage}` ran out of memory: it tried to grow past its limit of {limit_mb} MB (memory_limit_mb in pipeline.toml)")]
+    #[error(
+        "stage `{stage}` ran out of memory: it tried to grow past its limit of {limit_mb} MB (memory_limit_mb in pipeline.toml)"
+    )]
     OutOfMemory {
         /// Stage name.
         stage: String,
@@ -72,6 +74,17 @@ impl StageError {
             | StageError::Failed { stage, .. }
             | StageError::Host { stage, .. } => stage,
         }
+    }
+
+    /// Whether running the same stage on the same asset again could succeed:
+    /// true for `Failed` (the stage said so), `Timeout` (the machine may have
+    /// been busy) and `Host` (e.g. the instance pool was full); false for
+    /// `OutOfMemory`, `Panic` and `Trap`, which a retry would repeat.
+    pub fn may_succeed_on_retry(&self) -> bool {
+        matches!(
+            self,
+            StageError::Failed { .. } | StageError::Timeout { .. } | StageError::Host { .. }
+        )
     }
 
     /// The guest's captured stderr, if this error carries it.

@@ -8,9 +8,14 @@
 //! * [`Pipeline::load`] reads and validates `pipeline.toml`, collecting every
 //!   problem ([`PipelineConfigError`]), and pre-instantiates each stage once.
 //! * [`Pipeline::run`] runs the stages in order on a blocking thread, each
-//!   call in a fresh `Store` bounded by the stage's deadline and memory cap,
-//!   and returns a [`PipelineReport`]: facts (later stages win), renditions,
-//!   warnings and a [`Verdict`]. It stops at the first rejected or failed stage.
+//!   call in a fresh `Store` bounded by the stage's deadline (epoch
+//!   interruption for wasm code, plus a timer that cancels a guest blocked in
+//!   a WASI call) and memory cap (a limiter that traps on the failed grow),
+//!   with stderr captured; it returns a [`PipelineReport`]: facts (later
+//!   stages win), renditions, warnings and a [`Verdict`]. It stops at the
+//!   first rejected or failed stage. Content-type filters match the
+//!   `content_type` fact of an earlier stage if there is one, else the
+//!   client's claim.
 //! * [`check`] and [`run_single`] back `lumilio plugin check` and
 //!   `lumilio plugin run`.
 //!
@@ -21,6 +26,7 @@
 
 pub mod bench;
 pub mod bindings;
+mod capture;
 pub mod config;
 pub mod error;
 pub mod runtime;
@@ -59,7 +65,9 @@ impl Runtime {
         cache_dir: impl Into<PathBuf>,
         options: RuntimeOptions,
     ) -> Result<Self, RuntimeError> {
-        Ok(Runtime { inner: RuntimeInner::new(cache_dir.into(), options)? })
+        Ok(Runtime {
+            inner: RuntimeInner::new(cache_dir.into(), options)?,
+        })
     }
 
     /// How many components this runtime compiled and how many it took from the cache.
@@ -75,7 +83,9 @@ impl Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("cache_dir", &self.inner.cache_dir()).finish()
+        f.debug_struct("Runtime")
+            .field("cache_dir", &self.inner.cache_dir())
+            .finish()
     }
 }
 
@@ -253,7 +263,9 @@ struct PipelineInner {
 
 impl std::fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").field("stages", &self.inner.infos).finish()
+        f.debug_struct("Pipeline")
+            .field("stages", &self.inner.infos)
+            .finish()
     }
 }
 
@@ -266,12 +278,22 @@ impl Pipeline {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                issues.push(ConfigIssue { key: "(file)".into(), message: format!("cannot read: {e}") });
-                return Err(PipelineConfigError { file: path.to_path_buf(), issues });
+                issues.push(ConfigIssue {
+                    key: "(file)".into(),
+                    message: format!("cannot read: {e}"),
+                });
+                return Err(PipelineConfigError {
+                    file: path.to_path_buf(),
+                    issues,
+                });
             }
         };
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         let specs = config::parse(&text, &base, &mut issues);
 
         let rt = &runtime.inner;
@@ -288,10 +310,18 @@ impl Pipeline {
             }
         }
         if !issues.is_empty() {
-            return Err(PipelineConfigError { file: path.to_path_buf(), issues });
+            return Err(PipelineConfigError {
+                file: path.to_path_buf(),
+                issues,
+            });
         }
         Ok(Pipeline {
-            inner: Arc::new(PipelineInner { runtime: rt.clone(), stages, infos, load_stats: stats }),
+            inner: Arc::new(PipelineInner {
+                runtime: rt.clone(),
+                stages,
+                infos,
+                load_stats: stats,
+            }),
         })
     }
 
@@ -308,8 +338,28 @@ impl Pipeline {
     /// Runs every stage in order on a blocking thread; a fresh Store per call.
     pub async fn run(&self, asset: AssetFacts, bytes: Arc<[u8]>) -> PipelineReport {
         let inner = self.inner.clone();
-        let first = self.inner.infos.first().map(|i| i.name.clone()).unwrap_or_default();
-        match tokio::task::spawn_blocking(move || inner.run(&asset, &bytes)).await {
+        let first = self
+            .inner
+            .infos
+            .first()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        // Wait for room in the instance pool rather than fail when it is busy.
+        let permit = self
+            .inner
+            .runtime
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .ok();
+        let handle = tokio::runtime::Handle::current();
+        let job = tokio::task::spawn_blocking(move || {
+            let report = handle.block_on(inner.run(&asset, &bytes));
+            drop(permit);
+            report
+        });
+        match job.await {
             Ok(report) => report,
             Err(e) => {
                 let error = StageError::Host {
@@ -321,15 +371,20 @@ impl Pipeline {
                     facts: Vec::new(),
                     renditions: Vec::new(),
                     warnings: Vec::new(),
-                    verdict: Verdict::Failed { stage: first, error: error.to_string() },
+                    verdict: Verdict::Failed {
+                        stage: first,
+                        error: error.to_string(),
+                    },
                 }
             }
         }
     }
 
-    /// Same as [`run`](Self::run), on the calling thread (for CLIs and benchmarks).
+    /// Same as [`run`](Self::run), on the calling thread (for CLIs and
+    /// benchmarks); does not wait for room in the instance pool. Must not be
+    /// called from async code (it blocks; tokio would panic).
     pub fn run_blocking(&self, asset: &AssetFacts, bytes: &[u8]) -> PipelineReport {
-        self.inner.run(asset, bytes)
+        block_on(self.inner.run(asset, bytes))
     }
 }
 
@@ -340,22 +395,28 @@ fn prepare_stage(
 ) -> Result<(PreparedStage, StageInfo), ConfigIssue> {
     let key = format!("{}.component", spec.label());
     let shown = spec.component.display().to_string();
-    let (component, hash, cached) = rt
-        .load_component(&spec.component)
-        .map_err(|m| ConfigIssue { key: key.clone(), message: format!("{shown}: {m}") })?;
+    let (component, hash, cached) =
+        rt.load_component(&spec.component)
+            .map_err(|m| ConfigIssue {
+                key: key.clone(),
+                message: format!("{shown}: {m}"),
+            })?;
     if cached {
         stats.cache_hits += 1;
     } else {
         stats.compiled += 1;
     }
-    let pre = rt
-        .prepare(&component)
-        .map_err(|m| ConfigIssue { key: key.clone(), message: format!("{shown} {m}") })?;
+    let pre = rt.prepare(&component).map_err(|m| ConfigIssue {
+        key: key.clone(),
+        message: format!("{shown} {m}"),
+    })?;
     let mut env = Vec::new();
     for name in &spec.env {
         match std::env::var(name) {
             Ok(v) => env.push((name.clone(), v)),
-            Err(_) => tracing::warn!(stage = %spec.name, var = %name, "granted environment variable is not set; the stage will not see it"),
+            Err(_) => {
+                tracing::warn!(stage = %spec.name, var = %name, "granted environment variable is not set; the stage will not see it")
+            }
         }
     }
     let info = StageInfo {
@@ -373,8 +434,26 @@ fn prepare_stage(
     Ok((PreparedStage { spec, pre, env }, info))
 }
 
+/// Runs `fut` to completion on the calling, non-async thread: on the ambient
+/// tokio runtime when there is one (e.g. in `spawn_blocking`), else on a
+/// per-thread current-thread runtime.
+pub(crate) fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(fut),
+        Err(_) => {
+            thread_local! {
+                static RT: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("cannot build a tokio runtime");
+            }
+            RT.with(|rt| rt.block_on(fut))
+        }
+    }
+}
+
 impl PipelineInner {
-    fn run(&self, asset: &AssetFacts, bytes: &[u8]) -> PipelineReport {
+    async fn run(&self, asset: &AssetFacts, bytes: &[u8]) -> PipelineReport {
         let mut report = PipelineReport {
             stages: Vec::new(),
             facts: Vec::new(),
@@ -386,7 +465,12 @@ impl PipelineInner {
             let name = &stage.spec.name;
             if !stage.spec.content_types.is_empty() {
                 let ct = effective_content_type(asset, &report.facts);
-                if !stage.spec.content_types.iter().any(|p| config::content_type_matches(p, ct)) {
+                if !stage
+                    .spec
+                    .content_types
+                    .iter()
+                    .any(|p| config::content_type_matches(p, ct))
+                {
                     report.stages.push(StageReport {
                         name: name.clone(),
                         duration: Duration::ZERO,
@@ -396,7 +480,7 @@ impl PipelineInner {
                     continue;
                 }
             }
-            let call = self.runtime.call(stage, asset, bytes, &report.facts);
+            let call = self.runtime.call(stage, asset, bytes, &report.facts).await;
             match call.outcome {
                 Ok(out) => {
                     for (k, v) in out.facts {
@@ -409,7 +493,9 @@ impl PipelineInner {
                             report.renditions.push(r);
                         }
                     }
-                    report.warnings.extend(out.warnings.iter().map(|w| format!("{name}: {w}")));
+                    report
+                        .warnings
+                        .extend(out.warnings.iter().map(|w| format!("{name}: {w}")));
                     report.stages.push(StageReport {
                         name: name.clone(),
                         duration: call.duration,
@@ -424,12 +510,18 @@ impl PipelineInner {
                         outcome: StageOutcome::Rejected(reason.clone()),
                         warnings: Vec::new(),
                     });
-                    report.verdict = Verdict::Rejected { stage: name.clone(), reason };
+                    report.verdict = Verdict::Rejected {
+                        stage: name.clone(),
+                        reason,
+                    };
                     break;
                 }
                 Err(CallFailure::Error(e)) => {
                     tracing::warn!(stage = %name, asset = %asset.id, error = %e, "stage failed");
-                    report.verdict = Verdict::Failed { stage: name.clone(), error: e.to_string() };
+                    report.verdict = Verdict::Failed {
+                        stage: name.clone(),
+                        error: e.to_string(),
+                    };
                     report.stages.push(StageReport {
                         name: name.clone(),
                         duration: call.duration,
@@ -484,17 +576,24 @@ pub async fn run_single(
 ) -> Result<SingleRun, PipelineConfigError> {
     let rt = runtime.inner.clone();
     let component = component.to_path_buf();
-    let joined = tokio::task::spawn_blocking(move || run_single_blocking(&rt, &component, &asset, &bytes, config)).await;
+    let handle = tokio::runtime::Handle::current();
+    let joined = tokio::task::spawn_blocking(move || {
+        handle.block_on(run_single_inner(&rt, &component, &asset, &bytes, config))
+    })
+    .await;
     match joined {
         Ok(r) => r,
         Err(e) => Err(PipelineConfigError {
             file: PathBuf::new(),
-            issues: vec![ConfigIssue { key: "(run)".into(), message: format!("the run thread ended unexpectedly: {e}") }],
+            issues: vec![ConfigIssue {
+                key: "(run)".into(),
+                message: format!("the run thread ended unexpectedly: {e}"),
+            }],
         }),
     }
 }
 
-fn run_single_blocking(
+async fn run_single_inner(
     rt: &RuntimeInner,
     component: &Path,
     asset: &AssetFacts,
@@ -509,14 +608,17 @@ fn run_single_blocking(
     let spec = StageSpec::single(&name, component.to_path_buf(), config);
     let err = |message: String| PipelineConfigError {
         file: component.to_path_buf(),
-        issues: vec![ConfigIssue { key: "component".into(), message }],
+        issues: vec![ConfigIssue {
+            key: "component".into(),
+            message,
+        }],
     };
     if !component.is_file() {
         return Err(err(format!("file not found: {}", component.display())));
     }
     let mut stats = LoadStats::default();
     let (stage, _info) = prepare_stage(rt, spec, &mut stats).map_err(|i| err(i.message))?;
-    let call = rt.call(&stage, asset, bytes, &[]);
+    let call = rt.call(&stage, asset, bytes, &[]).await;
     Ok(match call.outcome {
         Ok(out) => SingleRun {
             report: StageReport {

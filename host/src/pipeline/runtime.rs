@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, GuestError, LogLevel, StagePre};
+use super::capture::CapturePipe;
 use super::config::StageSpec;
 use super::error::{RuntimeError, StageError};
 use super::{AssetFacts, FactValue, StageOutput};
@@ -28,8 +28,12 @@ pub struct RuntimeOptions {
     pub max_instances: u32,
     /// Epoch tick; deadlines are enforced to within one tick.
     pub epoch_tick: Duration,
-    /// Bytes of guest stderr (and, separately, stdout) kept per call.
+    /// Bytes of guest stderr (and, separately, stdout) kept per call; the
+    /// tail is kept, and writing more never fails the guest.
     pub max_output_bytes: usize,
+    /// Bytes of each memory reset with memset rather than madvise when an
+    /// instance slot is reused (wasmtime's `linear_memory_keep_resident`).
+    pub keep_resident_bytes: usize,
 }
 
 impl Default for RuntimeOptions {
@@ -38,6 +42,7 @@ impl Default for RuntimeOptions {
             max_instances: 64,
             epoch_tick: Duration::from_millis(10),
             max_output_bytes: 256 * 1024,
+            keep_resident_bytes: 0,
         }
     }
 }
@@ -63,6 +68,9 @@ pub(crate) struct RuntimeInner {
     ticker: Mutex<Option<JoinHandle<()>>>,
     compiled: AtomicU64,
     cache_hits: AtomicU64,
+    /// One permit per instance the pool can hold; `Pipeline::run` waits
+    /// for one instead of failing when the pool is busy.
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Drop for RuntimeInner {
@@ -93,8 +101,10 @@ impl RuntimeInner {
         cache_dir: PathBuf,
         opts: RuntimeOptions,
     ) -> Result<Arc<RuntimeInner>, RuntimeError> {
-        std::fs::create_dir_all(&cache_dir)
-            .map_err(|source| RuntimeError::CacheDir { path: cache_dir.clone(), source })?;
+        std::fs::create_dir_all(&cache_dir).map_err(|source| RuntimeError::CacheDir {
+            path: cache_dir.clone(),
+            source,
+        })?;
 
         let n = opts.max_instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
@@ -107,11 +117,17 @@ impl RuntimeInner {
             .max_memories_per_component(4)
             .max_memories_per_module(1)
             .total_tables(n * 8)
+            // One fiber stack per concurrent async call.
+            .total_stacks(n)
             .max_tables_per_component(16)
             .max_tables_per_module(4)
             // The upper bound of memory_limit_mb; the per-stage cap is
             // enforced by the store's limiter.
-            .max_memory_size(4096 << 20);
+            .max_memory_size(4096 << 20)
+            // Reset small memories/tables with memset instead of madvise on
+            // reuse: cheaper for the typical stage that touches little.
+            .linear_memory_keep_resident(opts.keep_resident_bytes)
+            .table_keep_resident(opts.keep_resident_bytes.min(1 << 16));
 
         let mut cfg = Config::new();
         cfg.wasm_component_model(true)
@@ -125,7 +141,7 @@ impl RuntimeInner {
         let engine_hash = h.0.finalize().to_hex()[..16].to_string();
 
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
         bindings::add_to_linker(&mut linker).map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
 
@@ -156,6 +172,7 @@ impl RuntimeInner {
             ticker: Mutex::new(Some(ticker)),
             compiled: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
+            permits: Arc::new(tokio::sync::Semaphore::new(n as usize)),
         }))
     }
 
@@ -174,10 +191,13 @@ impl RuntimeInner {
     /// exists, else compiles it and stores the artefact (temp + rename).
     /// Returns the component, the file's BLAKE3 hex and whether it was cached.
     pub(crate) fn load_component(&self, path: &Path) -> Result<(Component, String, bool), String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         check_header(&bytes)?;
         let hash = blake3::hash(&bytes).to_hex().to_string();
-        let cached = self.cache_dir.join(format!("{hash}-{}.cwasm", self.engine_hash));
+        let cached = self
+            .cache_dir
+            .join(format!("{hash}-{}.cwasm", self.engine_hash));
         if cached.is_file() {
             // SAFETY: the cache directory is written only by this host, with
             // artefacts produced by `Component::serialize` of an engine with
@@ -212,9 +232,10 @@ impl RuntimeInner {
     pub(crate) fn prepare(&self, component: &Component) -> Result<StagePre, String> {
         let version = bindings::detect(component, &self.engine)?;
         bindings::check_imports(component, &self.engine)?;
-        let pre = self.linker.instantiate_pre(component).map_err(|e| {
-            format!("imports something the host does not provide: {}", chain(&e))
-        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| format!("imports something the host does not provide: {}", chain(&e)))?;
         StagePre::new(version, pre).map_err(|e| {
             format!(
                 "does not implement world `lumilio:pipeline/stage@{version}`: {}",
@@ -224,7 +245,13 @@ impl RuntimeInner {
     }
 
     /// Runs one call of one stage in a fresh store, under its limits.
-    pub(crate) fn call(
+    ///
+    /// Two guards enforce `timeout_ms`: the epoch deadline traps wasm code
+    /// that runs past it (checked on loop back-edges and function entries),
+    /// and a `tokio` timeout drops the call (cancelling its fiber) if the
+    /// guest is blocked in a host call, e.g. sleeping through `wasi:io/poll`.
+    /// Must be polled on a tokio runtime (timers, WASI's async host calls).
+    pub(crate) async fn call(
         &self,
         stage: &PreparedStage,
         asset: &AssetFacts,
@@ -232,8 +259,8 @@ impl RuntimeInner {
         facts: &[(String, FactValue)],
     ) -> CallResult {
         let spec = &stage.spec;
-        let stderr = MemoryOutputPipe::new(self.max_output_bytes);
-        let stdout = MemoryOutputPipe::new(self.max_output_bytes);
+        let stderr = CapturePipe::new(self.max_output_bytes);
+        let stdout = CapturePipe::new(self.max_output_bytes);
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -256,7 +283,11 @@ impl RuntimeInner {
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { limit: limit_bytes, used: 0, exceeded: false },
+            limiter: MemoryLimiter {
+                limit: limit_bytes,
+                used: 0,
+                exceeded: false,
+            },
             stage: stage.spec.name.clone(),
             asset_id: asset.id.clone(),
             log_lines: 0,
@@ -268,20 +299,30 @@ impl RuntimeInner {
         store.epoch_deadline_trap();
 
         let started = Instant::now();
-        let result = stage.pre.call(&mut store, asset, bytes, &spec.config, facts);
+        // The epoch trap normally fires first; the timer is a backstop with
+        // one tick of grace.
+        let limit = Duration::from_millis(spec.timeout_ms) + self.tick;
+        let call = stage
+            .pre
+            .call(&mut store, asset, bytes, &spec.config, facts);
+        let result = match tokio::time::timeout(limit, call).await {
+            Ok(r) => r,
+            Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
+        };
         let duration = started.elapsed();
 
-        let out = String::from_utf8_lossy(&stdout.contents()).into_owned();
+        let out = stdout.text();
         if !out.trim().is_empty() {
             tracing::debug!(stage = %spec.name, asset = %asset.id, stdout = %out.trim_end(), "stage stdout");
         }
-        let err_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
+        let err_text = stderr.text();
         let outcome = match result {
             Ok(Ok(output)) => Ok(output),
             Ok(Err(GuestError::Rejected(reason))) => Err(CallFailure::Rejected(reason)),
-            Ok(Err(GuestError::Failed(reason))) => {
-                Err(CallFailure::Error(StageError::Failed { stage: spec.name.clone(), reason }))
-            }
+            Ok(Err(GuestError::Failed(reason))) => Err(CallFailure::Error(StageError::Failed {
+                stage: spec.name.clone(),
+                reason,
+            })),
             Err(e) => Err(CallFailure::Error(classify(
                 &e,
                 spec,
@@ -320,7 +361,10 @@ pub(crate) struct CallResult {
 
 impl CallResult {
     fn failed(e: StageError) -> CallResult {
-        CallResult { duration: Duration::ZERO, outcome: Err(CallFailure::Error(e)) }
+        CallResult {
+            duration: Duration::ZERO,
+            outcome: Err(CallFailure::Error(e)),
+        }
     }
 }
 
@@ -328,28 +372,39 @@ impl CallResult {
 fn classify(e: &wasmtime::Error, spec: &StageSpec, oom: bool, stderr: String) -> StageError {
     let stage = spec.name.clone();
     if oom || e.downcast_ref::<MemoryCapExceeded>().is_some() {
-        return StageError::OutOfMemory { stage, limit_mb: spec.memory_limit_mb };
+        return StageError::OutOfMemory {
+            stage,
+            limit_mb: spec.memory_limit_mb,
+        };
     }
     let trap = e.downcast_ref::<Trap>().copied();
     if trap == Some(Trap::Interrupt) {
-        return StageError::Timeout { stage, limit_ms: spec.timeout_ms };
+        return StageError::Timeout {
+            stage,
+            limit_ms: spec.timeout_ms,
+        };
     }
     if let Some(message) = panic_message(&stderr) {
-        return StageError::Panic { stage, message, stderr };
+        return StageError::Panic {
+            stage,
+            message,
+            stderr,
+        };
     }
     let message = match trap {
         Some(t) => t.to_string(),
         None => chain(e),
     };
-    if trap.is_none() && e.downcast_ref::<wasmtime::Trap>().is_none() && is_instantiation_problem(e) {
+    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+        .is_some()
+    {
         return StageError::Host { stage, message };
     }
-    StageError::Trap { stage, message, stderr }
-}
-
-fn is_instantiation_problem(e: &wasmtime::Error) -> bool {
-    let s = chain(e);
-    s.contains("pooling allocator") || s.contains("resource limit") || s.contains("instance count")
+    StageError::Trap {
+        stage,
+        message,
+        stderr,
+    }
 }
 
 /// Extracts the panic message from a Rust guest's stderr: the text after
@@ -365,16 +420,21 @@ pub(crate) fn panic_message(stderr: &str) -> Option<String> {
     }
     let (loc_line, after) = rest.split_once('\n').unwrap_or((rest, ""));
     // `src/lib.rs:10:5:` alone on its line, message on the following lines.
-    let inline = loc_line.trim_end().strip_suffix(':').map(|_| "").unwrap_or_else(|| {
-        // `src/lib.rs:10:5: message` on one line.
-        loc_line.splitn(4, ':').nth(3).map(str::trim).unwrap_or("")
-    });
+    let inline = loc_line
+        .trim_end()
+        .strip_suffix(':')
+        .map(|_| "")
+        .unwrap_or_else(|| {
+            // `src/lib.rs:10:5: message` on one line.
+            loc_line.splitn(4, ':').nth(3).map(str::trim).unwrap_or("")
+        });
     let mut lines: Vec<&str> = Vec::new();
     if !inline.is_empty() {
         lines.push(inline);
     }
     for l in after.lines() {
-        if l.starts_with("note: ") || l.starts_with("stack backtrace:") || l.starts_with("thread '") {
+        if l.starts_with("note: ") || l.starts_with("stack backtrace:") || l.starts_with("thread '")
+        {
             break;
         }
         lines.push(l);
@@ -401,9 +461,11 @@ fn check_header(bytes: &[u8]) -> Result<(), String> {
     }
     // Core modules have layer 0 (bytes 6..8), components layer 1.
     if bytes[6..8] == [0, 0] {
-        return Err("is a core WebAssembly module, not a component (build the plugin with \
+        return Err(
+            "is a core WebAssembly module, not a component (build the plugin with \
                     `--target wasm32-wasip2`)"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }
@@ -417,7 +479,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .unwrap_or(0);
     let tmp = dir.join(format!(
         ".{}.{}.{nanos}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("artefact"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("artefact"),
         std::process::id()
     ));
     let result = (|| {
@@ -470,7 +534,10 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
         let total = self.used.saturating_sub(current).saturating_add(desired);
         if total > self.limit {
             self.exceeded = true;
-            return Err(wasmtime::Error::new(MemoryCapExceeded { limit: self.limit, desired: total }));
+            return Err(wasmtime::Error::new(MemoryCapExceeded {
+                limit: self.limit,
+                desired: total,
+            }));
         }
         self.used = total;
         Ok(true)
@@ -522,17 +589,30 @@ impl HostState {
         }
         let (stage, asset) = (&self.stage, &self.asset_id);
         match level {
-            LogLevel::Trace => tracing::trace!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}"),
-            LogLevel::Debug => tracing::debug!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}"),
-            LogLevel::Info => tracing::info!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}"),
-            LogLevel::Warn => tracing::warn!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}"),
-            LogLevel::Error => tracing::error!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}"),
+            LogLevel::Trace => {
+                tracing::trace!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "lumilio::plugin", stage = %stage, asset = %asset, "{msg}")
+            }
         }
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }

@@ -13,7 +13,10 @@ use super::*;
 // ---------------------------------------------------------------- helpers
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The path of guest `name`'s component, building the guests once if any is missing.
@@ -53,7 +56,10 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 fn small_opts() -> RuntimeOptions {
-    RuntimeOptions { max_instances: 16, ..RuntimeOptions::default() }
+    RuntimeOptions {
+        max_instances: 16,
+        ..RuntimeOptions::default()
+    }
 }
 
 /// One runtime shared by most tests (like the real host: one per process).
@@ -119,7 +125,11 @@ async fn run(p: &Pipeline, content_type: &str) -> PipelineReport {
 
 /// A normal stage still runs fine on the shared runtime.
 async fn assert_host_still_serves() {
-    let p = load(&stage_toml("after", "echo", "config = { \"fact.ok\" = true }"));
+    let p = load(&stage_toml(
+        "after",
+        "echo",
+        "config = { \"fact.ok\" = true }",
+    ));
     let r = run(&p, "image/jpeg").await;
     assert_eq!(r.verdict, Verdict::Ready, "{r:?}");
     assert_eq!(r.fact("ok"), Some(&FactValue::Boolean(true)));
@@ -140,7 +150,11 @@ async fn echo_facts_renditions_warnings_are_merged() {
         "first",
         "echo",
         r#"config = { "fact.width" = 10, "fact.camera" = "X100", "rendition.small" = "256x128", warn = "hello" }"#,
-    ) + &stage_toml("second", "echo", r#"config = { "fact.width" = 20, "fact.ratio" = 1.5 }"#);
+    ) + &stage_toml(
+        "second",
+        "echo",
+        r#"config = { "fact.width" = 20, "fact.ratio" = 1.5 }"#,
+    );
     let p = load(&toml);
     assert_eq!(p.stages().len(), 2);
     assert_eq!(p.stages()[0].world_version, "0.1.0");
@@ -153,15 +167,21 @@ async fn echo_facts_renditions_warnings_are_merged() {
     assert_eq!(r.fact("camera"), Some(&FactValue::Text("X100".into())));
     assert_eq!(r.fact("ratio"), Some(&FactValue::Float(1.5)));
     let wpos = r.facts.iter().position(|(k, _)| k == "width").unwrap();
-    let cpos = r.facts.iter().position(|(k, _)| k == "camera").unwrap();
-    assert!(wpos < cpos, "merged fact keeps its first position");
+    let rpos = r.facts.iter().position(|(k, _)| k == "ratio").unwrap();
+    assert!(
+        wpos < rpos,
+        "a replaced fact keeps its first position: {:?}",
+        r.facts
+    );
     assert_eq!(r.facts.iter().filter(|(k, _)| k == "width").count(), 1);
     // The second stage saw the first stage's (merged) facts.
-    assert_eq!(r.fact("echo.input_facts"), Some(&FactValue::Integer(8)));
+    assert_eq!(r.fact("echo.input_facts"), Some(&FactValue::Integer(7)));
     assert_eq!(r.fact("echo.bytes"), Some(&FactValue::Integer(13)));
     assert_eq!(
         r.fact("echo.asset_id"),
-        Some(&FactValue::Text("00000000-0000-0000-0000-000000000001".into()))
+        Some(&FactValue::Text(
+            "00000000-0000-0000-0000-000000000001".into()
+        ))
     );
     assert_eq!(r.renditions.len(), 1);
     assert_eq!(r.renditions[0].name, "small");
@@ -169,21 +189,44 @@ async fn echo_facts_renditions_warnings_are_merged() {
     assert_eq!(r.warnings, vec!["first: hello".to_string()]);
     assert_eq!(r.stages[0].warnings, vec!["hello".to_string()]);
     // FactValue serialises untagged.
-    assert_eq!(serde_json::to_string(&r.fact("width").unwrap()).unwrap(), "20");
-    assert_eq!(serde_json::to_string(&FactValue::Text("a".into())).unwrap(), "\"a\"");
+    assert_eq!(
+        serde_json::to_string(&r.fact("width").unwrap()).unwrap(),
+        "20"
+    );
+    assert_eq!(
+        serde_json::to_string(&FactValue::Text("a".into())).unwrap(),
+        "\"a\""
+    );
 }
 
 #[tokio::test]
 async fn content_types_prefer_earlier_fact_over_claim() {
-    let toml = stage_toml("sniff", "echo", r#"config = { "fact.content_type" = "image/jpeg" }"#)
-        + &stage_toml("images", "echo", "content_types = [\"image/*\"]\nconfig = { \"fact.ran_images\" = true }")
-        + &stage_toml("videos", "echo", "content_types = [\"video/*\"]\nconfig = { \"fact.ran_videos\" = true }")
-        + &stage_toml("jpeg", "echo", "content_types = [\"IMAGE/JPEG\"]\nconfig = { \"fact.ran_jpeg\" = true }");
+    let toml = stage_toml(
+        "sniff",
+        "echo",
+        r#"config = { "fact.content_type" = "image/jpeg" }"#,
+    ) + &stage_toml(
+        "images",
+        "echo",
+        "content_types = [\"image/*\"]\nconfig = { \"fact.ran_images\" = true }",
+    ) + &stage_toml(
+        "videos",
+        "echo",
+        "content_types = [\"video/*\"]\nconfig = { \"fact.ran_videos\" = true }",
+    ) + &stage_toml(
+        "jpeg",
+        "echo",
+        "content_types = [\"IMAGE/JPEG\"]\nconfig = { \"fact.ran_jpeg\" = true }",
+    );
     let p = load(&toml);
     // The client claims octet-stream; the sniffing stage says image/jpeg.
     let r = run(&p, "application/octet-stream").await;
     assert_eq!(r.verdict, Verdict::Ready);
-    let outcomes: Vec<_> = r.stages.iter().map(|s| (s.name.as_str(), s.outcome.clone())).collect();
+    let outcomes: Vec<_> = r
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.outcome.clone()))
+        .collect();
     assert_eq!(
         outcomes,
         vec![
@@ -197,9 +240,19 @@ async fn content_types_prefer_earlier_fact_over_claim() {
     assert_eq!(r.fact("ran_videos"), None);
 
     // Without such a fact the client's claim is used.
-    let p = load(&stage_toml("images", "echo", "content_types = [\"image/*\"]"));
-    assert_eq!(run(&p, "image/png; q=1").await.stages[0].outcome, StageOutcome::Ok);
-    assert_eq!(run(&p, "text/plain").await.stages[0].outcome, StageOutcome::Skipped);
+    let p = load(&stage_toml(
+        "images",
+        "echo",
+        "content_types = [\"image/*\"]",
+    ));
+    assert_eq!(
+        run(&p, "image/png; q=1").await.stages[0].outcome,
+        StageOutcome::Ok
+    );
+    assert_eq!(
+        run(&p, "text/plain").await.stages[0].outcome,
+        StageOutcome::Skipped
+    );
 }
 
 #[tokio::test]
@@ -207,9 +260,18 @@ async fn rejection_stops_the_pipeline() {
     let toml = stage_toml("gate", "echo", r#"config = { reject = "not an image" }"#)
         + &stage_toml("never", "echo", "");
     let r = run(&load(&toml), "image/jpeg").await;
-    assert_eq!(r.verdict, Verdict::Rejected { stage: "gate".into(), reason: "not an image".into() });
+    assert_eq!(
+        r.verdict,
+        Verdict::Rejected {
+            stage: "gate".into(),
+            reason: "not an image".into()
+        }
+    );
     assert_eq!(r.stages.len(), 1);
-    assert_eq!(r.stages[0].outcome, StageOutcome::Rejected("not an image".into()));
+    assert_eq!(
+        r.stages[0].outcome,
+        StageOutcome::Rejected("not an image".into())
+    );
 }
 
 #[tokio::test]
@@ -219,72 +281,164 @@ async fn failure_stops_the_pipeline_and_is_retryable() {
     let r = run(&load(&toml), "image/jpeg").await;
     assert_eq!(
         r.verdict,
-        Verdict::Failed { stage: "flaky".into(), error: "stage `flaky` failed: disk full".into() }
+        Verdict::Failed {
+            stage: "flaky".into(),
+            error: "stage `flaky` failed: disk full".into()
+        }
     );
     assert_eq!(r.stages.len(), 1);
     assert_eq!(
         failed(&r),
-        &StageError::Failed { stage: "flaky".into(), reason: "disk full".into() }
+        &StageError::Failed {
+            stage: "flaky".into(),
+            reason: "disk full".into()
+        }
     );
 }
 
 // ---------------------------------------------------------------- hostile guests
 
+/// `[hostile stage (only for application/x-hostile), echo]`: the same
+/// Pipeline serves a hostile asset and then a normal one.
+fn hostile_pipeline(guest_name: &str, limits: &str) -> Pipeline {
+    load(
+        &(stage_toml(
+            guest_name,
+            guest_name,
+            &format!("content_types = [\"application/x-hostile\"]\n{limits}"),
+        ) + &stage_toml("after", "echo", "config = { \"fact.ok\" = true }")),
+    )
+}
+
+/// After a hostile run: the same pipeline (hostile stage skipped) and a new
+/// pipeline on the same runtime both work.
+async fn assert_still_serves(p: &Pipeline, hostile: &str) {
+    let r = run(p, "image/jpeg").await;
+    assert_eq!(r.verdict, Verdict::Ready, "{r:?}");
+    assert_eq!(r.stages[0].name, hostile);
+    assert_eq!(r.stages[0].outcome, StageOutcome::Skipped);
+    assert_eq!(r.fact("ok"), Some(&FactValue::Boolean(true)));
+    assert_host_still_serves().await;
+}
+
 #[tokio::test]
 async fn infinite_loop_stops_at_deadline() {
-    let p = load(&(stage_toml("spin", "spin", "timeout_ms = 200") + &stage_toml("never", "echo", "")));
+    let p = hostile_pipeline("spin", "timeout_ms = 200");
     for _ in 0..2 {
         let started = Instant::now();
-        let r = run(&p, "image/jpeg").await;
+        let r = run(&p, "application/x-hostile").await;
         let took = started.elapsed();
         let e = failed(&r);
-        assert_eq!(e, &StageError::Timeout { stage: "spin".into(), limit_ms: 200 });
+        assert_eq!(
+            e,
+            &StageError::Timeout {
+                stage: "spin".into(),
+                limit_ms: 200
+            }
+        );
         assert_eq!(
             e.to_string(),
             "stage `spin` timed out after 200 ms (timeout_ms in pipeline.toml)"
         );
         assert!(matches!(&r.verdict, Verdict::Failed { stage, .. } if stage == "spin"));
         assert_eq!(r.stages.len(), 1, "the pipeline stops at the failed stage");
-        assert!(r.stages[0].duration >= Duration::from_millis(195), "{:?}", r.stages[0].duration);
+        assert!(
+            r.stages[0].duration >= Duration::from_millis(195),
+            "{:?}",
+            r.stages[0].duration
+        );
         assert!(took < Duration::from_secs(3), "deadline overshot: {took:?}");
+        assert_still_serves(&p, "spin").await;
     }
-    assert_host_still_serves().await;
 }
 
 #[tokio::test]
 async fn two_gib_allocation_stops_at_memory_cap() {
-    let p = load(&stage_toml("oom", "oom", "memory_limit_mb = 64\ntimeout_ms = 20000"));
+    let p = hostile_pipeline("oom", "memory_limit_mb = 64\ntimeout_ms = 20000");
     for _ in 0..2 {
-        let r = run(&p, "image/jpeg").await;
+        let r = run(&p, "application/x-hostile").await;
         let e = failed(&r);
-        assert_eq!(e, &StageError::OutOfMemory { stage: "oom".into(), limit_mb: 64 });
-        assert!(e.to_string().starts_with("stage `oom` ran out of memory"), "{e}");
-        assert!(e.to_string().contains("64 MB"), "{e}");
+        assert_eq!(
+            e,
+            &StageError::OutOfMemory {
+                stage: "oom".into(),
+                limit_mb: 64
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "stage `oom` ran out of memory: it tried to grow past its limit of 64 MB \
+             (memory_limit_mb in pipeline.toml)"
+        );
+        assert_still_serves(&p, "oom").await;
     }
-    assert_host_still_serves().await;
 }
 
 #[tokio::test]
 async fn panic_message_is_in_the_error() {
     const MESSAGE: &str = "guest gave up: the bytes are cursed";
-    let p = load(&stage_toml("panicky", "panic", ""));
-    let r = run(&p, "image/jpeg").await;
+    let p = hostile_pipeline("panic", "");
+    let r = run(&p, "application/x-hostile").await;
     let e = failed(&r);
     match e {
-        StageError::Panic { stage, message, stderr } => {
-            assert_eq!(stage, "panicky");
+        StageError::Panic {
+            stage,
+            message,
+            stderr,
+        } => {
+            assert_eq!(stage, "panic");
             assert_eq!(message, MESSAGE);
             assert!(stderr.contains("panicked at"), "{stderr}");
             assert!(stderr.contains(MESSAGE), "{stderr}");
         }
         other => panic!("expected a panic error, got {other:?}"),
     }
-    assert_eq!(e.to_string(), format!("stage `panicky` panicked: {MESSAGE}"));
+    assert_eq!(e.to_string(), format!("stage `panic` panicked: {MESSAGE}"));
     assert_eq!(
         r.verdict,
-        Verdict::Failed { stage: "panicky".into(), error: format!("stage `panicky` panicked: {MESSAGE}") }
+        Verdict::Failed {
+            stage: "panic".into(),
+            error: format!("stage `panic` panicked: {MESSAGE}")
+        }
     );
-    assert_host_still_serves().await;
+    assert_still_serves(&p, "panic").await;
+}
+
+#[tokio::test]
+async fn guest_blocked_in_host_call_stops_at_deadline() {
+    // `sleep` blocks in wasi:io/poll, where no epoch check runs; the call's
+    // timer cancels it.
+    let p = load(
+        &(stage_toml(
+            "sleepy",
+            "echo",
+            "timeout_ms = 200\ncontent_types = [\"application/x-hostile\"]\nconfig = { sleep_ms = 30000 }",
+        ) + &stage_toml("after", "echo", "config = { \"fact.ok\" = true }")),
+    );
+    let started = Instant::now();
+    let r = run(&p, "application/x-hostile").await;
+    let took = started.elapsed();
+    assert_eq!(
+        failed(&r),
+        &StageError::Timeout {
+            stage: "sleepy".into(),
+            limit_ms: 200
+        }
+    );
+    assert!(took < Duration::from_secs(3), "deadline overshot: {took:?}");
+    assert_still_serves(&p, "sleepy").await;
+}
+
+#[tokio::test]
+async fn chatty_stderr_does_not_fail_the_stage() {
+    // 1 MiB of stderr against the 256 KiB kept by default.
+    let p = load(&stage_toml(
+        "chatty",
+        "echo",
+        "config = { stderr_bytes = 1048576 }",
+    ));
+    let r = run(&p, "image/jpeg").await;
+    assert_eq!(r.verdict, Verdict::Ready, "{r:?}");
 }
 
 #[tokio::test]
@@ -304,8 +458,14 @@ async fn wrong_world_fails_check_with_clear_message() {
     );
     // run_single says the same about the file.
     let (a, b) = asset("image/jpeg", b"x");
-    let e = run_single(runtime(), &wasm, a, b, vec![]).await.unwrap_err();
-    assert!(e.to_string().contains("missing export `lumilio:pipeline/runner@0.1.0`"), "{e}");
+    let e = run_single(runtime(), &wasm, a, b, vec![])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("missing export `lumilio:pipeline/runner@0.1.0`"),
+        "{e}"
+    );
     assert_host_still_serves().await;
 }
 
@@ -353,22 +513,40 @@ async fn no_filesystem_or_env_unless_granted() {
     let denied = load(&stage_toml("denied", "echo", &cfg));
     let r = run(&denied, "image/jpeg").await;
     assert_eq!(r.verdict, Verdict::Ready);
-    assert_eq!(r.fact("env.LUMILIO_TEST_GRANT.missing"), Some(&FactValue::Boolean(true)));
-    assert!(matches!(r.fact("file.error"), Some(FactValue::Text(_))), "{r:?}");
+    assert_eq!(
+        r.fact("env.LUMILIO_TEST_GRANT.missing"),
+        Some(&FactValue::Boolean(true))
+    );
+    assert!(
+        matches!(r.fact("file.error"), Some(FactValue::Text(_))),
+        "{r:?}"
+    );
     assert_eq!(r.fact("file.len"), None);
 
     let granted = load(&stage_toml(
         "granted",
         "echo",
-        &format!("{cfg}\nread_only_dirs = ['{}']\nenv = [\"LUMILIO_TEST_GRANT\"]", data.display()),
+        &format!(
+            "{cfg}\nread_only_dirs = ['{}']\nenv = [\"LUMILIO_TEST_GRANT\"]",
+            data.display()
+        ),
     ));
-    assert_eq!(granted.stages()[0].env, vec!["LUMILIO_TEST_GRANT".to_string()]);
+    assert_eq!(
+        granted.stages()[0].env,
+        vec!["LUMILIO_TEST_GRANT".to_string()]
+    );
     let r = run(&granted, "image/jpeg").await;
     assert_eq!(r.verdict, Verdict::Ready);
-    assert_eq!(r.fact("env.LUMILIO_TEST_GRANT"), Some(&FactValue::Text("sesame".into())));
+    assert_eq!(
+        r.fact("env.LUMILIO_TEST_GRANT"),
+        Some(&FactValue::Text("sesame".into()))
+    );
     assert_eq!(r.fact("file.len"), Some(&FactValue::Integer(5)));
     // Read-only: writing fails and nothing appears on the host.
-    assert!(matches!(r.fact("write.error"), Some(FactValue::Text(_))), "{r:?}");
+    assert!(
+        matches!(r.fact("write.error"), Some(FactValue::Text(_))),
+        "{r:?}"
+    );
     assert!(!data.join("new.bin").exists());
 }
 
@@ -378,19 +556,40 @@ async fn no_filesystem_or_env_unless_granted() {
 fn second_load_deserializes_instead_of_compiling() {
     let cache = temp_dir("cache");
     let dir = temp_dir("cache-toml");
-    let path = write_toml(&dir, &(stage_toml("a", "echo", "") + &stage_toml("b", "panic", "")));
+    let path = write_toml(
+        &dir,
+        &(stage_toml("a", "echo", "") + &stage_toml("b", "panic", "")),
+    );
 
     let rt1 = Runtime::with_options(&cache, small_opts()).unwrap();
     let p1 = Pipeline::load(&path, &rt1).unwrap();
-    assert_eq!(p1.load_stats(), LoadStats { compiled: 2, cache_hits: 0 });
+    assert_eq!(
+        p1.load_stats(),
+        LoadStats {
+            compiled: 2,
+            cache_hits: 0
+        }
+    );
     assert!(p1.stages().iter().all(|s| !s.from_cache));
 
     // A new runtime on the same directory, as after a restart.
     let rt2 = Runtime::with_options(&cache, small_opts()).unwrap();
     let p2 = Pipeline::load(&path, &rt2).unwrap();
-    assert_eq!(p2.load_stats(), LoadStats { compiled: 0, cache_hits: 2 });
+    assert_eq!(
+        p2.load_stats(),
+        LoadStats {
+            compiled: 0,
+            cache_hits: 2
+        }
+    );
     assert!(p2.stages().iter().all(|s| s.from_cache));
-    assert_eq!(rt2.load_stats(), LoadStats { compiled: 0, cache_hits: 2 });
+    assert_eq!(
+        rt2.load_stats(),
+        LoadStats {
+            compiled: 0,
+            cache_hits: 2
+        }
+    );
 
     // Artefacts are named by the wasm's BLAKE3 and the engine hash; no temp
     // files are left behind.
@@ -399,8 +598,14 @@ fn second_load_deserializes_instead_of_compiling() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
-    let echo_hash = blake3::hash(&std::fs::read(guest("echo")).unwrap()).to_hex().to_string();
-    assert!(names.iter().any(|n| n.starts_with(&format!("{echo_hash}-")) && n.ends_with(".cwasm")));
+    let echo_hash = blake3::hash(&std::fs::read(guest("echo")).unwrap())
+        .to_hex()
+        .to_string();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with(&format!("{echo_hash}-")) && n.ends_with(".cwasm"))
+    );
     assert_eq!(p2.stages()[0].component_hash, echo_hash);
 
     // The cached component really runs.
@@ -418,7 +623,13 @@ fn second_load_deserializes_instead_of_compiling() {
     }
     let rt3 = Runtime::with_options(&cache, small_opts()).unwrap();
     let p3 = Pipeline::load(&path, &rt3).unwrap();
-    assert_eq!(p3.load_stats(), LoadStats { compiled: 2, cache_hits: 0 });
+    assert_eq!(
+        p3.load_stats(),
+        LoadStats {
+            compiled: 2,
+            cache_hits: 0
+        }
+    );
     assert_eq!(p3.run_blocking(&a, &b).stages[0].outcome, StageOutcome::Ok);
 }
 
@@ -426,7 +637,8 @@ fn second_load_deserializes_instead_of_compiling() {
 
 #[test]
 fn unknown_key_is_named_with_suggestion() {
-    let toml = stage_toml("validate", "echo", "") + &stage_toml("thumbnail", "echo", "timeot_ms = 5");
+    let toml =
+        stage_toml("validate", "echo", "") + &stage_toml("thumbnail", "echo", "timeot_ms = 5");
     let (p, msgs) = load_err(&toml);
     assert_eq!(
         msgs,
@@ -454,11 +666,16 @@ fn missing_component_file() {
 
 #[test]
 fn duplicate_stage_names() {
-    let toml = stage_toml("same", "echo", "") + &stage_toml("other", "echo", "") + &stage_toml("same", "echo", "");
+    let toml = stage_toml("same", "echo", "")
+        + &stage_toml("other", "echo", "")
+        + &stage_toml("same", "echo", "");
     let (p, msgs) = load_err(&toml);
     assert_eq!(
         msgs,
-        vec![format!("{}: stage[2] (\"same\").name: duplicate stage name (also used by stage[0])", p.display())]
+        vec![format!(
+            "{}: stage[2] (\"same\").name: duplicate stage name (also used by stage[0])",
+            p.display()
+        )]
     );
 }
 
@@ -473,8 +690,12 @@ fn limits_out_of_range() {
         msgs,
         vec![
             format!("{f}: stage[0] (\"a\").timeout_ms: 0 is out of range (expected 1..=600000)"),
-            format!("{f}: stage[0] (\"a\").memory_limit_mb: 4097 is out of range (expected 1..=4096)"),
-            format!("{f}: stage[1] (\"b\").timeout_ms: 600001 is out of range (expected 1..=600000)"),
+            format!(
+                "{f}: stage[0] (\"a\").memory_limit_mb: 4097 is out of range (expected 1..=4096)"
+            ),
+            format!(
+                "{f}: stage[1] (\"b\").timeout_ms: 600001 is out of range (expected 1..=600000)"
+            ),
             format!("{f}: stage[1] (\"b\").memory_limit_mb: 0 is out of range (expected 1..=4096)"),
         ]
     );
@@ -511,7 +732,10 @@ fn wrong_types_missing_keys_and_bad_values() {
         msgs,
         vec![
             format!("{f}: stage[0].name: missing (every stage needs a unique name)"),
-            format!("{f}: stage[0].component: file not found: {}", dir.join("x.wasm").display()),
+            format!(
+                "{f}: stage[0].component: file not found: {}",
+                dir.join("x.wasm").display()
+            ),
             format!("{f}: stage[1] (\"t\").config: expected a table, found an integer"),
             format!("{f}: stage[1] (\"t\").timeout_ms: expected an integer, found a string"),
             format!("{f}: stage[1] (\"t\").content_types[1]: expected a string, found an integer"),
@@ -522,9 +746,13 @@ fn wrong_types_missing_keys_and_bad_values() {
             format!(
                 "{f}: stage[2].name: invalid stage name \"bad name\" (use 1 to 64 letters, digits, '-', '_' or '.')"
             ),
-            format!("{f}: stage[3] (\"g\").read_only_dirs[0]: directory not found: /definitely/not/here"),
+            format!(
+                "{f}: stage[3] (\"g\").read_only_dirs[0]: directory not found: /definitely/not/here"
+            ),
             format!("{f}: stage[3] (\"g\").env[0]: invalid environment variable name \"A=B\""),
-            format!("{f}: stage[4] (\"nc\").component: missing (the path of the stage's .wasm component)"),
+            format!(
+                "{f}: stage[4] (\"nc\").component: missing (the path of the stage's .wasm component)"
+            ),
         ]
     );
 }
@@ -534,13 +762,17 @@ fn toml_syntax_and_top_level_errors() {
     let (p, msgs) = load_err("[[stage]]\nname = \"a\nx = 1\n");
     assert_eq!(msgs.len(), 1);
     assert!(
-        msgs[0].starts_with(&format!("{}: line 2, column ", p.display())) && msgs[0].contains("invalid TOML"),
+        msgs[0].starts_with(&format!("{}: line 2, column ", p.display()))
+            && msgs[0].contains("invalid TOML"),
         "{msgs:?}"
     );
     let (p, msgs) = load_err(&(stage_toml("a", "echo", "") + "[stages]\nx = 1\n"));
     assert_eq!(
         msgs,
-        vec![format!("{}: stages: unknown key (expected stage); did you mean stage?", p.display())]
+        vec![format!(
+            "{}: stages: unknown key (expected stage); did you mean stage?",
+            p.display()
+        )]
     );
 }
 
@@ -554,7 +786,13 @@ fn all_errors_are_collected_together() {
     let f = p.display();
     let keys: Vec<&str> = msgs
         .iter()
-        .map(|m| m.strip_prefix(&format!("{f}: ")).unwrap().split(": ").next().unwrap())
+        .map(|m| {
+            m.strip_prefix(&format!("{f}: "))
+                .unwrap()
+                .split(": ")
+                .next()
+                .unwrap()
+        })
         .collect();
     // The file's own problems in file order, then component problems.
     assert_eq!(
@@ -619,8 +857,8 @@ fn panic_message_extraction() {
     assert_eq!(pm("no panic here"), None);
 }
 
-#[tokio::test]
-async fn host_log_goes_to_tracing_with_stage_name() {
+#[test]
+fn host_log_goes_to_tracing_with_stage_name() {
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
     impl std::io::Write for Buf {
@@ -639,13 +877,17 @@ async fn host_log_goes_to_tracing_with_stage_name() {
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)
         .finish();
-    let p = load(&stage_toml("chatty", "echo", r#"config = { log = "hello from the guest" }"#));
+    let p = load(&stage_toml(
+        "logger",
+        "echo",
+        r#"config = { log = "hello from the guest" }"#,
+    ));
     let (a, b) = asset("image/jpeg", b"x");
     let r = tracing::subscriber::with_default(subscriber, || p.run_blocking(&a, &b));
     assert_eq!(r.verdict, Verdict::Ready);
     let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
     assert!(out.contains("hello from the guest"), "{out}");
-    assert!(out.contains("stage=chatty"), "{out}");
+    assert!(out.contains("stage=logger"), "{out}");
 }
 
 #[tokio::test]
@@ -656,7 +898,10 @@ async fn run_single_runs_one_component() {
         &guest("echo"),
         a.clone(),
         b.clone(),
-        vec![("fact.k".into(), "v".into()), ("rendition.thumb".into(), "64x48".into())],
+        vec![
+            ("fact.k".into(), "v".into()),
+            ("rendition.thumb".into(), "64x48".into()),
+        ],
     )
     .await
     .unwrap();
@@ -666,7 +911,14 @@ async fn run_single_runs_one_component() {
     assert!(o.facts.contains(&("k".into(), FactValue::Text("v".into()))));
     assert_eq!(o.renditions[0].name, "thumb");
 
-    let missing = run_single(runtime(), Path::new("/nope.wasm"), a.clone(), b.clone(), vec![]).await;
+    let missing = run_single(
+        runtime(),
+        Path::new("/nope.wasm"),
+        a.clone(),
+        b.clone(),
+        vec![],
+    )
+    .await;
     assert_eq!(
         missing.unwrap_err().messages(),
         vec!["/nope.wasm: component: file not found: /nope.wasm".to_string()]
@@ -700,6 +952,45 @@ async fn real_validate_plugin_if_built() {
 fn bench_instantiate_and_call_empty_stage() {
     let p = load(&stage_toml("noop", "echo", "config = { noop = \"1\" }"));
     let per_call = bench::call_overhead(&p, 2000);
-    println!("pipeline overhead: {:.1} µs per instantiate+call of an empty stage", per_call.as_secs_f64() * 1e6);
+    println!(
+        "pipeline overhead: {:.1} µs per instantiate+call of an empty stage",
+        per_call.as_secs_f64() * 1e6
+    );
     assert!(per_call < Duration::from_millis(5));
+}
+
+/// Compares pool settings in one process (the machine is shared, so only
+/// interleaved measurements are comparable).
+#[test]
+#[ignore]
+fn bench_keep_resident_variants() {
+    let dir = temp_dir("bench");
+    let path = write_toml(
+        &dir,
+        &stage_toml("noop", "echo", "config = { noop = \"1\" }"),
+    );
+    let variants = [0usize, 64 << 10, 1 << 20];
+    let pipelines: Vec<_> = variants
+        .iter()
+        .map(|&k| {
+            let rt = Runtime::with_options(
+                repo_root().join("target/pipeline-test-cache"),
+                RuntimeOptions {
+                    keep_resident_bytes: k,
+                    ..small_opts()
+                },
+            )
+            .unwrap();
+            Pipeline::load(&path, &rt).unwrap()
+        })
+        .collect();
+    for round in 0..3 {
+        for (k, p) in variants.iter().zip(&pipelines) {
+            let t = bench::call_overhead(p, 2000);
+            println!(
+                "round {round} keep_resident={k:>8}: {:.1} µs",
+                t.as_secs_f64() * 1e6
+            );
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! place where pipeline results meet the database and storage.
 
 mod process_asset;
+mod process_clip;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use process_asset::ProcessAssetWorker;
+pub use process_clip::{CLIP_RENDITION, ProcessClipWorker};
 
+use crate::clip::Dispatcher;
 use crate::pipeline::Pipeline;
 use crate::storage::Storage;
 
@@ -31,6 +34,17 @@ pub struct ProcessAsset {
     pub asset_id: Uuid,
 }
 
+/// Queue name of [`ProcessClip`] jobs.
+pub const PROCESS_CLIP_QUEUE: &str = "process_clip";
+
+/// Embeds one ready asset's `clip` rendition. Carries only the id, never image bytes.
+#[derive(Clone, Debug, Deserialize, Serialize, riverqueue::JobArgs)]
+#[river(kind = "process_clip", queue = "process_clip", max_attempts = 25)]
+pub struct ProcessClip {
+    /// The asset to embed.
+    pub asset_id: Uuid,
+}
+
 /// Queue settings.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
@@ -40,6 +54,8 @@ pub struct QueueSettings {
     pub rescue_after: Duration,
     /// Longest a single pipeline job may run.
     pub job_timeout: Duration,
+    /// Concurrent `process_clip` jobs; at least a CLIP batch, or batches never fill.
+    pub process_clip_workers: usize,
 }
 
 impl Default for QueueSettings {
@@ -48,6 +64,7 @@ impl Default for QueueSettings {
             process_asset_workers: 5,
             rescue_after: Duration::from_secs(120),
             job_timeout: Duration::from_secs(60),
+            process_clip_workers: 16,
         }
     }
 }
@@ -61,6 +78,8 @@ pub struct WorkerDeps {
     pub pipeline: Arc<Pipeline>,
     /// Staging and storage directories.
     pub storage: Storage,
+    /// The CLIP dispatcher, when an inference service is configured.
+    pub clip: Option<Dispatcher>,
 }
 
 /// Builds a client that can insert jobs but works none (for the API alone and for tests).
@@ -73,7 +92,15 @@ pub fn worker_client(deps: WorkerDeps, settings: &QueueSettings) -> Result<Clien
     let mut workers = Workers::new();
     workers.add(ProcessAssetWorker::new(deps.clone()))?;
     let maintenance = riverqueue::MaintenanceConfig::default().with_rescue_after(settings.rescue_after);
-    Client::builder(deps.pool)
+    let mut builder = Client::builder(deps.pool.clone());
+    if let Some(dispatcher) = &deps.clip {
+        workers.add(ProcessClipWorker::new(deps.pool.clone(), deps.storage.clone(), dispatcher.clone()))?;
+        // One worker blocks on its own submission, so a batch holds at most as
+        // many items as there are workers: never run fewer than a batch.
+        let n = settings.process_clip_workers.max(dispatcher.config().batch_size);
+        builder = builder.queue(PROCESS_CLIP_QUEUE, QueueConfig::new(n));
+    }
+    builder
         .workers(workers)
         .queue(PROCESS_ASSET_QUEUE, QueueConfig::new(settings.process_asset_workers))
         .job_timeout(settings.job_timeout)

@@ -97,6 +97,10 @@ impl ProcessAssetWorker {
 
         let (status, reason) = match &report.verdict {
             Verdict::Ready => {
+                let mut tx = riverqueue::database::begin_postgres(pool).await?;
+                // Under the hash lock, so a concurrent delete of another asset with
+                // the same bytes cannot remove the original we are about to rely on.
+                assets::lock_hash(&mut tx, &asset.content_hash).await?;
                 let staged = self.deps.storage.staged_path(id);
                 if tokio::fs::try_exists(&staged).await.unwrap_or(false) {
                     self.deps.storage.put_original(&staged, &asset.content_hash).await?;
@@ -112,8 +116,12 @@ impl ProcessAssetWorker {
                         size: r.bytes.len() as i64,
                     });
                 }
-                let mut tx = riverqueue::database::begin_postgres(pool).await?;
                 assets::save_renditions(&mut tx, id, &rows).await?;
+                // The next step is enqueued with the outcome, in the same transaction.
+                if self.deps.clip.is_some() && rows.iter().any(|r| r.name == super::CLIP_RENDITION) {
+                    let client = context.client().expect("jobs worked by a client have a client");
+                    client.insert(super::ProcessClip { asset_id: id }).tx(&mut tx).await?;
+                }
                 let outcome =
                     Outcome { status: Status::Ready, reason: None, results: &results, known: &known, facts: &facts_json };
                 save_outcome(&mut tx, id, outcome, context).await?;

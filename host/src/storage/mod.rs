@@ -116,6 +116,20 @@ impl Storage {
         Ok(dest)
     }
 
+    /// Deletes the original and every rendition stored for `hash`.
+    pub async fn remove_stored(&self, hash: &str) -> Result<(), StorageError> {
+        let original = self.original_path(hash)?;
+        let renditions = self.root.join("renditions").join(&hash[..2]).join(hash);
+        for result in [fs::remove_file(&original).await, fs::remove_dir_all(&renditions).await] {
+            if let Err(e) = result
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                return Err(io_err(&original)(e));
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes a staged upload; a missing file is fine.
     pub async fn remove_staged(&self, asset: Uuid) -> Result<(), StorageError> {
         let path = self.staged_path(asset);

@@ -11,6 +11,7 @@
 //! The logic is plain Rust ([`extract`], [`run`]); the WIT glue lives in
 //! `wasm.rs` and only compiles for wasm32.
 
+pub mod extra;
 pub mod stage;
 
 #[cfg(target_arch = "wasm32")]
@@ -103,39 +104,102 @@ pub struct Extracted {
     pub log: Vec<String>,
 }
 
-/// Reads the EXIF fields of any supported container. Never fails: a file
-/// without EXIF gives empty metadata and a log note.
+/// Reads the EXIF fields of any supported container, falling back to XMP and
+/// old vendor blocks for fields EXIF lacks. Never fails: a file without
+/// metadata gives empty [`Metadata`] and a log note.
 pub fn extract(bytes: &[u8]) -> Extracted {
     let mut out = Extracted::default();
     let mut reader = exif::Reader::new();
     reader.continue_on_error(true);
     let exif = match reader.read_from_container(&mut std::io::Cursor::new(bytes)) {
-        Ok(e) => e,
+        Ok(e) => Some(e),
         Err(e) => match e.distill_partial_result(|errs| {
             let list: Vec<String> = errs.iter().take(3).map(|e| e.to_string()).collect();
             out.warnings.push(format!("some EXIF fields are damaged and were skipped ({})", list.join("; ")));
         }) {
-            Ok(e) => e,
-            Err(exif::Error::NotFound(_)) => {
-                out.log.push("metadata: no EXIF in this file".into());
-                return out;
-            }
+            Ok(e) => Some(e),
+            Err(exif::Error::NotFound(_)) => None,
+            Err(exif::Error::InvalidFormat("Unknown image format")) => None,
             Err(e) => {
                 out.warnings.push(format!("the EXIF metadata could not be read: {e}"));
-                return out;
+                None
             }
         },
     };
-    out.metadata = from_exif(&exif);
+    let mut m = exif.as_ref().map(from_exif).unwrap_or_default();
+    let xmp = extra::Xmp::find(bytes);
+    if let Some(x) = &xmp {
+        fill_from_xmp(&mut m, x);
+    }
+    // Dates in precedence order, each from EXIF first, then XMP, then the
+    // vendor blocks (the order in which exiftool prefers them).
+    let x = |name: &str| xmp.as_ref().and_then(|x| x.get(name)).and_then(|s| parse_datetime(&s));
+    let original = exif.as_ref().and_then(|e| exif_date(e, Tag::DateTimeOriginal, Tag::OffsetTimeOriginal))
+        .or_else(|| x("exif:DateTimeOriginal"))
+        .or_else(|| vendor_date(bytes, exif.as_ref(), m.make.as_deref()));
+    let created = || exif.as_ref().and_then(|e| exif_date(e, Tag::DateTimeDigitized, Tag::OffsetTimeDigitized)).or_else(|| x("xmp:CreateDate"));
+    let modified = || exif.as_ref().and_then(|e| exif_date(e, Tag::DateTime, Tag::OffsetTime)).or_else(|| x("xmp:ModifyDate"));
+    m.taken_at = original.or_else(created).or_else(modified).map(|(d, off)| d + off.as_deref().unwrap_or(""));
+    if let Some(c) = extra::Ciff::read(bytes) {
+        m.make = m.make.or(c.make);
+        m.model = m.model.or(c.model);
+        m.focal_length = m.focal_length.or(c.focal_length);
+    }
+    if let Some(p) = extra::PictureInfo::read(bytes) {
+        m.exposure_time = m.exposure_time.or(p.exposure_time);
+        m.f_number = m.f_number.or(p.f_number);
+    }
+    if m == Metadata::default() {
+        out.log.push("metadata: no EXIF or XMP metadata in this file".into());
+    }
+    out.metadata = m;
     out
 }
 
-/// Maps parsed EXIF to [`Metadata`].
+/// DateTimeOriginal from CIFF, Olympus picture info or a Reconyx maker note.
+fn vendor_date(bytes: &[u8], exif: Option<&Exif>, make: Option<&str>) -> Option<(String, Option<String>)> {
+    let ciff = || extra::Ciff::read(bytes).and_then(|c| c.taken_at);
+    let pinfo = || extra::PictureInfo::read(bytes).and_then(|p| p.taken_at);
+    let reconyx = || {
+        let note = exif?.get_field(Tag::MakerNote, In::PRIMARY)?;
+        match &note.value {
+            Value::Undefined(b, _) => extra::reconyx_taken_at(b, make),
+            _ => None,
+        }
+    };
+    ciff().or_else(pinfo).or_else(reconyx).map(|d| (d, None))
+}
+
+/// Fills fields EXIF did not have from the XMP packet.
+fn fill_from_xmp(m: &mut Metadata, x: &extra::Xmp) {
+    let num = |k: &str| x.get(k).and_then(|s| extra::number(&s)).filter(|v| *v > 0.0);
+    let int = |k: &str| num(k).filter(|v| v.fract() == 0.0).map(|v| v as i64);
+    m.make = m.make.take().or_else(|| x.get("tiff:Make"));
+    m.model = m.model.take().or_else(|| x.get("tiff:Model"));
+    m.lens = m.lens.take().or_else(|| x.get("exifEX:LensModel"));
+    m.exposure_time = m.exposure_time.or_else(|| num("exif:ExposureTime"));
+    m.f_number = m.f_number.or_else(|| num("exif:FNumber"));
+    m.focal_length = m.focal_length.or_else(|| num("exif:FocalLength"));
+    m.iso = m.iso.or_else(|| int("exif:ISOSpeedRatings")).or_else(|| int("exifEX:PhotographicSensitivity"));
+    m.orientation = m.orientation.or_else(|| int("tiff:Orientation").filter(|v| (1..=8).contains(v)));
+    m.pixel_width = m.pixel_width.or_else(|| int("exif:PixelXDimension"));
+    m.pixel_height = m.pixel_height.or_else(|| int("exif:PixelYDimension"));
+    if m.gps_latitude.is_none() && m.gps_longitude.is_none() {
+        m.gps_latitude = x.get("exif:GPSLatitude").and_then(|s| extra::gps(&s));
+        m.gps_longitude = x.get("exif:GPSLongitude").and_then(|s| extra::gps(&s));
+    }
+    if m.gps_altitude.is_none() {
+        let below = x.get("exif:GPSAltitudeRef").as_deref() == Some("1");
+        m.gps_altitude = x.get("exif:GPSAltitude").and_then(|s| extra::number(&s)).map(|a| if below { -a } else { a });
+    }
+}
+
+/// Maps parsed EXIF to [`Metadata`] (dates are handled by [`extract`]).
 fn from_exif(x: &Exif) -> Metadata {
     let f = |t: Tag| x.get_field(t, In::PRIMARY);
     let (lat, lon) = (gps_coord(x, Tag::GPSLatitude, Tag::GPSLatitudeRef, b'S'), gps_coord(x, Tag::GPSLongitude, Tag::GPSLongitudeRef, b'W'));
     Metadata {
-        taken_at: taken_at(x),
+        taken_at: None,
         make: f(Tag::Make).and_then(text),
         model: f(Tag::Model).and_then(text),
         lens: f(Tag::LensModel).and_then(text),
@@ -218,32 +282,38 @@ fn gps_altitude(x: &Exif) -> Option<f64> {
     Some(if below { -alt } else { alt })
 }
 
-/// The first valid of DateTimeOriginal, DateTimeDigitized (CreateDate) and
-/// DateTime, with its matching offset tag, or OffsetTime as a fallback.
-fn taken_at(x: &Exif) -> Option<String> {
-    let candidates = [
-        (Tag::DateTimeOriginal, Tag::OffsetTimeOriginal),
-        (Tag::DateTimeDigitized, Tag::OffsetTimeDigitized),
-        (Tag::DateTime, Tag::OffsetTime),
-    ];
-    for (date_tag, offset_tag) in candidates {
-        let Some(date) = x.get_field(date_tag, In::PRIMARY).and_then(text).and_then(|s| parse_exif_datetime(&s)) else {
-            continue;
-        };
-        let offset = [offset_tag, Tag::OffsetTime]
-            .into_iter()
-            .find_map(|t| x.get_field(t, In::PRIMARY).and_then(text).and_then(|s| parse_offset(&s)));
-        return Some(date + offset.as_deref().unwrap_or(""));
-    }
-    None
+/// An EXIF date with its matching offset tag, or OffsetTime as a fallback.
+fn exif_date(x: &Exif, date_tag: Tag, offset_tag: Tag) -> Option<(String, Option<String>)> {
+    let (date, own) = x.get_field(date_tag, In::PRIMARY).and_then(text).and_then(|s| parse_datetime(&s))?;
+    let offset = own.or_else(|| {
+        [offset_tag, Tag::OffsetTime].into_iter().find_map(|t| x.get_field(t, In::PRIMARY).and_then(text).and_then(|s| parse_offset(&s)))
+    });
+    Some((date, offset))
+}
+
+/// Turns an EXIF or XMP date (`YYYY:MM:DD HH:MM:SS`, `YYYY-MM-DDTHH:MM[:SS][.f][Z|±HH:MM]`)
+/// into `YYYY-MM-DDTHH:MM:SS` and the offset it carries, if any. `None` for
+/// blank, date-only or impossible values.
+pub fn parse_datetime(s: &str) -> Option<(String, Option<String>)> {
+    let s = s.trim();
+    let (body, offset) = if let Some(b) = s.strip_suffix('Z') {
+        (b, Some("+00:00".to_string()))
+    } else if s.len() > 16 && matches!(s.as_bytes()[s.len() - 6], b'+' | b'-') {
+        (&s[..s.len() - 6], Some(parse_offset(&s[s.len() - 6..])?))
+    } else {
+        (s, None)
+    };
+    Some((parse_exif_datetime(body)?, offset))
 }
 
 /// Turns `YYYY:MM:DD HH:MM:SS` (separators vary in the wild) into
-/// `YYYY-MM-DDTHH:MM:SS`; `None` for blank or impossible dates.
+/// `YYYY-MM-DDTHH:MM:SS`, ignoring fractions and zones; `None` for blank or
+/// impossible dates.
 pub fn parse_exif_datetime(s: &str) -> Option<String> {
     let digits: Vec<u32> = s
         .split(|c: char| !c.is_ascii_digit())
         .filter(|p| !p.is_empty())
+        .take(6)
         .map(|p| p.parse::<u32>().ok())
         .collect::<Option<Vec<_>>>()?;
     if digits.len() < 5 {
@@ -289,6 +359,9 @@ mod tests {
         assert_eq!(parse_exif_datetime("    :  :     :  :  "), None);
         assert_eq!(parse_offset("+02:00").as_deref(), Some("+02:00"));
         assert_eq!(parse_offset("   :  "), None);
+        assert_eq!(parse_datetime("2005:12:17 22:03:32Z"), Some(("2005-12-17T22:03:32".into(), Some("+00:00".into()))));
+        assert_eq!(parse_datetime("2013-09-24T15:13+02:00"), Some(("2013-09-24T15:13:00".into(), Some("+02:00".into()))));
+        assert_eq!(parse_datetime("2003:08:31"), None);
     }
 
     #[test]

@@ -73,10 +73,11 @@ fn js(j: &Json, k: &str) -> Option<String> {
     }
 }
 
+/// A number; for a multi-value string like "100 0" the first value.
 fn jf(j: &Json, k: &str) -> Option<f64> {
     match j.get(k)? {
         Json::Number(n) => n.as_f64(),
-        Json::String(s) => s.trim().parse().ok(),
+        Json::String(s) => s.split_whitespace().next()?.parse().ok(),
         _ => None,
     }
 }
@@ -88,8 +89,8 @@ fn theirs(j: &Json) -> BTreeMap<String, V> {
     // The same precedence the stage documents; exiftool's blank dates
     // ("0000:00:00 00:00:00") are not dates, so they do not count.
     for (d, o) in dates {
-        if let Some(date) = js(j, d).and_then(|s| metadata::parse_exif_datetime(&s)) {
-            let off = js(j, o).or_else(|| js(j, "OffsetTime")).and_then(|s| metadata::parse_offset(&s)).unwrap_or_default();
+        if let Some((date, own)) = js(j, d).and_then(|s| metadata::parse_datetime(&s)) {
+            let off = own.or_else(|| js(j, o).or_else(|| js(j, "OffsetTime")).and_then(|s| metadata::parse_offset(&s))).unwrap_or_default();
             m.insert("taken_at".into(), V::S(date + &off));
             break;
         }

@@ -15,6 +15,9 @@ use super::{GuestError, LogLevel};
 wasmtime::component::bindgen!({
     path: "../wit/pipeline.wit",
     world: "stage",
+    // Calls are async so that a deadline can also cancel a guest blocked in
+    // a WASI host call (e.g. sleeping), not only one running wasm code.
+    exports: { default: async },
 });
 
 /// The WIT package version these bindings speak.
@@ -58,7 +61,7 @@ impl Pre {
     }
 
     /// Instantiates the stage in `store` and calls `process` once.
-    pub fn call(
+    pub async fn call(
         &self,
         store: &mut Store<HostState>,
         asset: &AssetFacts,
@@ -66,7 +69,7 @@ impl Pre {
         config: &[(String, String)],
         facts: &[(String, FactValue)],
     ) -> wasmtime::Result<Result<StageOutput, GuestError>> {
-        let instance = self.0.instantiate(&mut *store)?;
+        let instance = self.0.instantiate_async(&mut *store).await?;
         let input = t::Input {
             asset: t::Asset {
                 id: asset.id.clone(),
@@ -79,13 +82,23 @@ impl Pre {
             config: config.to_vec(),
             facts: facts
                 .iter()
-                .map(|(k, v)| t::Fact { key: k.clone(), value: fact_to_wit(v) })
+                .map(|(k, v)| t::Fact {
+                    key: k.clone(),
+                    value: fact_to_wit(v),
+                })
                 .collect(),
         };
-        let result = instance.lumilio_pipeline_runner().call_process(&mut *store, &input)?;
+        let result = instance
+            .lumilio_pipeline_runner()
+            .call_process(&mut *store, &input)
+            .await?;
         Ok(match result {
             Ok(out) => Ok(StageOutput {
-                facts: out.facts.into_iter().map(|f| (f.key, fact_from_wit(f.value))).collect(),
+                facts: out
+                    .facts
+                    .into_iter()
+                    .map(|f| (f.key, fact_from_wit(f.value)))
+                    .collect(),
                 renditions: out
                     .renditions
                     .into_iter()

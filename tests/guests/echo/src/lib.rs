@@ -12,6 +12,8 @@
 //! * `read_file = PATH`: emit `file.len` (bytes read) or `file.error`.
 //! * `write_file = PATH`: emit `write.ok = true` or `write.error`.
 //!
+//! * `sleep_ms = N`: sleep N ms (blocked in a WASI host call, not in wasm).
+//! * `stderr_bytes = N`: write N bytes of text to stderr (in 1 KiB lines).
 //! * `noop` (any value): return an empty output at once (for benchmarks).
 //!
 //! Otherwise always emits `echo.asset_id`, `echo.bytes`, `echo.size`,
@@ -20,7 +22,7 @@
 wit_bindgen::generate!({ path: "../../../wit/pipeline.wit", world: "stage" });
 
 use exports::lumilio::pipeline::runner::Guest;
-use lumilio::pipeline::host::{log, LogLevel};
+use lumilio::pipeline::host::{LogLevel, log};
 use lumilio::pipeline::types::{Fact, FactValue, Input, Output, Rendition, StageError};
 
 struct Echo;
@@ -38,20 +40,42 @@ fn parse(v: &str) -> FactValue {
 }
 
 fn fact(key: impl Into<String>, value: FactValue) -> Fact {
-    Fact { key: key.into(), value }
+    Fact {
+        key: key.into(),
+        value,
+    }
 }
 
 impl Guest for Echo {
     fn process(input: Input) -> Result<Output, StageError> {
-        let mut out = Output { facts: Vec::new(), renditions: Vec::new(), warnings: Vec::new() };
+        let mut out = Output {
+            facts: Vec::new(),
+            renditions: Vec::new(),
+            warnings: Vec::new(),
+        };
         if input.config.iter().any(|(k, _)| k == "noop") {
             return Ok(out);
         }
-        out.facts.push(fact("echo.asset_id", FactValue::Text(input.asset.id.clone())));
-        out.facts.push(fact("echo.bytes", FactValue::Integer(input.bytes.len() as i64)));
-        out.facts.push(fact("echo.size", FactValue::Integer(input.asset.size as i64)));
-        out.facts.push(fact("echo.content_type", FactValue::Text(input.asset.content_type.clone())));
-        out.facts.push(fact("echo.input_facts", FactValue::Integer(input.facts.len() as i64)));
+        out.facts.push(fact(
+            "echo.asset_id",
+            FactValue::Text(input.asset.id.clone()),
+        ));
+        out.facts.push(fact(
+            "echo.bytes",
+            FactValue::Integer(input.bytes.len() as i64),
+        ));
+        out.facts.push(fact(
+            "echo.size",
+            FactValue::Integer(input.asset.size as i64),
+        ));
+        out.facts.push(fact(
+            "echo.content_type",
+            FactValue::Text(input.asset.content_type.clone()),
+        ));
+        out.facts.push(fact(
+            "echo.input_facts",
+            FactValue::Integer(input.facts.len() as i64),
+        ));
         for (k, v) in &input.config {
             if let Some(name) = k.strip_prefix("fact.") {
                 out.facts.push(fact(name, parse(v)));
@@ -67,20 +91,42 @@ impl Guest for Echo {
             } else {
                 match k.as_str() {
                     "warn" => out.warnings.push(v.clone()),
+                    "sleep_ms" => {
+                        std::thread::sleep(std::time::Duration::from_millis(
+                            v.parse().unwrap_or(0),
+                        ));
+                    }
+                    "stderr_bytes" => {
+                        let n: usize = v.parse().unwrap_or(0);
+                        let line = format!("{}\n", "e".repeat(1023));
+                        for _ in 0..n / 1024 {
+                            eprint!("{line}");
+                        }
+                    }
                     "log" => log(LogLevel::Info, v),
                     "reject" => return Err(StageError::Rejected(v.clone())),
                     "fail" => return Err(StageError::Failed(v.clone())),
                     "read_env" => match std::env::var(v) {
-                        Ok(val) => out.facts.push(fact(format!("env.{v}"), FactValue::Text(val))),
-                        Err(_) => out.facts.push(fact(format!("env.{v}.missing"), FactValue::Boolean(true))),
+                        Ok(val) => out
+                            .facts
+                            .push(fact(format!("env.{v}"), FactValue::Text(val))),
+                        Err(_) => out
+                            .facts
+                            .push(fact(format!("env.{v}.missing"), FactValue::Boolean(true))),
                     },
                     "read_file" => match std::fs::read(v) {
-                        Ok(b) => out.facts.push(fact("file.len", FactValue::Integer(b.len() as i64))),
-                        Err(e) => out.facts.push(fact("file.error", FactValue::Text(e.to_string()))),
+                        Ok(b) => out
+                            .facts
+                            .push(fact("file.len", FactValue::Integer(b.len() as i64))),
+                        Err(e) => out
+                            .facts
+                            .push(fact("file.error", FactValue::Text(e.to_string()))),
                     },
                     "write_file" => match std::fs::write(v, b"x") {
                         Ok(()) => out.facts.push(fact("write.ok", FactValue::Boolean(true))),
-                        Err(e) => out.facts.push(fact("write.error", FactValue::Text(e.to_string()))),
+                        Err(e) => out
+                            .facts
+                            .push(fact("write.error", FactValue::Text(e.to_string()))),
                     },
                     _ => {}
                 }

@@ -18,7 +18,10 @@ impl Guest for Oom {
             chunks.push(std::hint::black_box(c));
         }
         Ok(Output {
-            facts: vec![Fact { key: "oom.allocated_chunks".into(), value: FactValue::Integer(chunks.len() as i64) }],
+            facts: vec![Fact {
+                key: "oom.allocated_chunks".into(),
+                value: FactValue::Integer(chunks.len() as i64),
+            }],
             renditions: Vec::new(),
             warnings: Vec::new(),
         })

@@ -1,0 +1,546 @@
+//! Issue 4 §6: the real `lumilio serve` against its peers, in one run.
+//!
+//! * 4e: one 500 MiB multipart upload over loopback (streamed from a file) vs
+//!   `dd bs=1M conv=fsync` writing the same bytes to the same disk.
+//! * 4f: the host's peak RSS during that upload, above its idle RSS
+//!   (VmRSS sampled every 10 ms).
+//! * 4g: sustained uploads of the sample JPEGs with the pipeline running,
+//!   photos/s from the first upload to the last asset `ready`, vs the WASM
+//!   thumbnail stage alone in-process on the same bytes, with the same
+//!   parallelism as the service's 5 `process_asset` workers (5 threads).
+//!
+//! Needs `DATABASE_URL` (an admin URL: a fresh database is created and
+//! dropped) and `target/release/lumilio`. Staging, storage and the dd target
+//! all live in one scratch directory under `target/`, so on the same disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use lumilio::pipeline::{AssetFacts, Pipeline, Verdict};
+use lumilio_bench::{Row, Status, Summary, median, repo};
+use serde_json::Value;
+use sqlx::{Connection, PgConnection};
+
+const MIB: u64 = 1 << 20;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let admin = std::env::var("DATABASE_URL")
+        .context("DATABASE_URL is not set: run `make bench`, or `eval \"$(scripts/db.sh)\"; export DATABASE_URL`")?;
+    let bin = repo().join("target/release/lumilio");
+    ensure!(bin.is_file(), "{} is missing: run `make build` first", bin.display());
+    let photos = lumilio_bench::testdata()?;
+    let work = lumilio_bench::scratch("bench-ingest")?;
+    println!("issue 4 benchmarks (scratch {}; {} mode)", work.path().display(), if lumilio_bench::quick() { "quick" } else { "full" });
+
+    let db = BenchDb::create(&admin).await?;
+    db.migrate(&bin)?;
+    let key = db.api_key(&bin);
+    let server = Server::start(&bin, &db.url, work.path(), key.as_deref()).await?;
+    let mut summary = Summary::default();
+    let result = async {
+        upload_vs_dd(&server, work.path(), &mut summary).await?;
+        sustained(&server, &photos, work.path(), &mut summary).await
+    }
+    .await;
+    if result.is_err() {
+        eprintln!("--- server log (tail) ---\n{}", server.log_tail(40));
+    }
+    drop(server);
+    drop(db);
+    result?;
+    summary.finish()
+}
+
+/// A database of its own, dropped (with FORCE) when this is dropped.
+struct BenchDb {
+    admin: String,
+    url: String,
+    name: String,
+}
+
+impl BenchDb {
+    async fn create(admin: &str) -> Result<BenchDb> {
+        let name = format!("lumilio_bench_{}", uuid::Uuid::new_v4().simple());
+        let mut c = PgConnection::connect(admin).await.context("connecting to DATABASE_URL")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await?;
+        let (base, _) = admin.rsplit_once('/').context("DATABASE_URL must end in /DBNAME")?;
+        // Keep any ?query (sslmode etc.) on the new URL.
+        let query = admin.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+        Ok(BenchDb { admin: admin.into(), url: format!("{base}/{name}{query}"), name })
+    }
+
+    fn migrate(&self, bin: &Path) -> Result<()> {
+        for line in ["main", "app"] {
+            let out = Command::new(bin).args(["migrate-up", "--line", line]).env("DATABASE_URL", &self.url).output()?;
+            ensure!(out.status.success(), "migrate-up --line {line}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// A user and its API key (`lumilio user create`), or None from a host
+    /// that has no users yet and lets every request act as the local user.
+    fn api_key(&self, bin: &Path) -> Option<String> {
+        let out = Command::new(bin).args(["user", "create", "bench"]).env("DATABASE_URL", &self.url).output().ok()?;
+        let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !key.is_empty() {
+            return Some(key);
+        }
+        println!("  (no API key: `lumilio user create` said {:?}; sending requests without one)", String::from_utf8_lossy(&out.stderr).trim());
+        None
+    }
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Its own runtime on its own thread: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut c = PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A running `lumilio serve`, killed on drop.
+struct Server {
+    base: String,
+    child: Child,
+    log: PathBuf,
+    client: reqwest::Client,
+}
+
+impl Server {
+    async fn start(bin: &Path, db_url: &str, work: &Path, api_key: Option<&str>) -> Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = work.join("server.log");
+        let child = Command::new(bin)
+            .arg("serve")
+            .env("DATABASE_URL", db_url)
+            .env("LUMILIO_LISTEN", format!("127.0.0.1:{port}"))
+            .env("LUMILIO_PIPELINE", repo().join("pipeline.toml"))
+            .env("STAGING_PATH", work.join("staging"))
+            .env("STORAGE_PATH", work.join("storage"))
+            .env("LUMILIO_CACHE_PATH", repo().join("target/bench-cache"))
+            // The default, stated so the peer in 4g can match it.
+            .env("LUMILIO_PROCESS_ASSET_WORKERS", "5")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning lumilio serve")?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = api_key {
+            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse()?);
+        }
+        let client = reqwest::Client::builder().default_headers(headers).build()?;
+        let mut s = Server { base: format!("http://127.0.0.1:{port}"), child, log, client };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(r) = s.client.get(format!("{}/health", s.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(s);
+            }
+            if let Some(st) = s.child.try_wait()? {
+                bail!("lumilio serve exited with {st}:\n{}", s.log_tail(40));
+            }
+            if Instant::now() > deadline {
+                bail!("lumilio serve not healthy after 90 s:\n{}", s.log_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let r = self.client.get(format!("{}{path}", self.base)).send().await?;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        ensure!(status.is_success(), "GET {path}: {status} {body}");
+        Ok(body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `VmRSS:`/`VmHWM:` figure of `/proc/PID/status`, in bytes.
+fn proc_status(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Samples VmRSS every 10 ms on a thread until stopped; yields the maximum.
+struct RssSampler {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(proc_status(pid, "VmRSS:").unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak.max(proc_status(pid, "VmRSS:").unwrap_or(0))
+        });
+        RssSampler { stop, handle }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap_or(0)
+    }
+}
+
+/// Writes `len` pseudo-random bytes (incompressible, so nothing below can shortcut them).
+fn make_file(path: &Path, len: u64) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::with_capacity(MIB as usize, std::fs::File::create(path)?);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut buf = vec![0u8; MIB as usize];
+    let mut left = len;
+    while left > 0 {
+        for chunk in buf.chunks_exact_mut(8) {
+            // xorshift64: fast and good enough to defeat compression.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(MIB) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Streams `path` as multipart field `file`; returns the elapsed time and the body.
+async fn upload_streamed(server: &Server, path: &Path, len: u64) -> Result<(Duration, Value)> {
+    let file = tokio::fs::File::open(path).await?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10);
+    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+        .file_name("upload.bin")
+        .mime_str("application/octet-stream")?;
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let t = Instant::now();
+    let r = server.client.post(format!("{}/api/v1/assets", server.base)).multipart(form).send().await?;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    let elapsed = t.elapsed();
+    ensure!(status.as_u16() == 201, "upload answered {status}: {body}");
+    Ok((elapsed, body))
+}
+
+/// 4e and 4f.
+async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Result<()> {
+    let mib: u64 = std::env::var("BENCH_UPLOAD_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let len = mib * MIB;
+    let rounds = lumilio_bench::rounds(3, 1);
+    let src = work.join("upload.bin");
+    let out = work.join("dd.out");
+    println!("\n[4e/4f] {mib} MiB upload vs dd, {rounds} round(s), alternating; RSS sampled every 10 ms");
+    let p = src.clone();
+    tokio::task::spawn_blocking(move || make_file(&p, len)).await??;
+
+    let pid = server.pid();
+    let idle0 = proc_status(pid, "VmRSS:").context("cannot read the server's /proc status")?;
+    let (mut dd_mbs, mut up_mbs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let _ = std::fs::remove_file(&out);
+        let t = Instant::now();
+        let st = tokio::process::Command::new("dd")
+            .arg(format!("if={}", src.display()))
+            .arg(format!("of={}", out.display()))
+            .args(["bs=1M", "conv=fsync", "status=none"])
+            .status()
+            .await
+            .context("running dd")?;
+        let dd = t.elapsed();
+        ensure!(st.success(), "dd failed");
+        std::fs::remove_file(&out)?;
+
+        let idle = proc_status(pid, "VmRSS:").unwrap_or(0);
+        let sampler = RssSampler::start(pid);
+        let (up, body) = upload_streamed(server, &src, len).await?;
+        let peak = sampler.finish();
+        let above = peak.saturating_sub(idle);
+
+        let mbs = |d: Duration| len as f64 / 1e6 / d.as_secs_f64();
+        println!(
+            "  round {round}: dd {:.0} MB/s ({:.2} s); upload {:.0} MB/s ({:.2} s); RSS idle {:.1} MiB, peak {:.1} MiB, above idle {:.1} MiB",
+            mbs(dd),
+            dd.as_secs_f64(),
+            mbs(up),
+            up.as_secs_f64(),
+            idle as f64 / MIB as f64,
+            peak as f64 / MIB as f64,
+            above as f64 / MIB as f64
+        );
+        dd_mbs.push(mbs(dd));
+        up_mbs.push(mbs(up));
+        peaks.push(above);
+
+        // Let the worker's first attempt at this asset end, then delete it,
+        // so that neither its memory nor its retries leak into the next
+        // round or into 4g. (Not part of the measure.)
+        let outcome = settle(server, &body).await?;
+        if round == 1 {
+            let hwm = proc_status(pid, "VmHWM:").unwrap_or(0).saturating_sub(idle0) as f64 / MIB as f64;
+            println!("  after the worker's first attempt ({outcome}): VmHWM {hwm:.1} MiB above the first idle RSS (not part of 4f)");
+            summary.push(Row {
+                measure: format!("4f' host VmHWM after processing the {mib} MiB asset"),
+                ours: format!("{hwm:.1} MiB"),
+                peer: "-".into(),
+                ratio: "-".into(),
+                target: "-".into(),
+                status: Status::Info,
+            });
+        }
+    }
+    let _ = std::fs::remove_file(&src);
+
+    let (dd, up) = (median(dd_mbs), median(up_mbs));
+    let r = up / dd;
+    summary.push(Row {
+        measure: format!("4e upload {mib} MiB over loopback vs dd conv=fsync"),
+        ours: format!("{up:.0} MB/s"),
+        peer: format!("{dd:.0} MB/s"),
+        ratio: format!("{r:.2}x"),
+        target: ">= 0.7x".into(),
+        status: Status::from(r >= 0.7),
+    });
+    let peak = peaks.iter().copied().max().unwrap_or(0) as f64 / MIB as f64;
+    summary.push(Row {
+        measure: "4f host peak RSS above idle during the upload".into(),
+        ours: format!("{peak:.1} MiB"),
+        peer: "-".into(),
+        ratio: "-".into(),
+        target: "<= 64 MiB".into(),
+        status: Status::from(peak <= 64.0),
+    });
+    Ok(())
+}
+
+/// Waits for the first attempt of the upload's job to end (up to 5 minutes),
+/// then deletes the asset. Returns how the attempt ended, e.g. `retryable:
+/// <error>` (the job's state and its last error).
+async fn settle(server: &Server, upload: &Value) -> Result<String> {
+    let id = upload["asset_id"].as_str().context("upload response without asset_id")?;
+    let task = upload["task_id"].as_i64().context("upload response without task_id")?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let outcome = loop {
+        let job = server.get(&format!("/api/v1/jobs/{task}")).await?;
+        let state = job["state"].as_str().unwrap_or("?");
+        let attempted = job["attempt"].as_i64().unwrap_or(0) >= 1;
+        if attempted && state != "running" {
+            let error = job["errors"].as_array().and_then(|e| e.last()).and_then(|e| e["error"].as_str()).unwrap_or("");
+            break if error.is_empty() { state.to_string() } else { format!("{state}: {error}") };
+        }
+        ensure!(Instant::now() < deadline, "job {task} of asset {id}: no attempt ended within 5 minutes (state {state})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let r = server.client.delete(format!("{}/api/v1/assets/{id}", server.base)).send().await?;
+    ensure!(r.status().is_success(), "DELETE asset {id}: {}", r.status());
+    Ok(outcome)
+}
+
+/// `bytes` with a tag appended after the EOI marker: a new content hash (so
+/// dedup does not answer `duplicate`), the same image.
+fn tagged(bytes: &[u8], tag: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(bytes.len() + 64);
+    v.extend_from_slice(bytes);
+    v.extend_from_slice(format!("\nlumilio-bench {tag}\n").as_bytes());
+    v
+}
+
+/// Runs `pipeline` on every item with `threads` threads; returns the wall time.
+fn in_process(pipeline: &Pipeline, items: &[(String, Vec<u8>)], threads: usize) -> Result<Duration> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((name, bytes)) = items.get(i) else { break };
+                    let facts = AssetFacts {
+                        id: uuid::Uuid::new_v4().to_string(),
+                        file_name: name.clone(),
+                        content_type: "image/jpeg".into(),
+                        size: bytes.len() as u64,
+                        // Hashing is the service's cost (4g measures it there), not the peer's.
+                        content_hash: String::new(),
+                    };
+                    if pipeline.run_blocking(&facts, bytes).verdict != Verdict::Ready {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = t.elapsed();
+    ensure!(failed.load(Ordering::Relaxed) == 0, "{} items did not come out ready", failed.load(Ordering::Relaxed));
+    Ok(elapsed)
+}
+
+/// 4g.
+async fn sustained(server: &Server, photos: &Path, work: &Path, summary: &mut Summary) -> Result<()> {
+    const WORKERS: usize = 5;
+    const UPLOADERS: usize = 4;
+    let rounds = lumilio_bench::rounds(6, 2);
+    let rt = lumilio_bench::runtime()?;
+    let full = Pipeline::load(&repo().join("pipeline.toml"), &rt)?;
+    let (toml, _) = lumilio_bench::one_stage_pipeline("thumbnail", work)?;
+    let thumb = Pipeline::load(&toml, &rt)?;
+
+    // "The valid JPEGs": those the full pipeline (validate, metadata,
+    // thumbnail) makes ready in-process. This pass is also the warm-up.
+    let candidates: Vec<PathBuf> =
+        lumilio_bench::files_under(&photos.join("jpg"))?.into_iter().filter(|p| lumilio_bench::is_jpeg_name(p)).collect();
+    let mut kept = Vec::new();
+    for p in &candidates {
+        let bytes = std::fs::read(p)?;
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let probe = tagged(&bytes, "probe");
+        let facts = AssetFacts {
+            id: uuid::Uuid::new_v4().to_string(),
+            file_name: name.clone(),
+            content_type: "image/jpeg".into(),
+            size: probe.len() as u64,
+            content_hash: String::new(),
+        };
+        if full.run_blocking(&facts, &probe).verdict == Verdict::Ready {
+            kept.push((name, bytes));
+        }
+    }
+    ensure!(!kept.is_empty(), "no JPEG under {}/jpg came out ready", photos.display());
+    let items: Vec<(String, Vec<u8>)> = (0..rounds)
+        .flat_map(|r| kept.iter().enumerate().map(move |(i, (n, b))| (n.clone(), tagged(b, &format!("r{r} i{i}")))))
+        .collect();
+    let total_bytes: usize = items.iter().map(|(_, b)| b.len()).sum();
+    println!(
+        "\n[4g] {} of {} JPEGs under jpg/ come out ready; {rounds} rounds = {} uploads ({:.1} MiB), each with a unique tag after EOI",
+        kept.len(),
+        candidates.len(),
+        items.len(),
+        total_bytes as f64 / MIB as f64
+    );
+    println!("  service: {WORKERS} process_asset workers, {UPLOADERS} concurrent uploaders; peers: in-process WASM with {WORKERS} threads");
+
+    // Peer first, then the service, then the informational full pipeline.
+    let thumb_t = tokio::task::block_in_place(|| in_process(&thumb, &items, WORKERS))?;
+    let thumb_rate = items.len() as f64 / thumb_t.as_secs_f64();
+    println!("  thumbnail stage alone, in-process: {:.2} s, {thumb_rate:.1} photos/s", thumb_t.as_secs_f64());
+
+    let (svc_t, statuses) = ingest_all(server, &items, UPLOADERS).await?;
+    let ready = statuses.iter().filter(|s| *s == "ready").count();
+    let svc_rate = ready as f64 / svc_t.as_secs_f64();
+    println!("  service (upload -> ready): {:.2} s, {svc_rate:.1} photos/s ({ready} ready of {})", svc_t.as_secs_f64(), items.len());
+    if ready != items.len() {
+        let mut other: Vec<&String> = statuses.iter().filter(|s| *s != "ready").collect();
+        other.dedup();
+        println!("  WARNING: {} assets did not end ready: {other:?}", items.len() - ready);
+    }
+
+    let full_t = tokio::task::block_in_place(|| in_process(&full, &items, WORKERS))?;
+    let full_rate = items.len() as f64 / full_t.as_secs_f64();
+    println!("  full pipeline (validate+metadata+thumbnail), in-process: {:.2} s, {full_rate:.1} photos/s", full_t.as_secs_f64());
+
+    let r = svc_rate / thumb_rate;
+    summary.push(Row {
+        measure: format!("4g sustained ingest ({} photos) vs thumbnail stage alone", items.len()),
+        ours: format!("{svc_rate:.1} photos/s"),
+        peer: format!("{thumb_rate:.1} photos/s"),
+        ratio: format!("{r:.2}x (overhead {:.0}%)", (1.0 - r) * 100.0),
+        target: ">= 0.8x (overhead <= 20%)".into(),
+        status: Status::from(r >= 0.8),
+    });
+    let r = svc_rate / full_rate;
+    summary.push(Row {
+        measure: "4g' sustained ingest vs full pipeline in-process".into(),
+        ours: format!("{svc_rate:.1} photos/s"),
+        peer: format!("{full_rate:.1} photos/s"),
+        ratio: format!("{r:.2}x"),
+        target: "-".into(),
+        status: Status::Info,
+    });
+    Ok(())
+}
+
+/// Uploads every item with `uploaders` concurrent requests, then polls until
+/// none is `processing`. Returns the time from the first upload to that
+/// moment and each asset's final status.
+async fn ingest_all(server: &Server, items: &[(String, Vec<u8>)], uploaders: usize) -> Result<(Duration, Vec<String>)> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let items: Arc<Vec<(String, Vec<u8>)>> = Arc::new(items.to_vec());
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..uploaders {
+        let (next, items, client, base) = (next.clone(), items.clone(), server.client.clone(), server.base.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((name, bytes)) = items.get(i) else { break };
+                let part = reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()).mime_str("image/jpeg")?;
+                let form = reqwest::multipart::Form::new().part("file", part);
+                let r = client.post(format!("{base}/api/v1/assets")).multipart(form).send().await?;
+                let status = r.status();
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                ensure!(status.as_u16() == 201, "upload of {name} answered {status}: {body}");
+                ids.push(body["asset_id"].as_str().context("no asset_id")?.to_string());
+            }
+            anyhow::Ok(ids)
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.extend(task.await??);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let page = server.get("/api/v1/assets?status=processing&limit=1").await?;
+        if page["assets"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "assets still processing after 10 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = t.elapsed();
+    let mut statuses = Vec::with_capacity(ids.len());
+    for id in &ids {
+        statuses.push(server.get(&format!("/api/v1/assets/{id}")).await?["status"].as_str().unwrap_or("?").to_string());
+    }
+    statuses.sort();
+    Ok((elapsed, statuses))
+}

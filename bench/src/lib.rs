@@ -1,0 +1,297 @@
+//! Shared helpers for the benchmark binaries `bench-plugins` (issue 3) and
+//! `bench-ingest` (issue 4): where the repository and the sample photos are,
+//! one-stage pipeline files, simple statistics, and the summary table.
+//!
+//! Every measure is printed beside a peer measured in the same run, with the
+//! ratio and the target. A missed target prints `MISSED` but never fails the
+//! run: speed is judged here, not in timed tests.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+/// The repository root (the parent of this crate).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ has a parent").to_path_buf()
+}
+
+/// The sample photo folder: `$LUMILIO_TESTDATA`, else `<repo>/../shared/testdata/photos`,
+/// else `/work/shared/testdata/photos`.
+pub fn testdata() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("LUMILIO_TESTDATA") {
+        let p = PathBuf::from(p);
+        if p.is_dir() {
+            return Ok(p);
+        }
+        bail!("LUMILIO_TESTDATA={} is not a directory", p.display());
+    }
+    let candidates = [repo().join("../shared/testdata/photos"), PathBuf::from("/work/shared/testdata/photos")];
+    for c in &candidates {
+        if c.join("jpg").is_dir() {
+            return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
+        }
+    }
+    bail!(
+        "sample photos not found: set LUMILIO_TESTDATA to the photos folder (tried {} and {})",
+        candidates[0].display(),
+        candidates[1].display()
+    )
+}
+
+/// True when `BENCH_QUICK=1`: fewer rounds, same measures.
+pub fn quick() -> bool {
+    std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `full` rounds normally, `quick` rounds under `BENCH_QUICK=1`.
+pub fn rounds(full: usize, quick_rounds: usize) -> usize {
+    if quick() { quick_rounds } else { full }
+}
+
+/// Files directly in `dir` (not recursive) whose extension is `.jpg`/`.jpeg`, sorted.
+pub fn jpegs_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        if p.is_file() && is_jpeg_name(&p) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether the file name ends in `.jpg` or `.jpeg` (any case).
+pub fn is_jpeg_name(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+}
+
+/// Every file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes `DIR/NAME.toml`, a pipeline holding only the stage `name` of the
+/// repository's `pipeline.toml` (component made absolute, `content_types`
+/// dropped so that the stage runs on every file given to it). Returns the
+/// file and the stage's config as the plugin receives it (flattened to strings).
+pub fn one_stage_pipeline(name: &str, dir: &Path) -> Result<(PathBuf, Vec<(String, String)>)> {
+    let src = repo().join("pipeline.toml");
+    let text = std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
+    let doc: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", src.display()))?;
+    let stages = doc.get("stage").and_then(|s| s.as_array()).context("pipeline.toml has no [[stage]]")?;
+    let mut stage = stages
+        .iter()
+        .filter_map(|s| s.as_table())
+        .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+        .with_context(|| format!("pipeline.toml has no stage named {name:?}"))?
+        .clone();
+    let component = stage.get("component").and_then(|c| c.as_str()).context("stage without component")?;
+    let component = repo().join(component);
+    if !component.is_file() {
+        bail!("{} is missing: run `make build` first", component.display());
+    }
+    stage.insert("component".into(), toml::Value::String(component.display().to_string()));
+    stage.remove("content_types");
+    let config: Vec<(String, String)> = stage
+        .get("config")
+        .and_then(|c| c.as_table())
+        .map(|t| t.iter().map(|(k, v)| (k.clone(), lumilio::pipeline::config::config_value_to_string(v))).collect())
+        .unwrap_or_default();
+    let path = write_pipeline(dir, name, stage)?;
+    Ok((path, config))
+}
+
+/// Writes `DIR/NAME.toml` holding the single `[[stage]]` table `stage`.
+pub fn write_pipeline(dir: &Path, name: &str, stage: toml::Table) -> Result<PathBuf> {
+    let mut doc = toml::Table::new();
+    doc.insert("stage".into(), toml::Value::Array(vec![toml::Value::Table(stage)]));
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml::to_string(&doc)?)?;
+    Ok(path)
+}
+
+/// The WASM runtime the benchmarks use, caching compiled components in
+/// `target/bench-cache` so that compile time never enters a measure.
+pub fn runtime() -> Result<lumilio::pipeline::Runtime> {
+    Ok(lumilio::pipeline::Runtime::new(repo().join("target/bench-cache"))?)
+}
+
+/// A scratch directory under `target/` (the same disk as the build and the
+/// service's data), removed on drop.
+pub fn scratch(prefix: &str) -> Result<tempfile_lite::TempDir> {
+    tempfile_lite::TempDir::new_in(&repo().join("target"), prefix)
+}
+
+/// A minimal removed-on-drop directory, enough for the benchmarks.
+pub mod tempfile_lite {
+    use std::path::{Path, PathBuf};
+
+    /// A directory deleted (recursively) when dropped.
+    #[derive(Debug)]
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        /// Creates `PARENT/PREFIX-PID-NANOS`.
+        pub fn new_in(parent: &Path, prefix: &str) -> anyhow::Result<TempDir> {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+            let p = parent.join(format!("{prefix}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&p)?;
+            Ok(TempDir(p))
+        }
+
+        /// Its path.
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The median of `xs` (0 when empty).
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+}
+
+/// Milliseconds of a duration, as f64.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Formats bytes as KiB/MiB.
+pub fn fmt_bytes(n: u64) -> String {
+    if n >= 1 << 20 { format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64) } else { format!("{:.1} KiB", n as f64 / 1024.0) }
+}
+
+/// Whether a row met its target, or only informs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Target met.
+    Ok,
+    /// Target missed.
+    Missed,
+    /// No target: printed for context.
+    Info,
+}
+
+impl Status {
+    /// `ok` when `met`, else `MISSED`.
+    pub fn from(met: bool) -> Status {
+        if met { Status::Ok } else { Status::Missed }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Missed => "MISSED",
+            Status::Info => "info",
+        }
+    }
+}
+
+/// One line of the summary table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// What was measured, e.g. `3a thumbnails WASM vs vipsthumbnail`.
+    pub measure: String,
+    /// Our figure, with its unit.
+    pub ours: String,
+    /// The peer's figure, with its unit (`-` when there is none).
+    pub peer: String,
+    /// The ratio as the target states it, e.g. `0.84x`.
+    pub ratio: String,
+    /// The target, e.g. `<= 1.0x`.
+    pub target: String,
+    /// Met, missed, or informational.
+    pub status: Status,
+}
+
+/// The rows of one benchmark binary: printed at the end and appended as
+/// tab-separated lines to `$BENCH_SUMMARY` (if set) for `scripts/bench.sh`.
+#[derive(Debug, Default)]
+pub struct Summary {
+    rows: Vec<Row>,
+}
+
+impl Summary {
+    /// Adds a row and prints it at once, so a later crash keeps the figure.
+    pub fn push(&mut self, row: Row) {
+        println!(
+            "  => {}: ours {} | peer {} | ratio {} | target {} | {}",
+            row.measure,
+            row.ours,
+            row.peer,
+            row.ratio,
+            row.target,
+            row.status.label()
+        );
+        self.rows.push(row);
+    }
+
+    /// Prints the table and appends the rows to `$BENCH_SUMMARY`.
+    pub fn finish(&self) -> Result<()> {
+        print!("\n{}", table(&self.rows));
+        if let Some(path) = std::env::var_os("BENCH_SUMMARY") {
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            for r in &self.rows {
+                writeln!(f, "{}\t{}\t{}\t{}\t{}\t{}", r.measure, r.ours, r.peer, r.ratio, r.target, r.status.label())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders rows as an aligned `measure | ours | peer | ratio | target | ok` table.
+pub fn table(rows: &[Row]) -> String {
+    let head = ["measure", "ours", "peer", "ratio", "target", "ok"];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| [r.measure.clone(), r.ours.clone(), r.peer.clone(), r.ratio.clone(), r.target.clone(), r.status.label().into()])
+        .collect();
+    let mut width = head.map(str::len);
+    for c in &cells {
+        for (w, s) in width.iter_mut().zip(c) {
+            *w = (*w).max(s.chars().count());
+        }
+    }
+    let line = |c: [&str; 6]| {
+        let mut s = String::new();
+        for (i, (cell, w)) in c.iter().zip(width).enumerate() {
+            let sep = if i == 0 { "" } else { " | " };
+            let _ = write!(s, "{sep}{cell:<w$}");
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(head);
+    out += &line(width.map(|w| "-".repeat(w)).each_ref().map(String::as_str));
+    for c in &cells {
+        out += &line(c.each_ref().map(String::as_str));
+    }
+    out
+}

@@ -1,0 +1,89 @@
+//! The `process_clip` worker: the `clip` rendition → the CLIP dispatcher →
+//! an embedding and predictions in Postgres.
+
+use riverqueue::{Job, WorkContext, WorkOutcome, Worker};
+use sqlx::PgPool;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::ProcessClip;
+use crate::clip::{ClipError, Dispatcher};
+use crate::db::{assets, embeddings};
+use crate::storage::{Storage, StorageError};
+
+/// The rendition the thumbnail stage makes for CLIP (a 224×224 centre crop).
+pub const CLIP_RENDITION: &str = "clip";
+
+/// Why a `process_clip` attempt failed (River retries it with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ClipJobError {
+    /// A query failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// River could not complete the job.
+    #[error("queue error: {0}")]
+    Queue(#[from] riverqueue::Error),
+    /// The rendition could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The inference service failed; retried with backoff.
+    #[error("CLIP inference failed: {0}")]
+    Clip(#[from] ClipError),
+}
+
+/// Works `process_clip` jobs.
+pub struct ProcessClipWorker {
+    pool: PgPool,
+    storage: Storage,
+    dispatcher: Dispatcher,
+}
+
+impl ProcessClipWorker {
+    /// A worker that submits to `dispatcher`.
+    pub fn new(pool: PgPool, storage: Storage, dispatcher: Dispatcher) -> Self {
+        Self { pool, storage, dispatcher }
+    }
+
+    async fn process(&self, context: &WorkContext, asset_id: Uuid) -> Result<WorkOutcome, ClipJobError> {
+        let Some(asset) = assets::get_any(&self.pool, asset_id).await? else {
+            info!(asset = %asset_id, "asset deleted before CLIP; nothing to do");
+            return Ok(WorkOutcome::Complete);
+        };
+        let path = self.storage.rendition_path(&asset.content_hash, CLIP_RENDITION)?;
+        let image = match tokio::fs::read(&path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Nothing to embed (the pipeline made no clip rendition): not an error to retry.
+                warn!(asset = %asset_id, "no clip rendition; skipping CLIP");
+                return Ok(WorkOutcome::Complete);
+            }
+            Err(source) => return Err(StorageError::Io { path, source }.into()),
+        };
+        let result = self.dispatcher.submit(asset_id, image, "image/jpeg").await?;
+        let labels: Vec<(String, f32)> = result.labels.into_iter().map(|l| (l.label, l.score)).collect();
+        let mut tx = riverqueue::database::begin_postgres(&self.pool).await?;
+        // The asset may have been deleted while we waited for the service.
+        if assets::lock(&mut tx, asset_id).await?.is_none() {
+            context.job_complete_tx(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(WorkOutcome::Complete);
+        }
+        embeddings::save_embedding(&mut tx, asset_id, &result.embedding.model_id, result.embedding.vector).await?;
+        embeddings::save_predictions(&mut tx, asset_id, &labels, &result.label_source).await?;
+        context.job_complete_tx(&mut tx).await?;
+        tx.commit().await?;
+        Ok(WorkOutcome::Complete)
+    }
+}
+
+impl Worker<ProcessClip> for ProcessClipWorker {
+    type Error = ClipJobError;
+
+    async fn work(&self, context: WorkContext, job: Job<ProcessClip>) -> Result<WorkOutcome, ClipJobError> {
+        let result = self.process(&context, job.args.asset_id).await;
+        if let Err(e) = &result {
+            warn!(asset = %job.args.asset_id, attempt = job.row.attempt, error = %e, "process_clip attempt failed; will retry");
+        }
+        result
+    }
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# scripts/bench.sh: the benchmarks of `make bench` (see bench/README.md).
+#
+#   scripts/bench.sh            build what is needed, start the database, run
+#                               bench-plugins (issue 3) and bench-ingest (issue 4),
+#                               then print one summary table
+#   BENCH_QUICK=1 scripts/bench.sh   fewer rounds (same measures)
+#   BENCH_ONLY=plugins|ingest        run one of the two binaries
+#
+# Every measure is printed beside a peer measured in the same run, with the ratio
+# and the target. A missed target prints MISSED; the script still exits 0, since
+# speed on a shared machine is a figure to read, not a gate. It exits non-zero
+# only when a benchmark could not run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+CARGO=${CARGO:-cargo}
+ONLY=${BENCH_ONLY:-all}
+log() { printf 'bench.sh: %s\n' "$*" >&2; }
+
+for tool in vipsthumbnail exiftool dd; do
+  command -v "$tool" >/dev/null || { log "error: $tool is not installed (apt-get install libvips-tools libimage-exiftool-perl coreutils)"; exit 1; }
+done
+
+started=$(date +%s)
+log "building host, plugins, the echo test guest and the benchmarks (release)"
+$CARGO build --release -p lumilio
+plugins=()
+for manifest in plugins/*/Cargo.toml; do
+  plugins+=(-p "$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n1)")
+done
+$CARGO build --release --target wasm32-wasip2 "${plugins[@]}"
+bash tests/guests/build.sh echo
+$CARGO build --release -p lumilio-bench
+
+if [ "$ONLY" != plugins ] && [ -z "${DATABASE_URL:-}" ]; then
+  db_line=$(scripts/db.sh)
+  eval "$db_line"
+  export DATABASE_URL
+fi
+
+summary=$(mktemp)
+trap 'rm -f "$summary"' EXIT
+export BENCH_SUMMARY=$summary
+
+status=0
+if [ "$ONLY" = all ] || [ "$ONLY" = plugins ]; then
+  target/release/bench-plugins || { status=$?; log "bench-plugins could not finish (exit $status)"; }
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = ingest ]; then
+  target/release/bench-ingest || { status=$?; log "bench-ingest could not finish (exit $status)"; }
+fi
+
+echo
+echo "== summary ($(nproc) cores, ${BENCH_QUICK:+quick mode, }$(( $(date +%s) - started )) s incl. build) =="
+awk -F'\t' '
+  BEGIN { h[1]="measure"; h[2]="ours"; h[3]="peer"; h[4]="ratio"; h[5]="target"; h[6]="ok/MISSED"
+          for (i = 1; i <= 6; i++) w[i] = length(h[i]) }
+  { n++; for (i = 1; i <= 6; i++) { c[n, i] = $i; if (length($i) > w[i]) w[i] = length($i) } }
+  function row(get,   i, s) { s = ""; for (i = 1; i <= 6; i++) s = s sprintf(i == 1 ? "%-*s" : " | %-*s", w[i], get[i]); sub(/ +$/, "", s); print s }
+  END {
+    for (i = 1; i <= 6; i++) { t[i] = h[i]; d[i] = sprintf("%*s", w[i], ""); gsub(/ /, "-", d[i]) }
+    row(t); row(d)
+    for (r = 1; r <= n; r++) { for (i = 1; i <= 6; i++) t[i] = c[r, i]; row(t) }
+  }' "$summary"
+if grep -q $'\tMISSED$' "$summary"; then
+  echo "some targets were MISSED (see above); exit status stays 0"
+fi
+exit "$status"
