@@ -19,6 +19,12 @@ TEST_ARGS   ?=
 # Plugin packages: one per plugins/*/Cargo.toml present now (its [package] name).
 PLUGINS = $(foreach f,$(wildcard plugins/*/Cargo.toml),$(shell sed -n 's/^name *= *"\([^"]*\)".*/\1/p' $(f) | head -n1))
 
+# The sample photos tests and benchmarks read (see ../shared/testdata/photos/SOURCE.md):
+# beside the checkout, else the workplace's copy. Set LUMILIO_PHOTOS to override.
+LUMILIO_PHOTOS ?= $(abspath $(firstword $(wildcard ../shared/testdata/photos /work/shared/testdata/photos)))
+export LUMILIO_PHOTOS
+export LUMILIO_TESTDATA ?= $(LUMILIO_PHOTOS)
+
 # Start (or reuse) the database and export DATABASE_URL into the recipe's shell.
 # An assignment, not `eval "$(...)"`, so that a failing db.sh stops the recipe.
 WITH_DB = db_line=$$(scripts/db.sh); eval "$$db_line"; export DATABASE_URL
@@ -78,7 +84,14 @@ run: build migrate
 	echo "dev user's API key (kept in .local/dev-api-key):"
 	echo "  $$key"
 	echo "  curl -H 'Authorization: Bearer $$key' -F file=@photo.jpg http://127.0.0.1:8080/api/v1/assets"
-	exec target/release/lumilio serve $(RUN_ARGS)
+	# Without an inference service of your own, run the reference one beside the host.
+	if [ -z "$${ML_SERVICE_ADDR:-}" ]; then
+	  target/release/lumilio-infer --listen 127.0.0.1:50051 &
+	  infer_pid=$$!
+	  trap 'kill $$infer_pid 2>/dev/null' EXIT
+	  export ML_SERVICE_ADDR=http://127.0.0.1:50051
+	fi
+	target/release/lumilio serve $(RUN_ARGS)
 
 test: build guests
 	$(WITH_DB)

@@ -161,7 +161,8 @@ async fn processed_asset_serves_original_renditions_and_job() {
     let r = client.get(&url).header(header::RANGE, format!("bytes={}-", jpeg.len())).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 416);
 
-    // Renditions: a JPEG within its box, upright (orientation 6 swaps the sides).
+    // Renditions: a JPEG within its box, upright: the file stores 450×600
+    // pixels with orientation 6, which shows them as a 600×450 landscape.
     let r = client.get(format!("{}/api/v1/assets/{id}/renditions/small", server.base)).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "image/jpeg");
@@ -171,7 +172,8 @@ async fn processed_asset_serves_original_renditions_and_job() {
     let meta = renditions.iter().find(|r| r["name"] == "small").unwrap();
     assert_eq!(meta["size"], small.len());
     assert!(meta["width"].as_i64().unwrap() <= 400 && meta["height"].as_i64().unwrap() <= 400);
-    assert!(meta["height"].as_i64() > meta["width"].as_i64(), "orientation 6 turns the landscape sensor portrait: {meta}");
+    assert_eq!((meta["width"].as_i64(), meta["height"].as_i64()), (Some(400), Some(300)), "upright: {meta}");
+    assert_eq!((done["width"].as_i64(), done["height"].as_i64()), (Some(450), Some(600)), "as stored: {done}");
     let r = client
         .get(format!("{}/api/v1/assets/{id}/renditions/small", server.base))
         .header(header::IF_NONE_MATCH, etag)

@@ -4,5 +4,6 @@
 mod harness;
 mod assets_api;
 mod auth;
+mod clip;
 mod migrations;
 mod upload;

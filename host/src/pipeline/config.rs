@@ -164,10 +164,10 @@ pub fn parse(text: &str, base_dir: &Path, issues: &mut Vec<ConfigIssue>) -> Vec<
                 seen.push((name.clone(), index));
             }
         }
-        if let Some(spec) = parse_stage(index, table, base_dir, &mut push) {
-            if !duplicate {
-                specs.push(spec);
-            }
+        if let Some(spec) = parse_stage(index, table, base_dir, &mut push)
+            && !duplicate
+        {
+            specs.push(spec);
         }
     }
     specs

@@ -33,6 +33,7 @@ pub struct RuntimeOptions {
     pub max_output_bytes: usize,
     /// Bytes of each memory reset with memset rather than madvise when an
     /// instance slot is reused (wasmtime's `linear_memory_keep_resident`).
+    /// 0 by default: 1 MiB measured slower here (the memset dominates).
     pub keep_resident_bytes: usize,
 }
 
@@ -413,10 +414,10 @@ fn classify(e: &wasmtime::Error, spec: &StageSpec, oom: bool, stderr: String) ->
 pub(crate) fn panic_message(stderr: &str) -> Option<String> {
     let start = stderr.find("panicked at ")? + "panicked at ".len();
     let rest = &stderr[start..];
-    if let Some(old) = rest.strip_prefix('\'') {
-        if let Some(end) = old.rfind("', ") {
-            return Some(old[..end].to_string());
-        }
+    if let Some(old) = rest.strip_prefix('\'')
+        && let Some(end) = old.rfind("', ")
+    {
+        return Some(old[..end].to_string());
     }
     let (loc_line, after) = rest.split_once('\n').unwrap_or((rest, ""));
     // `src/lib.rs:10:5:` alone on its line, message on the following lines.

@@ -340,6 +340,7 @@ async fn infinite_loop_stops_at_deadline() {
             e.to_string(),
             "stage `spin` timed out after 200 ms (timeout_ms in pipeline.toml)"
         );
+        assert!(e.may_succeed_on_retry());
         assert!(matches!(&r.verdict, Verdict::Failed { stage, .. } if stage == "spin"));
         assert_eq!(r.stages.len(), 1, "the pipeline stops at the failed stage");
         assert!(
@@ -370,6 +371,7 @@ async fn two_gib_allocation_stops_at_memory_cap() {
             "stage `oom` ran out of memory: it tried to grow past its limit of 64 MB \
              (memory_limit_mb in pipeline.toml)"
         );
+        assert!(!e.may_succeed_on_retry());
         assert_still_serves(&p, "oom").await;
     }
 }
@@ -394,6 +396,7 @@ async fn panic_message_is_in_the_error() {
         other => panic!("expected a panic error, got {other:?}"),
     }
     assert_eq!(e.to_string(), format!("stage `panic` panicked: {MESSAGE}"));
+    assert!(!e.may_succeed_on_retry());
     assert_eq!(
         r.verdict,
         Verdict::Failed {

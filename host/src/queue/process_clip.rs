@@ -76,8 +76,23 @@ impl ProcessClipWorker {
     }
 }
 
+/// Retry delay while the inference service is down: 2, 4, 8 ... seconds,
+/// capped at five minutes, so jobs resume soon after it returns.
+pub fn clip_retry_delay(attempt: i32) -> std::time::Duration {
+    std::time::Duration::from_secs(2u64.saturating_pow(attempt.clamp(1, 16) as u32).min(300))
+}
+
 impl Worker<ProcessClip> for ProcessClipWorker {
     type Error = ClipJobError;
+
+    fn next_retry(
+        &self,
+        job: &Job<ProcessClip>,
+        _error: &riverqueue::WorkError,
+        _now: riverqueue::jiff::Timestamp,
+    ) -> Option<std::time::Duration> {
+        Some(clip_retry_delay(job.row.attempt))
+    }
 
     async fn work(&self, context: WorkContext, job: Job<ProcessClip>) -> Result<WorkOutcome, ClipJobError> {
         let result = self.process(&context, job.args.asset_id).await;
@@ -85,5 +100,14 @@ impl Worker<ProcessClip> for ProcessClipWorker {
             warn!(asset = %job.args.asset_id, attempt = job.row.attempt, error = %e, "process_clip attempt failed; will retry");
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn retry_backs_off_and_is_capped() {
+        let d: Vec<u64> = [1, 2, 3, 8, 9, 25].map(|a| super::clip_retry_delay(a).as_secs()).to_vec();
+        assert_eq!(d, [2, 4, 8, 256, 300, 300]);
     }
 }
