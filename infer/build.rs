@@ -25,7 +25,12 @@ fn main() {
         .build_client(true)
         .build_server(true)
         .compile_protos(&[proto], &[proto_dir])
-        .unwrap_or_else(|e| panic!("compiling proto/inference.proto with {}: {e}", protoc.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "compiling proto/inference.proto with {}: {e}",
+                protoc.display()
+            )
+        });
 }
 
 /// `PROTOC` if set, else the first `protoc` on `PATH`, else `/usr/bin/protoc`.

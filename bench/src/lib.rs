@@ -15,7 +15,10 @@ use anyhow::{Context, Result, bail};
 
 /// The repository root (the parent of this crate).
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ has a parent")
+        .to_path_buf()
 }
 
 /// The sample photo folder: `$LUMILIO_TESTDATA`, else `<repo>/../shared/testdata/photos`,
@@ -28,7 +31,10 @@ pub fn testdata() -> Result<PathBuf> {
         }
         bail!("LUMILIO_TESTDATA={} is not a directory", p.display());
     }
-    let candidates = [repo().join("../shared/testdata/photos"), PathBuf::from("/work/shared/testdata/photos")];
+    let candidates = [
+        repo().join("../shared/testdata/photos"),
+        PathBuf::from("/work/shared/testdata/photos"),
+    ];
     for c in &candidates {
         if c.join("jpg").is_dir() {
             return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
@@ -66,7 +72,9 @@ pub fn jpegs_in(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Whether the file name ends in `.jpg` or `.jpeg` (any case).
 pub fn is_jpeg_name(p: &Path) -> bool {
-    p.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg"))
 }
 
 /// Every file under `dir`, recursively, sorted.
@@ -93,26 +101,46 @@ pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
 /// file and the stage's config as the plugin receives it (flattened to strings).
 pub fn one_stage_pipeline(name: &str, dir: &Path) -> Result<(PathBuf, Vec<(String, String)>)> {
     let src = repo().join("pipeline.toml");
-    let text = std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
-    let doc: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", src.display()))?;
-    let stages = doc.get("stage").and_then(|s| s.as_array()).context("pipeline.toml has no [[stage]]")?;
+    let text =
+        std::fs::read_to_string(&src).with_context(|| format!("reading {}", src.display()))?;
+    let doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", src.display()))?;
+    let stages = doc
+        .get("stage")
+        .and_then(|s| s.as_array())
+        .context("pipeline.toml has no [[stage]]")?;
     let mut stage = stages
         .iter()
         .filter_map(|s| s.as_table())
         .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
         .with_context(|| format!("pipeline.toml has no stage named {name:?}"))?
         .clone();
-    let component = stage.get("component").and_then(|c| c.as_str()).context("stage without component")?;
+    let component = stage
+        .get("component")
+        .and_then(|c| c.as_str())
+        .context("stage without component")?;
     let component = repo().join(component);
     if !component.is_file() {
         bail!("{} is missing: run `make build` first", component.display());
     }
-    stage.insert("component".into(), toml::Value::String(component.display().to_string()));
+    stage.insert(
+        "component".into(),
+        toml::Value::String(component.display().to_string()),
+    );
     stage.remove("content_types");
     let config: Vec<(String, String)> = stage
         .get("config")
         .and_then(|c| c.as_table())
-        .map(|t| t.iter().map(|(k, v)| (k.clone(), lumilio::pipeline::config::config_value_to_string(v))).collect())
+        .map(|t| {
+            t.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        lumilio::pipeline::config::config_value_to_string(v),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let path = write_pipeline(dir, name, stage)?;
     Ok((path, config))
@@ -121,7 +149,10 @@ pub fn one_stage_pipeline(name: &str, dir: &Path) -> Result<(PathBuf, Vec<(Strin
 /// Writes `DIR/NAME.toml` holding the single `[[stage]]` table `stage`.
 pub fn write_pipeline(dir: &Path, name: &str, stage: toml::Table) -> Result<PathBuf> {
     let mut doc = toml::Table::new();
-    doc.insert("stage".into(), toml::Value::Array(vec![toml::Value::Table(stage)]));
+    doc.insert(
+        "stage".into(),
+        toml::Value::Array(vec![toml::Value::Table(stage)]),
+    );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml::to_string(&doc)?)?;
     Ok(path)
@@ -130,7 +161,9 @@ pub fn write_pipeline(dir: &Path, name: &str, stage: toml::Table) -> Result<Path
 /// The WASM runtime the benchmarks use, caching compiled components in
 /// `target/bench-cache` so that compile time never enters a measure.
 pub fn runtime() -> Result<lumilio::pipeline::Runtime> {
-    Ok(lumilio::pipeline::Runtime::new(repo().join("target/bench-cache"))?)
+    Ok(lumilio::pipeline::Runtime::new(
+        repo().join("target/bench-cache"),
+    )?)
 }
 
 /// A scratch directory under `target/` (the same disk as the build and the
@@ -150,7 +183,9 @@ pub mod tempfile_lite {
     impl TempDir {
         /// Creates `PARENT/PREFIX-PID-NANOS`.
         pub fn new_in(parent: &Path, prefix: &str) -> anyhow::Result<TempDir> {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.subsec_nanos();
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .subsec_nanos();
             let p = parent.join(format!("{prefix}-{}-{nanos}", std::process::id()));
             std::fs::create_dir_all(&p)?;
             Ok(TempDir(p))
@@ -176,7 +211,11 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     }
     xs.sort_by(|a, b| a.total_cmp(b));
     let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
 /// Milliseconds of a duration, as f64.
@@ -186,7 +225,11 @@ pub fn ms(d: Duration) -> f64 {
 
 /// Formats bytes as KiB/MiB.
 pub fn fmt_bytes(n: u64) -> String {
-    if n >= 1 << 20 { format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64) } else { format!("{:.1} KiB", n as f64 / 1024.0) }
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
 }
 
 /// Whether a row met its target, or only informs.
@@ -258,9 +301,21 @@ impl Summary {
     pub fn finish(&self) -> Result<()> {
         print!("\n{}", table(&self.rows));
         if let Some(path) = std::env::var_os("BENCH_SUMMARY") {
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
             for r in &self.rows {
-                writeln!(f, "{}\t{}\t{}\t{}\t{}\t{}", r.measure, r.ours, r.peer, r.ratio, r.target, r.status.label())?;
+                writeln!(
+                    f,
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    r.measure,
+                    r.ours,
+                    r.peer,
+                    r.ratio,
+                    r.target,
+                    r.status.label()
+                )?;
             }
         }
         Ok(())
@@ -272,7 +327,16 @@ pub fn table(rows: &[Row]) -> String {
     let head = ["measure", "ours", "peer", "ratio", "target", "ok"];
     let cells: Vec<[String; 6]> = rows
         .iter()
-        .map(|r| [r.measure.clone(), r.ours.clone(), r.peer.clone(), r.ratio.clone(), r.target.clone(), r.status.label().into()])
+        .map(|r| {
+            [
+                r.measure.clone(),
+                r.ours.clone(),
+                r.peer.clone(),
+                r.ratio.clone(),
+                r.target.clone(),
+                r.status.label().into(),
+            ]
+        })
         .collect();
     let mut width = head.map(str::len);
     for c in &cells {

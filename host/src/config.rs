@@ -63,6 +63,9 @@ pub struct ServeConfig {
     /// Seconds after which a running job whose worker vanished is retried.
     #[arg(long, env = "LUMILIO_RESCUE_AFTER_SECS", default_value_t = 120)]
     pub rescue_after_secs: u64,
+    /// Seconds after which an untouched partial or uncommitted upload in staging is deleted.
+    #[arg(long, env = "LUMILIO_STALE_UPLOAD_SECS", default_value_t = 600)]
+    pub stale_upload_secs: u64,
     /// Seconds a single pipeline job may run before it is cancelled and retried.
     #[arg(long, env = "LUMILIO_JOB_TIMEOUT_SECS", default_value_t = 60)]
     pub job_timeout_secs: u64,

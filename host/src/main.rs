@@ -164,7 +164,13 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             println!("{:<6} {:>7}  {:<50} {}", "line", "version", "name", "state");
             for m in migrate::list(&pool).await? {
                 let state = if m.applied { "applied" } else { "pending" };
-                println!("{:<6} {:>7}  {:<50} {}", m.line.to_string(), m.version, m.name, state);
+                println!(
+                    "{:<6} {:>7}  {:<50} {}",
+                    m.line.to_string(),
+                    m.version,
+                    m.name,
+                    state
+                );
             }
         }
         Command::Plugin(cmd) => return plugin(cmd).await,
@@ -192,7 +198,13 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             let pool = db::connect(&database.database_url, 2).await?;
             println!("{:<24} {:<36} {:>7}  active keys", "name", "id", "assets");
             for u in users::list(&pool).await? {
-                println!("{:<24} {:<36} {:>7}  {}", u.name, u.id, u.assets, u.active_keys.join(", "));
+                println!(
+                    "{:<24} {:<36} {:>7}  {}",
+                    u.name,
+                    u.id,
+                    u.assets,
+                    u.active_keys.join(", ")
+                );
             }
         }
         UserCommand::RevokeKey { key, database } => {
@@ -200,7 +212,11 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             let prefix = users::revoke_key(&pool, &key).await?;
             println!("revoked key {prefix}…");
         }
-        UserCommand::DevKey { name, file, database } => {
+        UserCommand::DevKey {
+            name,
+            file,
+            database,
+        } => {
             let pool = db::connect(&database.database_url, 2).await?;
             if let Ok(existing) = std::fs::read_to_string(&file)
                 && users::authenticate(&pool, existing.trim()).await?.is_some()
@@ -216,7 +232,8 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             if let Some(dir) = file.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            std::fs::write(&file, format!("{key}\n")).with_context(|| format!("cannot write {}", file.display()))?;
+            std::fs::write(&file, format!("{key}\n"))
+                .with_context(|| format!("cannot write {}", file.display()))?;
             std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             println!("{key}");
         }
@@ -226,7 +243,10 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
 
 async fn migrate_cmd(args: MigrateArgs, up: bool) -> anyhow::Result<()> {
     let pool = db::connect(&args.database.database_url, 2).await?;
-    let steps = Steps { max_steps: args.max_steps, target_version: args.target_version };
+    let steps = Steps {
+        max_steps: args.max_steps,
+        target_version: args.target_version,
+    };
     let done = if up {
         migrate::up(&pool, args.line, steps).await?
     } else {
@@ -237,14 +257,23 @@ async fn migrate_cmd(args: MigrateArgs, up: bool) -> anyhow::Result<()> {
         println!("line {}: nothing to do", args.line);
     }
     for m in done {
-        println!("line {}: {verb} {:03} {} ({:.1} ms)", args.line, m.version, m.name, m.duration.as_secs_f64() * 1e3);
+        println!(
+            "line {}: {verb} {:03} {} ({:.1} ms)",
+            args.line,
+            m.version,
+            m.name,
+            m.duration.as_secs_f64() * 1e3
+        );
     }
     Ok(())
 }
 
 async fn plugin(cmd: PluginCommand) -> anyhow::Result<std::process::ExitCode> {
     match cmd {
-        PluginCommand::Check { pipeline: path, cache_path } => {
+        PluginCommand::Check {
+            pipeline: path,
+            cache_path,
+        } => {
             let runtime = pipeline::Runtime::new(cache_path)?;
             match pipeline::check(&path, &runtime) {
                 Ok(stages) => {
@@ -270,10 +299,18 @@ async fn plugin(cmd: PluginCommand) -> anyhow::Result<std::process::ExitCode> {
                 }
             }
         }
-        PluginCommand::Run { plugin, file, config, out, content_type, cache_path } => {
+        PluginCommand::Run {
+            plugin,
+            file,
+            config,
+            out,
+            content_type,
+            cache_path,
+        } => {
             let runtime = pipeline::Runtime::new(cache_path)?;
-            let bytes: Arc<[u8]> =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?.into();
+            let bytes: Arc<[u8]> = std::fs::read(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .into();
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("input");
             let asset = pipeline::AssetFacts {
                 id: uuid::Uuid::new_v4().to_string(),
@@ -286,7 +323,8 @@ async fn plugin(cmd: PluginCommand) -> anyhow::Result<std::process::ExitCode> {
             let mut renditions = Vec::new();
             if let Some(output) = &run.output {
                 if let Some(dir) = &out {
-                    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
                 for r in &output.renditions {
                     let mut entry = serde_json::json!({
@@ -294,9 +332,14 @@ async fn plugin(cmd: PluginCommand) -> anyhow::Result<std::process::ExitCode> {
                         "width": r.width, "height": r.height, "size": r.bytes.len(),
                     });
                     if let Some(dir) = &out {
-                        let ext = if r.content_type == "image/webp" { "webp" } else { "jpg" };
+                        let ext = if r.content_type == "image/webp" {
+                            "webp"
+                        } else {
+                            "jpg"
+                        };
                         let path = dir.join(format!("{}.{ext}", r.name));
-                        std::fs::write(&path, &r.bytes).with_context(|| format!("cannot write {}", path.display()))?;
+                        std::fs::write(&path, &r.bytes)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
                         entry["path"] = path.display().to_string().into();
                     }
                     renditions.push(entry);
@@ -324,7 +367,11 @@ async fn plugin(cmd: PluginCommand) -> anyhow::Result<std::process::ExitCode> {
                 "warnings": run.report.warnings,
             });
             println!("{}", serde_json::to_string_pretty(&report)?);
-            Ok(if outcome == "ok" { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(2) })
+            Ok(if outcome == "ok" {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(2)
+            })
         }
     }
 }
@@ -347,17 +394,41 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let pool = db::connect(&cfg.database.database_url, 20).await?;
     let pending = migrate::pending_lines(&pool).await?;
     if !pending.is_empty() {
-        let cmds: Vec<String> = pending.iter().map(|l| format!("`lumilio migrate-up --line {l}`")).collect();
-        bail!("the database is missing migrations on line(s) {pending:?}; run {} first (`make run` does this)", cmds.join(" and "));
+        let cmds: Vec<String> = pending
+            .iter()
+            .map(|l| format!("`lumilio migrate-up --line {l}`"))
+            .collect();
+        bail!(
+            "the database is missing migrations on line(s) {pending:?}; run {} first (`make run` does this)",
+            cmds.join(" and ")
+        );
     }
     let runtime = pipeline::Runtime::new(&cfg.cache_path)?;
     let pipeline = pipeline::Pipeline::load(&cfg.pipeline, &runtime).map_err(|e| {
-        anyhow::anyhow!("{} is broken:\n  {}\n`lumilio plugin check` shows the same list", cfg.pipeline.display(), e.messages().join("\n  "))
+        anyhow::anyhow!(
+            "{} is broken:\n  {}\n`lumilio plugin check` shows the same list",
+            cfg.pipeline.display(),
+            e.messages().join("\n  ")
+        )
     })?;
     info!(pipeline = %cfg.pipeline.display(), stages = pipeline.stages().len(), "pipeline loaded");
     let storage = storage::Storage::open(&cfg.staging_path, &cfg.storage_path).await?;
     let staging = ingest::Staging::open(cfg.staging_path.join("incoming")).await?;
 
+    let stale = Duration::from_secs(cfg.stale_upload_secs);
+    queue::sweep::sweep_staging(&pool, &storage, staging.dir(), stale).await;
+    {
+        let (pool, storage, incoming) = (pool.clone(), storage.clone(), staging.dir().to_owned());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(
+                Duration::from_secs(60).min(stale.max(Duration::from_secs(1))),
+            );
+            loop {
+                every.tick().await;
+                queue::sweep::sweep_staging(&pool, &storage, &incoming, stale).await;
+            }
+        });
+    }
     let clip = start_clip(&cfg).await?;
     let settings = queue::QueueSettings {
         process_asset_workers: cfg.process_asset_workers,
@@ -387,7 +458,12 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (LUMILIO_LISTEN / --listen)", cfg.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (LUMILIO_LISTEN / --listen)",
+                cfg.listen
+            )
+        })?;
     info!(listen = %cfg.listen, "serving");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -395,7 +471,10 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
     info!("HTTP stopped; letting running jobs finish");
     stopper.stop();
-    if tokio::time::timeout(Duration::from_secs(30), run.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), run.wait())
+        .await
+        .is_err()
+    {
         warn!("jobs still running after 30 s; their jobs will be rescued and retried");
     }
     Ok(())
@@ -430,7 +509,9 @@ async fn start_clip(cfg: &ServeConfig) -> anyhow::Result<Option<clip::Dispatcher
             info!(addr, service = caps.service_name, models = ?caps.model_ids, runtime = caps.runtime, "CLIP inference service ready");
         }
         // Down at start-up is fine: process_clip jobs retry until it is back.
-        Err(e) => warn!(addr, error = %e, "CLIP inference service not reachable yet; process_clip jobs will retry"),
+        Err(e) => {
+            warn!(addr, error = %e, "CLIP inference service not reachable yet; process_clip jobs will retry")
+        }
     }
     Ok(Some(dispatcher))
 }

@@ -103,7 +103,9 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage, DescriptorError> {
     limits.max_image_height = Some(16_384);
     limits.max_alloc = Some(512 << 20);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| DescriptorError::Decode(e.to_string()))?;
+    let img = reader
+        .decode()
+        .map_err(|e| DescriptorError::Decode(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(DescriptorError::Empty);
     }
@@ -177,8 +179,10 @@ pub fn analyse(img: &DynamicImage) -> Analysis {
             let mag = (gx * gx + gy * gy).sqrt();
             magnitude_sum += mag;
             let angle = gy.atan2(gx).rem_euclid(std::f32::consts::PI);
-            let bin = ((angle / std::f32::consts::PI * EDGE_BINS as f32) as usize).min(EDGE_BINS - 1);
-            let cellno = (y / ecell).min(EDGE_GRID - 1) * EDGE_GRID + (x / ecell).min(EDGE_GRID - 1);
+            let bin =
+                ((angle / std::f32::consts::PI * EDGE_BINS as f32) as usize).min(EDGE_BINS - 1);
+            let cellno =
+                (y / ecell).min(EDGE_GRID - 1) * EDGE_GRID + (x / ecell).min(EDGE_GRID - 1);
             vector[EDGES.start + cellno * EDGE_BINS + bin] += mag;
         }
     }
@@ -210,8 +214,14 @@ pub fn hist_bin([r, g, b]: [u8; 3]) -> usize {
 /// block is a unit vector scaled by `edge_strength` (0..1), so a flat image's
 /// few weak gradients do not count as much as a detailed image's.
 pub fn finish(v: &mut [f32], edge_strength: f32) {
-    v[LAYOUT].iter_mut().for_each(|x| *x *= W_LAYOUT / LAYOUT_GRID as f32);
-    for (range, weight) in [(HIST, W_HIST), (EDGES, W_EDGES * edge_strength.clamp(0.0, 1.0)), (TEXT_ONLY, W_TEXT)] {
+    v[LAYOUT]
+        .iter_mut()
+        .for_each(|x| *x *= W_LAYOUT / LAYOUT_GRID as f32);
+    for (range, weight) in [
+        (HIST, W_HIST),
+        (EDGES, W_EDGES * edge_strength.clamp(0.0, 1.0)),
+        (TEXT_ONLY, W_TEXT),
+    ] {
         let block = &mut v[range];
         let norm = block.iter().map(|x| x * x).sum::<f32>().sqrt();
         if norm > 1e-12 {
@@ -229,20 +239,34 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
 }
 
 /// sRGB (D65) to CIE L*a*b*.
 pub fn srgb_to_lab([r, g, b]: [u8; 3]) -> [f32; 3] {
     let lin = |c: u8| {
         let c = c as f32 / 255.0;
-        if c <= 0.04045 { c / 12.92 } else { ((c + 0.055) / 1.055).powf(2.4) }
+        if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
     };
     let (r, g, b) = (lin(r), lin(g), lin(b));
     let x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047;
     let y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
     let z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
-    let f = |t: f32| if t > 0.008856 { t.cbrt() } else { 7.787 * t + 16.0 / 116.0 };
+    let f = |t: f32| {
+        if t > 0.008856 {
+            t.cbrt()
+        } else {
+            7.787 * t + 16.0 / 116.0
+        }
+    };
     let (fx, fy, fz) = (f(x), f(y), f(z));
     [116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)]
 }
@@ -279,7 +303,10 @@ fn stats(lab: &[[f32; 3]], edge_density: f32) -> Stats {
     // Weighted by how much of the image is coloured at all, so a grey photo is neither.
     let coloured = (chroma_total / n / 30.0).min(1.0);
     let (warm, cool) = if chroma_total > 0.0 {
-        (warm / chroma_total * coloured, cool / chroma_total * coloured)
+        (
+            warm / chroma_total * coloured,
+            cool / chroma_total * coloured,
+        )
     } else {
         (0.0, 0.0)
     };

@@ -12,7 +12,8 @@ pub const SOURCE: &str = "lumilio-infer-stats";
 
 /// Named colours, in the order of [`Stats::colour_fractions`].
 pub const COLOUR_NAMES: [&str; 12] = [
-    "black", "white", "grey", "red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "brown",
+    "black", "white", "grey", "red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink",
+    "brown",
 ];
 
 /// One label and its score.
@@ -29,7 +30,12 @@ pub struct Label {
 /// Hue ranges are in Lab hue angle (sRGB red ≈ 40°, yellow ≈ 102°, green ≈ 136°,
 /// cyan ≈ 196°, blue ≈ 306°, magenta ≈ 328°).
 pub fn colour_index([l, a, b]: [f32; 3]) -> usize {
-    let idx = |name: &str| COLOUR_NAMES.iter().position(|n| *n == name).expect("known colour");
+    let idx = |name: &str| {
+        COLOUR_NAMES
+            .iter()
+            .position(|n| *n == name)
+            .expect("known colour")
+    };
     let chroma = (a * a + b * b).sqrt();
     if chroma < 12.0 {
         return idx(if l < 20.0 {
@@ -52,16 +58,28 @@ pub fn colour_index([l, a, b]: [f32; 3]) -> usize {
             }
         }
         h if h < 85.0 => {
-            if l < 50.0 { "brown" } else { "orange" }
+            if l < 50.0 {
+                "brown"
+            } else {
+                "orange"
+            }
         }
         h if h < 115.0 => {
-            if l < 45.0 { "brown" } else { "yellow" }
+            if l < 45.0 {
+                "brown"
+            } else {
+                "yellow"
+            }
         }
         h if h < 175.0 => "green",
         h if h < 240.0 => "cyan",
         h if h < 320.0 => "blue",
         _ => {
-            if l > 65.0 { "pink" } else { "purple" }
+            if l > 65.0 {
+                "pink"
+            } else {
+                "purple"
+            }
         }
     };
     idx(name)
@@ -86,18 +104,28 @@ pub fn all_labels(s: &Stats) -> Vec<Label> {
         ("cool", s.cool),
     ]
     .into_iter()
-    .map(|(label, score)| Label { label: label.to_owned(), score })
+    .map(|(label, score)| Label {
+        label: label.to_owned(),
+        score,
+    })
     .collect();
     // A colour covering half the image or more is a certain label.
     out.extend(
         COLOUR_NAMES
             .iter()
             .zip(&s.colour_fractions)
-            .map(|(name, frac)| Label { label: (*name).to_owned(), score: (frac * 2.0).min(1.0) }),
+            .map(|(name, frac)| Label {
+                label: (*name).to_owned(),
+                score: (frac * 2.0).min(1.0),
+            }),
     );
     out.retain(|l| l.score > 0.0);
     // Stable order for equal scores, so answers are deterministic.
-    out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.label.cmp(&b.label)));
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.label.cmp(&b.label))
+    });
     for l in &mut out {
         l.score = (l.score * 1000.0).round() / 1000.0;
     }

@@ -47,7 +47,10 @@ async fn main() {
     let listener = match tokio::net::TcpListener::bind(cli.listen).await {
         Ok(l) => l,
         Err(e) => {
-            error!("cannot listen on {}: {e}; is another lumilio-infer running? pick another with --listen", cli.listen);
+            error!(
+                "cannot listen on {}: {e}; is another lumilio-infer running? pick another with --listen",
+                cli.listen
+            );
             std::process::exit(1);
         }
     };

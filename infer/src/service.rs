@@ -103,7 +103,10 @@ pub fn capability(opts: &Options) -> Capability {
         name: name.to_owned(),
         input_mimes: inputs.iter().map(|s| s.to_string()).collect(),
         output_mimes: vec![output.to_owned()],
-        limits: limits.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        limits: limits
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
     let dim = DIM.to_string();
     let max_topk = MAX_TOPK.to_string();
@@ -116,13 +119,34 @@ pub fn capability(opts: &Options) -> Capability {
         extra: HashMap::from([
             ("embedding_dim".to_owned(), dim.clone()),
             ("semantic".to_owned(), "false".to_owned()),
-            ("batch_cost_ms".to_owned(), opts.batch_cost.as_millis().to_string()),
-            ("item_cost_ms".to_owned(), opts.item_cost.as_millis().to_string()),
+            (
+                "batch_cost_ms".to_owned(),
+                opts.batch_cost.as_millis().to_string(),
+            ),
+            (
+                "item_cost_ms".to_owned(),
+                opts.item_cost.as_millis().to_string(),
+            ),
         ]),
         tasks: vec![
-            task(TASK_IMAGE_EMBED, &IMAGE_MIMES, MIME_EMBEDDING, &[("dim", &dim)]),
-            task(TASK_SMART, &IMAGE_MIMES, MIME_LABELS, &[("max_topk", &max_topk)]),
-            task(TASK_TEXT_EMBED, &["text/plain"], MIME_EMBEDDING, &[("dim", &dim)]),
+            task(
+                TASK_IMAGE_EMBED,
+                &IMAGE_MIMES,
+                MIME_EMBEDDING,
+                &[("dim", &dim)],
+            ),
+            task(
+                TASK_SMART,
+                &IMAGE_MIMES,
+                MIME_LABELS,
+                &[("max_topk", &max_topk)],
+            ),
+            task(
+                TASK_TEXT_EMBED,
+                &["text/plain"],
+                MIME_EMBEDDING,
+                &[("dim", &dim)],
+            ),
         ],
     }
 }
@@ -134,7 +158,10 @@ impl Inference for InferService {
     type InferStream = BoxStream<InferResponse>;
     type StreamCapabilitiesStream = BoxStream<Capability>;
 
-    async fn infer(&self, request: Request<Streaming<InferRequest>>) -> Result<Response<Self::InferStream>, Status> {
+    async fn infer(
+        &self,
+        request: Request<Streaming<InferRequest>>,
+    ) -> Result<Response<Self::InferStream>, Status> {
         let peer = request.remote_addr();
         let incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
@@ -146,7 +173,10 @@ impl Inference for InferService {
         Ok(Response::new(capability(&self.opts)))
     }
 
-    async fn stream_capabilities(&self, _: Request<Empty>) -> Result<Response<Self::StreamCapabilitiesStream>, Status> {
+    async fn stream_capabilities(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<Self::StreamCapabilitiesStream>, Status> {
         // The reference server's capabilities never change: one message, then the end.
         let cap = capability(&self.opts);
         Ok(Response::new(Box::pin(tokio_stream::once(Ok(cap)))))
@@ -215,13 +245,20 @@ async fn run_stream(
             match tokio::task::spawn_blocking(move || answer_group(group)).await {
                 Ok(answers) => answers,
                 Err(e) => {
-                    let _ = tx.send(Err(Status::internal(format!("worker panicked: {e}")))).await;
+                    let _ = tx
+                        .send(Err(Status::internal(format!("worker panicked: {e}"))))
+                        .await;
                     return;
                 }
             }
         };
         first_group = false;
-        info!(?peer, requests = n, elapsed_ms = started.elapsed().as_millis() as u64, "infer: group answered");
+        info!(
+            ?peer,
+            requests = n,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "infer: group answered"
+        );
         for answer in answers.into_iter().rev() {
             if tx.send(Ok(answer)).await.is_err() {
                 debug!(?peer, "infer: client went away");
@@ -240,7 +277,9 @@ fn answer_group(group: Vec<InferRequest>) -> Vec<InferResponse> {
             let mut analysis = |payload: &[u8]| {
                 cache
                     .entry(payload.to_vec())
-                    .or_insert_with(|| Arc::new(descriptor::analyse_bytes(payload).map_err(|e| e.to_string())))
+                    .or_insert_with(|| {
+                        Arc::new(descriptor::analyse_bytes(payload).map_err(|e| e.to_string()))
+                    })
                     .clone()
             };
             answer_one(&req, &mut analysis)
@@ -249,33 +288,49 @@ fn answer_group(group: Vec<InferRequest>) -> Vec<InferResponse> {
 }
 
 /// Answers one request; bad input becomes a per-item INVALID_ARGUMENT, never a stream failure.
-pub fn answer_one(req: &InferRequest, analysis: &mut dyn FnMut(&[u8]) -> Arc<Result<Analysis, String>>) -> InferResponse {
-    let outcome: Result<(serde_json::Value, &str, &str, HashMap<String, String>), String> = match req.task.as_str() {
-        TASK_IMAGE_EMBED | TASK_SMART if req.payload.is_empty() => Err("empty image payload".to_owned()),
-        TASK_IMAGE_EMBED => match &*analysis(&req.payload) {
-            Ok(a) => Ok((embedding_json(&a.vector), MIME_EMBEDDING, "embedding_v1", HashMap::new())),
-            Err(e) => Err(e.clone()),
-        },
-        TASK_SMART => match parse_topk(req.meta.get("topk")) {
-            Err(e) => Err(e),
-            Ok(topk) => match &*analysis(&req.payload) {
+pub fn answer_one(
+    req: &InferRequest,
+    analysis: &mut dyn FnMut(&[u8]) -> Arc<Result<Analysis, String>>,
+) -> InferResponse {
+    let outcome: Result<(serde_json::Value, &str, &str, HashMap<String, String>), String> =
+        match req.task.as_str() {
+            TASK_IMAGE_EMBED | TASK_SMART if req.payload.is_empty() => {
+                Err("empty image payload".to_owned())
+            }
+            TASK_IMAGE_EMBED => match &*analysis(&req.payload) {
                 Ok(a) => Ok((
-                    serde_json::json!({"labels": labels::top_labels(&a.stats, topk), "model_id": MODEL_ID}),
-                    MIME_LABELS,
-                    "labels_v1",
-                    HashMap::from([("source".to_owned(), labels::SOURCE.to_owned())]),
+                    embedding_json(&a.vector),
+                    MIME_EMBEDDING,
+                    "embedding_v1",
+                    HashMap::new(),
                 )),
                 Err(e) => Err(e.clone()),
             },
-        },
-        TASK_TEXT_EMBED => match text::embed_text(&req.payload) {
-            Ok(v) => Ok((embedding_json(&v), MIME_EMBEDDING, "embedding_v1", HashMap::new())),
-            Err(e) => Err(e.to_string()),
-        },
-        other => Err(format!(
-            "unknown task {other:?}; this server runs {TASK_IMAGE_EMBED}, {TASK_SMART} and {TASK_TEXT_EMBED}"
-        )),
-    };
+            TASK_SMART => match parse_topk(req.meta.get("topk")) {
+                Err(e) => Err(e),
+                Ok(topk) => match &*analysis(&req.payload) {
+                    Ok(a) => Ok((
+                        serde_json::json!({"labels": labels::top_labels(&a.stats, topk), "model_id": MODEL_ID}),
+                        MIME_LABELS,
+                        "labels_v1",
+                        HashMap::from([("source".to_owned(), labels::SOURCE.to_owned())]),
+                    )),
+                    Err(e) => Err(e.clone()),
+                },
+            },
+            TASK_TEXT_EMBED => match text::embed_text(&req.payload) {
+                Ok(v) => Ok((
+                    embedding_json(&v),
+                    MIME_EMBEDDING,
+                    "embedding_v1",
+                    HashMap::new(),
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+            other => Err(format!(
+                "unknown task {other:?}; this server runs {TASK_IMAGE_EMBED}, {TASK_SMART} and {TASK_TEXT_EMBED}"
+            )),
+        };
     let mut resp = InferResponse {
         correlation_id: req.correlation_id.clone(),
         is_final: true,
@@ -311,7 +366,9 @@ fn parse_topk(raw: Option<&String>) -> Result<usize, String> {
         None | Some("") => Ok(DEFAULT_TOPK),
         Some(s) => match s.parse::<usize>() {
             Ok(k) if (1..=MAX_TOPK).contains(&k) => Ok(k),
-            _ => Err(format!("meta topk must be a number from 1 to {MAX_TOPK}, got {s:?}")),
+            _ => Err(format!(
+                "meta topk must be a number from 1 to {MAX_TOPK}, got {s:?}"
+            )),
         },
     }
 }

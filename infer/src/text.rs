@@ -51,8 +51,13 @@ pub enum TextError {
 
 /// Embeds a UTF-8 text payload by the rule in the module docs.
 pub fn embed_text(payload: &[u8]) -> Result<Vec<f32>, TextError> {
-    let text = std::str::from_utf8(payload).map_err(|_| TextError::NotUtf8)?.to_lowercase();
-    let words: Vec<&str> = text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| TextError::NotUtf8)?
+        .to_lowercase();
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     if words.is_empty() {
         return Err(TextError::Empty);
     }
@@ -81,5 +86,7 @@ pub fn embed_text(payload: &[u8]) -> Result<Vec<f32>, TextError> {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }

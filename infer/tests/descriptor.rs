@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use image::{DynamicImage, ImageEncoder, RgbImage, codecs::jpeg::JpegEncoder, imageops::FilterType};
+use image::{
+    DynamicImage, ImageEncoder, RgbImage, codecs::jpeg::JpegEncoder, imageops::FilterType,
+};
 use lumilio_infer::descriptor::{self, DIM, cosine};
 use lumilio_infer::{labels, text};
 
@@ -41,23 +43,41 @@ fn a_reencoded_resized_copy_is_closer_than_other_photos() {
     let original = photo("orientation/landscape_1.jpg");
     let img = descriptor::decode(&original).unwrap();
     let a = descriptor::analyse(&img).vector;
-    let copy = descriptor::analyse_bytes(&reencode(&img, 224, 168, 60)).unwrap().vector;
-    let square = descriptor::analyse_bytes(&reencode(&img, 224, 224, 75)).unwrap().vector;
+    let copy = descriptor::analyse_bytes(&reencode(&img, 224, 168, 60))
+        .unwrap()
+        .vector;
+    let square = descriptor::analyse_bytes(&reencode(&img, 224, 224, 75))
+        .unwrap()
+        .vector;
     assert_eq!(a.len(), DIM);
     let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
 
     let near = cosine(&a, &copy);
     let near_square = cosine(&a, &square);
-    let others = ["orientation/portrait_1.jpg", "gps/DSCN0010.jpg", "gps/DSCN0012.jpg", "Canon_40D.jpg"];
+    let others = [
+        "orientation/portrait_1.jpg",
+        "gps/DSCN0010.jpg",
+        "gps/DSCN0012.jpg",
+        "Canon_40D.jpg",
+    ];
     for other in others {
         let b = descriptor::analyse_bytes(&photo(other)).unwrap().vector;
         let far = cosine(&a, &b);
         eprintln!("landscape_1: copy {near:.4}, square copy {near_square:.4}, {other} {far:.4}");
-        assert!(near > far, "re-encoded copy ({near}) not closer than {other} ({far})");
-        assert!(near_square > far, "squashed copy ({near_square}) not closer than {other} ({far})");
+        assert!(
+            near > far,
+            "re-encoded copy ({near}) not closer than {other} ({far})"
+        );
+        assert!(
+            near_square > far,
+            "squashed copy ({near_square}) not closer than {other} ({far})"
+        );
     }
-    assert!(near > 0.97, "re-encoded copy should be a near-duplicate, cosine {near}");
+    assert!(
+        near > 0.97,
+        "re-encoded copy should be a near-duplicate, cosine {near}"
+    );
 }
 
 #[test]
@@ -76,14 +96,25 @@ fn uniform(rgb: [u8; 3]) -> DynamicImage {
 fn labels_describe_colour_and_tone() {
     let sky = descriptor::analyse(&uniform([40, 90, 200]));
     let top = labels::top_labels(&sky.stats, 5);
-    assert!(top.iter().any(|l| l.label == "blue" && l.score == 1.0), "{top:?}");
+    assert!(
+        top.iter().any(|l| l.label == "blue" && l.score == 1.0),
+        "{top:?}"
+    );
     assert!(top.iter().all(|l| (0.0..=1.0).contains(&l.score)));
-    assert!(labels::all_labels(&sky.stats).iter().any(|l| l.label == "cool"));
+    assert!(
+        labels::all_labels(&sky.stats)
+            .iter()
+            .any(|l| l.label == "cool")
+    );
 
     let night = descriptor::analyse(&uniform([10, 10, 12]));
     let top = labels::top_labels(&night.stats, 3);
     assert!(top.iter().any(|l| l.label == "dark"), "{top:?}");
-    assert!(top.iter().any(|l| l.label == "black" || l.label == "monochrome"), "{top:?}");
+    assert!(
+        top.iter()
+            .any(|l| l.label == "black" || l.label == "monochrome"),
+        "{top:?}"
+    );
     assert_eq!(labels::top_labels(&night.stats, 2).len(), 2);
 }
 

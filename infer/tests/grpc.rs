@@ -11,7 +11,11 @@ use tokio::sync::oneshot;
 /// A small JPEG, generated so the test needs no files.
 fn jpeg(rgb: [u8; 3]) -> Vec<u8> {
     let img = image::RgbImage::from_fn(96, 64, |x, y| {
-        image::Rgb([rgb[0].saturating_add((x / 4) as u8), rgb[1], rgb[2].saturating_add((y / 4) as u8)])
+        image::Rgb([
+            rgb[0].saturating_add((x / 4) as u8),
+            rgb[1],
+            rgb[2].saturating_add((y / 4) as u8),
+        ])
     });
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
@@ -35,7 +39,14 @@ async fn start(opts: Options) -> (String, oneshot::Sender<()>, tokio::task::Join
     (format!("http://{addr}"), stop, task)
 }
 
-fn request(cid: &str, task: &str, payload: Vec<u8>, mime: &str, seq: u64, total: u64) -> InferRequest {
+fn request(
+    cid: &str,
+    task: &str,
+    payload: Vec<u8>,
+    mime: &str,
+    seq: u64,
+    total: u64,
+) -> InferRequest {
     InferRequest {
         correlation_id: cid.to_owned(),
         task: task.to_owned(),
@@ -59,31 +70,74 @@ async fn infer_round_trip_over_loopback() {
     let mut client = InferenceClient::connect(url).await.unwrap();
 
     client.health(Empty {}).await.unwrap();
-    let cap = client.get_capabilities(Empty {}).await.unwrap().into_inner();
+    let cap = client
+        .get_capabilities(Empty {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(cap.service_name, "lumilio-infer");
-    assert_eq!(cap.model_ids, vec!["lumilio-infer/colour-layout-v1".to_owned()]);
-    assert_eq!(cap.extra.get("embedding_dim").map(String::as_str), Some("512"));
-    assert!(cap.runtime.contains("not a neural CLIP model"), "{}", cap.runtime);
+    assert_eq!(
+        cap.model_ids,
+        vec!["lumilio-infer/colour-layout-v1".to_owned()]
+    );
+    assert_eq!(
+        cap.extra.get("embedding_dim").map(String::as_str),
+        Some("512")
+    );
+    assert!(
+        cap.runtime.contains("not a neural CLIP model"),
+        "{}",
+        cap.runtime
+    );
     let names: Vec<&str> = cap.tasks.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["clip_image_embed", "smart_classify", "clip_embed"]);
 
     let blue = jpeg([20, 60, 200]);
     let reqs = vec![
-        request("a|emb", "clip_image_embed", blue.clone(), "image/jpeg", 0, 6),
+        request(
+            "a|emb",
+            "clip_image_embed",
+            blue.clone(),
+            "image/jpeg",
+            0,
+            6,
+        ),
         request("a|smart", "smart_classify", blue, "image/jpeg", 1, 6),
-        request("b|emb", "clip_image_embed", b"not an image".to_vec(), "image/jpeg", 2, 6),
-        request("b|smart", "smart_classify", b"not an image".to_vec(), "image/jpeg", 3, 6),
+        request(
+            "b|emb",
+            "clip_image_embed",
+            b"not an image".to_vec(),
+            "image/jpeg",
+            2,
+            6,
+        ),
+        request(
+            "b|smart",
+            "smart_classify",
+            b"not an image".to_vec(),
+            "image/jpeg",
+            3,
+            6,
+        ),
         request("q|text", "clip_embed", b"blue".to_vec(), "text/plain", 4, 6),
         request("z|what", "segment_everything", vec![1], "image/jpeg", 5, 6),
     ];
     let started = Instant::now();
-    let mut stream = client.infer(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+    let mut stream = client
+        .infer(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
     let mut answers = Vec::new();
     while let Some(msg) = stream.message().await.unwrap() {
         answers.push(msg);
     }
     // The cost model: 50 ms per stream + 6 × 5 ms per request.
-    assert!(started.elapsed() >= Duration::from_millis(80), "cost model not applied: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(80),
+        "cost model not applied: {:?}",
+        started.elapsed()
+    );
     assert_eq!(answers.len(), 6);
     // Answered out of order: smart before emb.
     let order: Vec<&str> = answers.iter().map(|a| a.correlation_id.as_str()).collect();
@@ -91,7 +145,10 @@ async fn infer_round_trip_over_loopback() {
         order.iter().position(|c| *c == "a|smart") < order.iter().position(|c| *c == "a|emb"),
         "{order:?}"
     );
-    let by_id: HashMap<&str, _> = answers.iter().map(|a| (a.correlation_id.as_str(), a)).collect();
+    let by_id: HashMap<&str, _> = answers
+        .iter()
+        .map(|a| (a.correlation_id.as_str(), a))
+        .collect();
 
     let emb = by_id["a|emb"];
     assert!(emb.error.is_none() && emb.is_final);
@@ -104,14 +161,20 @@ async fn infer_round_trip_over_loopback() {
 
     let smart = by_id["a|smart"];
     assert_eq!(smart.result_mime, "application/json;schema=labels_v1");
-    assert_eq!(smart.meta.get("source").map(String::as_str), Some("lumilio-infer-stats"));
+    assert_eq!(
+        smart.meta.get("source").map(String::as_str),
+        Some("lumilio-infer-stats")
+    );
     let json: serde_json::Value = serde_json::from_slice(&smart.result).unwrap();
     let labels = json["labels"].as_array().unwrap();
     assert!(!labels.is_empty() && labels.len() <= 3, "{labels:?}");
     assert!(labels.iter().any(|l| l["label"] == "blue"), "{labels:?}");
 
     for bad in ["b|emb", "b|smart", "z|what"] {
-        let err = by_id[bad].error.as_ref().unwrap_or_else(|| panic!("{bad} should fail"));
+        let err = by_id[bad]
+            .error
+            .as_ref()
+            .unwrap_or_else(|| panic!("{bad} should fail"));
         assert_eq!(err.code, ErrorCode::InvalidArgument as i32, "{bad}");
         assert!(!err.message.is_empty());
     }
@@ -123,7 +186,10 @@ async fn infer_round_trip_over_loopback() {
 
     // Graceful shutdown: the server stops when asked.
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("server stopped").unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("server stopped")
+        .unwrap();
 }
 
 #[tokio::test]
@@ -137,7 +203,16 @@ async fn streams_without_a_total_are_answered() {
         .unwrap()
         .into_inner();
     // The request side stays open: the server answers after a short pause anyway.
-    tx.send(request("t|text", "clip_embed", b"red".to_vec(), "text/plain", 0, 0)).await.unwrap();
+    tx.send(request(
+        "t|text",
+        "clip_embed",
+        b"red".to_vec(),
+        "text/plain",
+        0,
+        0,
+    ))
+    .await
+    .unwrap();
     let msg = tokio::time::timeout(Duration::from_secs(5), stream.message())
         .await
         .expect("answered without end of stream")

@@ -27,8 +27,10 @@ async fn client_hash_is_verified() {
     let jpeg = photo("gps.jpg");
     let client = server.client();
     let form = || {
-        reqwest::multipart::Form::new()
-            .part("file", reqwest::multipart::Part::bytes(jpeg.clone()).file_name("gps.jpg"))
+        reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(jpeg.clone()).file_name("gps.jpg"),
+        )
     };
     let wrong = "0".repeat(64);
     let r = client
@@ -42,7 +44,10 @@ async fn client_hash_is_verified() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "hash_mismatch", "{body}");
     let mut conn = db.conn().await;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM assets").fetch_one(&mut conn).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM assets")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(n, 0, "a mismatched upload keeps nothing");
     let staged = walk(&server.data.path().join("staging"));
     assert!(staged.is_empty(), "no staged bytes left: {staged:?}");
@@ -77,12 +82,28 @@ async fn batch_reports_each_part_and_check_finds_them() {
     let a = photo("gps.jpg");
     let b = photo("landscape_6.jpg");
     let form = reqwest::multipart::Form::new()
-        .part(hash(&a), reqwest::multipart::Part::bytes(a.clone()).file_name("a.jpg"))
-        .part("f".repeat(64), reqwest::multipart::Part::bytes(b.clone()).file_name("lies.jpg"))
-        .part("not-a-hash", reqwest::multipart::Part::bytes(b.clone()).file_name("bad.jpg"))
-        .part(hash(&b), reqwest::multipart::Part::bytes(b.clone()).file_name("b.jpg"))
-        .part(hash(&a), reqwest::multipart::Part::bytes(a.clone()).file_name("again.jpg"));
-    let r = server.client()
+        .part(
+            hash(&a),
+            reqwest::multipart::Part::bytes(a.clone()).file_name("a.jpg"),
+        )
+        .part(
+            "f".repeat(64),
+            reqwest::multipart::Part::bytes(b.clone()).file_name("lies.jpg"),
+        )
+        .part(
+            "not-a-hash",
+            reqwest::multipart::Part::bytes(b.clone()).file_name("bad.jpg"),
+        )
+        .part(
+            hash(&b),
+            reqwest::multipart::Part::bytes(b.clone()).file_name("b.jpg"),
+        )
+        .part(
+            hash(&a),
+            reqwest::multipart::Part::bytes(a.clone()).file_name("again.jpg"),
+        );
+    let r = server
+        .client()
         .post(format!("{}/api/v1/assets/batch", server.base))
         .multipart(form)
         .send()
@@ -104,7 +125,8 @@ async fn batch_reports_each_part_and_check_finds_them() {
     assert_eq!(results[4]["asset_id"], results[0]["asset_id"]);
 
     let unknown = "a".repeat(64);
-    let r = server.client()
+    let r = server
+        .client()
         .post(format!("{}/api/v1/assets/check", server.base))
         .json(&json!({ "hashes": [hash(&a), unknown, hash(&b)] }))
         .send()
@@ -119,7 +141,9 @@ async fn batch_reports_each_part_and_check_finds_them() {
 async fn processed_asset_serves_original_renditions_and_job() {
     let (db, server) = started().await;
     let jpeg = photo("landscape_6.jpg");
-    let (code, up) = server.upload("landscape_6.jpg", jpeg.clone(), "image/jpeg").await;
+    let (code, up) = server
+        .upload("landscape_6.jpg", jpeg.clone(), "image/jpeg")
+        .await;
     assert_eq!(code, 201);
     let id = up["asset_id"].as_str().unwrap();
     let done = server.wait_done(id).await;
@@ -127,20 +151,36 @@ async fn processed_asset_serves_original_renditions_and_job() {
 
     // Facts: typed and complete.
     assert_eq!(done["facts"]["orientation"], 6, "{done}");
-    let stages: Vec<&str> = done["stages"].as_array().unwrap().iter().map(|s| s["stage"].as_str().unwrap()).collect();
+    let stages: Vec<&str> = done["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
     assert_eq!(stages, ["validate", "metadata", "thumbnail"]);
-    assert!(done["stages"].as_array().unwrap().iter().all(|s| s["outcome"] == "ok"), "{done}");
+    assert!(
+        done["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["outcome"] == "ok"),
+        "{done}"
+    );
     let renditions = done["renditions"].as_array().unwrap();
-    let names: Vec<&str> = renditions.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = renditions
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     for want in ["small", "medium", "large", "clip"] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     let mut conn = db.conn().await;
-    let orientation: Option<i16> = sqlx::query_scalar("SELECT orientation FROM assets WHERE id = $1::uuid")
-        .bind(id)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let orientation: Option<i16> =
+        sqlx::query_scalar("SELECT orientation FROM assets WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     assert_eq!(orientation, Some(6));
 
     // Original: bytes, type, ETag, conditional and range requests.
@@ -152,18 +192,43 @@ async fn processed_asset_serves_original_renditions_and_job() {
     let etag = r.headers()[header::ETAG].to_str().unwrap().to_owned();
     assert_eq!(etag, format!("\"{}\"", hash(&jpeg)));
     assert_eq!(r.bytes().await.unwrap().as_ref(), jpeg.as_slice());
-    let r = client.get(&url).header(header::IF_NONE_MATCH, &etag).send().await.unwrap();
+    let r = client
+        .get(&url)
+        .header(header::IF_NONE_MATCH, &etag)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 304);
-    let r = client.get(&url).header(header::RANGE, "bytes=2-9").send().await.unwrap();
+    let r = client
+        .get(&url)
+        .header(header::RANGE, "bytes=2-9")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 206);
-    assert_eq!(r.headers()[header::CONTENT_RANGE], format!("bytes 2-9/{}", jpeg.len()));
+    assert_eq!(
+        r.headers()[header::CONTENT_RANGE],
+        format!("bytes 2-9/{}", jpeg.len())
+    );
     assert_eq!(r.bytes().await.unwrap().as_ref(), &jpeg[2..10]);
-    let r = client.get(&url).header(header::RANGE, format!("bytes={}-", jpeg.len())).send().await.unwrap();
+    let r = client
+        .get(&url)
+        .header(header::RANGE, format!("bytes={}-", jpeg.len()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 416);
 
     // Renditions: a JPEG within its box, upright: the file stores 450×600
     // pixels with orientation 6, which shows them as a 600×450 landscape.
-    let r = client.get(format!("{}/api/v1/assets/{id}/renditions/small", server.base)).send().await.unwrap();
+    let r = client
+        .get(format!(
+            "{}/api/v1/assets/{id}/renditions/small",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "image/jpeg");
     let etag = r.headers()[header::ETAG].to_str().unwrap().to_owned();
@@ -172,16 +237,29 @@ async fn processed_asset_serves_original_renditions_and_job() {
     let meta = renditions.iter().find(|r| r["name"] == "small").unwrap();
     assert_eq!(meta["size"], small.len());
     assert!(meta["width"].as_i64().unwrap() <= 400 && meta["height"].as_i64().unwrap() <= 400);
-    assert_eq!((meta["width"].as_i64(), meta["height"].as_i64()), (Some(400), Some(300)), "upright: {meta}");
-    assert_eq!((done["width"].as_i64(), done["height"].as_i64()), (Some(450), Some(600)), "as stored: {done}");
+    assert_eq!(
+        (meta["width"].as_i64(), meta["height"].as_i64()),
+        (Some(400), Some(300)),
+        "upright: {meta}"
+    );
+    assert_eq!(
+        (done["width"].as_i64(), done["height"].as_i64()),
+        (Some(450), Some(600)),
+        "as stored: {done}"
+    );
     let r = client
-        .get(format!("{}/api/v1/assets/{id}/renditions/small", server.base))
+        .get(format!(
+            "{}/api/v1/assets/{id}/renditions/small",
+            server.base
+        ))
         .header(header::IF_NONE_MATCH, etag)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 304);
-    let (code, _) = server.get(&format!("/api/v1/assets/{id}/renditions/nope")).await;
+    let (code, _) = server
+        .get(&format!("/api/v1/assets/{id}/renditions/nope"))
+        .await;
     assert_eq!(code, 404);
 
     // The job as River sees it.
@@ -198,17 +276,28 @@ async fn processed_asset_serves_original_renditions_and_job() {
 async fn list_pages_and_filters() {
     let (_db, server) = started().await;
     let (_, a) = server.upload("a.jpg", photo("gps.jpg"), "image/jpeg").await;
-    let (_, t) = server.upload("t.txt", b"hello".to_vec(), "text/plain").await;
-    let (_, b) = server.upload("b.jpg", photo("landscape_6.jpg"), "image/jpeg").await;
+    let (_, t) = server
+        .upload("t.txt", b"hello".to_vec(), "text/plain")
+        .await;
+    let (_, b) = server
+        .upload("b.jpg", photo("landscape_6.jpg"), "image/jpeg")
+        .await;
     for x in [&a, &t, &b] {
         server.wait_done(x["asset_id"].as_str().unwrap()).await;
     }
     let (code, page) = server.get("/api/v1/assets?limit=2").await;
     assert_eq!(code, 200, "{page}");
-    let ids: Vec<&Value> = page["assets"].as_array().unwrap().iter().map(|x| &x["asset_id"]).collect();
+    let ids: Vec<&Value> = page["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| &x["asset_id"])
+        .collect();
     assert_eq!(ids, [&b["asset_id"], &t["asset_id"]], "newest first");
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (_, page2) = server.get(&format!("/api/v1/assets?limit=2&cursor={cursor}")).await;
+    let (_, page2) = server
+        .get(&format!("/api/v1/assets?limit=2&cursor={cursor}"))
+        .await;
     assert_eq!(page2["assets"].as_array().unwrap().len(), 1);
     assert_eq!(page2["assets"][0]["asset_id"], a["asset_id"]);
     assert!(page2["next_cursor"].is_null());
@@ -218,7 +307,9 @@ async fn list_pages_and_filters() {
     let (_, rejected) = server.get("/api/v1/assets?status=rejected").await;
     assert_eq!(rejected["assets"][0]["asset_id"], t["asset_id"]);
     // gps.jpg was taken in 2008, landscape_6.jpg has no date.
-    let (_, taken) = server.get("/api/v1/assets?taken_from=2008-01-01T00:00:00&taken_to=2009-01-01T00:00:00").await;
+    let (_, taken) = server
+        .get("/api/v1/assets?taken_from=2008-01-01T00:00:00&taken_to=2009-01-01T00:00:00")
+        .await;
     assert_eq!(taken["assets"].as_array().unwrap().len(), 1, "{taken}");
     assert_eq!(taken["assets"][0]["asset_id"], a["asset_id"]);
     let (code, err) = server.get("/api/v1/assets?status=bogus").await;
@@ -234,7 +325,8 @@ async fn reprocess_and_delete() {
     let id = up["asset_id"].as_str().unwrap().to_owned();
     server.wait_done(&id).await;
 
-    let r = server.client()
+    let r = server
+        .client()
         .post(format!("{}/api/v1/assets/{id}/reprocess", server.base))
         .send()
         .await
@@ -246,21 +338,38 @@ async fn reprocess_and_delete() {
     assert_eq!(done["status"], "ready", "{done}");
     assert_eq!(done["job_id"], again["task_id"]);
     let mut conn = db.conn().await;
-    let renditions: i64 = sqlx::query_scalar("SELECT count(*) FROM renditions WHERE asset_id = $1::uuid")
-        .bind(&id)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(renditions, 4, "a reprocess replaces renditions instead of adding rows");
+    let renditions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM renditions WHERE asset_id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(
+        renditions, 4,
+        "a reprocess replaces renditions instead of adding rows"
+    );
 
     let stored = walk(&server.data.path().join("storage"));
     assert_eq!(stored.len(), 5, "original + 4 renditions: {stored:?}");
-    let r = server.client().delete(format!("{}/api/v1/assets/{id}", server.base)).send().await.unwrap();
+    let r = server
+        .client()
+        .delete(format!("{}/api/v1/assets/{id}", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 204);
     let (code, _) = server.get(&format!("/api/v1/assets/{id}")).await;
     assert_eq!(code, 404);
-    assert!(walk(&server.data.path().join("storage")).is_empty(), "files go with the last reference");
-    let r = server.client().delete(format!("{}/api/v1/assets/{id}", server.base)).send().await.unwrap();
+    assert!(
+        walk(&server.data.path().join("storage")).is_empty(),
+        "files go with the last reference"
+    );
+    let r = server
+        .client()
+        .delete(format!("{}/api/v1/assets/{id}", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
 }
 
@@ -270,7 +379,12 @@ async fn openapi_document_is_served() {
     let (code, doc) = server.get("/api/openapi.json").await;
     assert_eq!(code, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/api/v1/assets", "/api/v1/assets/batch", "/api/v1/assets/{id}/original", "/api/v1/jobs/{id}"] {
+    for path in [
+        "/api/v1/assets",
+        "/api/v1/assets/batch",
+        "/api/v1/assets/{id}/original",
+        "/api/v1/jobs/{id}",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     let (code, err) = server.get("/no/such/route").await;

@@ -10,7 +10,10 @@ use sqlx::{Connection, PgConnection};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The `lumilio` binary cargo built for this test run.
@@ -19,8 +22,9 @@ pub fn bin() -> &'static str {
 }
 
 fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .expect("DATABASE_URL is not set: run the tests with `make test`, which starts a local Postgres")
+    std::env::var("DATABASE_URL").expect(
+        "DATABASE_URL is not set: run the tests with `make test`, which starts a local Postgres",
+    )
 }
 
 fn with_db(url: &str, db: &str) -> String {
@@ -39,9 +43,17 @@ impl TestDb {
     /// Creates an empty database.
     pub async fn new() -> TestDb {
         let name = format!("lumilio_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url()).await.expect("connect to DATABASE_URL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
-        TestDb { url: with_db(&admin_url(), &name), name }
+        let mut admin = PgConnection::connect(&admin_url())
+            .await
+            .expect("connect to DATABASE_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        TestDb {
+            url: with_db(&admin_url(), &name),
+            name,
+        }
     }
 
     /// A connection to it.
@@ -51,13 +63,21 @@ impl TestDb {
 
     /// Runs `lumilio ARGS --database-url URL` and returns its output.
     pub fn lumilio(&self, args: &[&str]) -> Output {
-        Command::new(bin()).args(args).env("DATABASE_URL", &self.url).output().expect("run lumilio")
+        Command::new(bin())
+            .args(args)
+            .env("DATABASE_URL", &self.url)
+            .output()
+            .expect("run lumilio")
     }
 
     /// Creates a user and returns its API key.
     pub fn user(&self, name: &str) -> String {
         let out = self.lumilio(&["user", "create", name]);
-        assert!(out.status.success(), "user create: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "user create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
@@ -65,7 +85,11 @@ impl TestDb {
     pub fn migrate(&self) {
         for line in ["main", "app"] {
             let out = self.lumilio(&["migrate-up", "--line", line]);
-            assert!(out.status.success(), "migrate-up --line {line}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "migrate-up --line {line}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }
@@ -76,20 +100,31 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop needs its own runtime: the test's may be shutting down.
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-                if let Ok(mut c) = PgConnection::connect(&url).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok(mut c) = PgConnection::connect(&url).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
                         .execute(&mut c)
                         .await;
-                }
-            })
+                    }
+                })
         })
         .join();
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running `lumilio serve`, killed on drop.
@@ -102,6 +137,7 @@ pub struct Server {
     pub key: String,
     child: Child,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -112,27 +148,99 @@ impl Server {
 
     /// Starts the server with a pipeline file and extra environment.
     pub async fn start_with(db: &TestDb, pipeline: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_at(&db.url, db, pipeline, env).await
+    }
+
+    /// Like [`Server::start_with`], with the server reaching the database at
+    /// `database_url` (e.g. through a fault-injecting proxy).
+    pub async fn start_at(
+        database_url: &str,
+        db: &TestDb,
+        pipeline: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = data.path().join("server.log");
-        let child = Command::new(bin())
-            .arg("serve")
-            .env("DATABASE_URL", &db.url)
-            .env("LUMILIO_LISTEN", format!("127.0.0.1:{port}"))
-            .env("LUMILIO_PIPELINE", pipeline)
-            .env("STAGING_PATH", data.path().join("staging"))
-            .env("STORAGE_PATH", data.path().join("storage"))
+        let mut all: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), database_url.into()),
+            ("LUMILIO_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("LUMILIO_PIPELINE".into(), pipeline.display().to_string()),
+            (
+                "STAGING_PATH".into(),
+                data.path().join("staging").display().to_string(),
+            ),
+            (
+                "STORAGE_PATH".into(),
+                data.path().join("storage").display().to_string(),
+            ),
             // Shared across tests so each component compiles once per run.
-            .env("LUMILIO_CACHE_PATH", repo().join("target/e2e-cache"))
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn lumilio serve");
+            (
+                "LUMILIO_CACHE_PATH".into(),
+                repo().join("target/e2e-cache").display().to_string(),
+            ),
+        ];
+        all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let key = db.user(&format!("owner-{port}"));
-        let mut server = Server { base: format!("http://127.0.0.1:{port}"), data, key, child, log };
+        let child = Self::spawn(&all, &log);
+        let mut server = Server {
+            base: format!("http://127.0.0.1:{port}"),
+            data,
+            key,
+            child,
+            log,
+            env: all,
+        };
         server.wait_healthy().await;
         server
+    }
+
+    fn spawn(env: &[(String, String)], log: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(bin())
+            .arg("serve")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn lumilio serve")
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the process again on the same port, database and data.
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.child = Self::spawn(&self.env, &self.log);
+        self.wait_healthy().await;
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit; returns its status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     async fn wait_healthy(&mut self) {
@@ -146,7 +254,11 @@ impl Server {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("lumilio serve exited with {status}:\n{}", self.log_text());
             }
-            assert!(Instant::now() < deadline, "lumilio serve not healthy after 60 s:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "lumilio serve not healthy after 60 s:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -165,14 +277,23 @@ impl Server {
     pub fn client_with(key: Option<&str>) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = key {
-            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse().unwrap());
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {key}").parse().unwrap(),
+            );
         }
-        reqwest::Client::builder().default_headers(headers).build().unwrap()
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .unwrap()
     }
 
     /// Uploads bytes as multipart field `file`; returns (status, body).
     pub async fn upload(&self, name: &str, bytes: Vec<u8>, content_type: &str) -> (u16, Value) {
-        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()).mime_str(content_type).unwrap();
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str(content_type)
+            .unwrap();
         let form = reqwest::multipart::Form::new().part("file", part);
         let r = self
             .client()
@@ -187,7 +308,12 @@ impl Server {
 
     /// `GET` a JSON path.
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client().get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .client()
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -201,14 +327,22 @@ impl Server {
     pub async fn wait_done_as(&self, client: &reqwest::Client, asset_id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let r = client.get(format!("{}/api/v1/assets/{asset_id}", self.base)).send().await.unwrap();
+            let r = client
+                .get(format!("{}/api/v1/assets/{asset_id}", self.base))
+                .send()
+                .await
+                .unwrap();
             let code = r.status().as_u16();
             let body: Value = r.json().await.unwrap_or(Value::Null);
             assert_eq!(code, 200, "{body}");
             if body["status"] != "processing" {
                 return body;
             }
-            assert!(Instant::now() < deadline, "asset {asset_id} still processing after 60 s:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "asset {asset_id} still processing after 60 s:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -218,5 +352,59 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy in front of Postgres that can cut every connection and refuse
+/// new ones, to test a database outage against the real server.
+pub struct Proxy {
+    /// Port it listens on.
+    pub port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    /// Proxies 127.0.0.1:PORT to the database server of `url`.
+    pub async fn start(url: &str) -> Proxy {
+        let after_at = url.rsplit_once('@').map(|(_, h)| h).unwrap_or(url);
+        let upstream = after_at.split('/').next().unwrap().to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (d, c) = (down.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if d.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: connection refused, as a stopped server would
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy { port, down, conns }
+    }
+
+    /// The database URL through this proxy.
+    pub fn url(&self, url: &str) -> String {
+        let (userinfo, rest) = url.rsplit_once('@').unwrap();
+        let db = rest.split_once('/').map(|(_, d)| d).unwrap_or("");
+        format!("{userinfo}@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Cuts every connection and refuses new ones (`true`), or lets them through again.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
     }
 }

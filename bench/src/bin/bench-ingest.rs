@@ -32,10 +32,22 @@ async fn main() -> Result<()> {
     let admin = std::env::var("DATABASE_URL")
         .context("DATABASE_URL is not set: run `make bench`, or `eval \"$(scripts/db.sh)\"; export DATABASE_URL`")?;
     let bin = repo().join("target/release/lumilio");
-    ensure!(bin.is_file(), "{} is missing: run `make build` first", bin.display());
+    ensure!(
+        bin.is_file(),
+        "{} is missing: run `make build` first",
+        bin.display()
+    );
     let photos = lumilio_bench::testdata()?;
     let work = lumilio_bench::scratch("bench-ingest")?;
-    println!("issue 4 benchmarks (scratch {}; {} mode)", work.path().display(), if lumilio_bench::quick() { "quick" } else { "full" });
+    println!(
+        "issue 4 benchmarks (scratch {}; {} mode)",
+        work.path().display(),
+        if lumilio_bench::quick() {
+            "quick"
+        } else {
+            "full"
+        }
+    );
 
     let db = BenchDb::create(&admin).await?;
     db.migrate(&bin)?;
@@ -66,18 +78,38 @@ struct BenchDb {
 impl BenchDb {
     async fn create(admin: &str) -> Result<BenchDb> {
         let name = format!("lumilio_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut c = PgConnection::connect(admin).await.context("connecting to DATABASE_URL")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut c).await?;
-        let (base, _) = admin.rsplit_once('/').context("DATABASE_URL must end in /DBNAME")?;
+        let mut c = PgConnection::connect(admin)
+            .await
+            .context("connecting to DATABASE_URL")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await?;
+        let (base, _) = admin
+            .rsplit_once('/')
+            .context("DATABASE_URL must end in /DBNAME")?;
         // Keep any ?query (sslmode etc.) on the new URL.
-        let query = admin.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
-        Ok(BenchDb { admin: admin.into(), url: format!("{base}/{name}{query}"), name })
+        let query = admin
+            .split_once('?')
+            .map(|(_, q)| format!("?{q}"))
+            .unwrap_or_default();
+        Ok(BenchDb {
+            admin: admin.into(),
+            url: format!("{base}/{name}{query}"),
+            name,
+        })
     }
 
     fn migrate(&self, bin: &Path) -> Result<()> {
         for line in ["main", "app"] {
-            let out = Command::new(bin).args(["migrate-up", "--line", line]).env("DATABASE_URL", &self.url).output()?;
-            ensure!(out.status.success(), "migrate-up --line {line}: {}", String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(bin)
+                .args(["migrate-up", "--line", line])
+                .env("DATABASE_URL", &self.url)
+                .output()?;
+            ensure!(
+                out.status.success(),
+                "migrate-up --line {line}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -85,12 +117,19 @@ impl BenchDb {
     /// A user and its API key (`lumilio user create`), or None from a host
     /// that has no users yet and lets every request act as the local user.
     fn api_key(&self, bin: &Path) -> Option<String> {
-        let out = Command::new(bin).args(["user", "create", "bench"]).env("DATABASE_URL", &self.url).output().ok()?;
+        let out = Command::new(bin)
+            .args(["user", "create", "bench"])
+            .env("DATABASE_URL", &self.url)
+            .output()
+            .ok()?;
         let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if out.status.success() && !key.is_empty() {
             return Some(key);
         }
-        println!("  (no API key: `lumilio user create` said {:?}; sending requests without one)", String::from_utf8_lossy(&out.stderr).trim());
+        println!(
+            "  (no API key: `lumilio user create` said {:?}; sending requests without one)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         None
     }
 }
@@ -100,10 +139,18 @@ impl Drop for BenchDb {
         let (admin, name) = (self.admin.clone(), self.name.clone());
         // Its own runtime on its own thread: Drop cannot await.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut c = PgConnection::connect(&admin).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await.ok()
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await
+                .ok()
             })
         })
         .join();
@@ -120,7 +167,9 @@ struct Server {
 
 impl Server {
     async fn start(bin: &Path, db_url: &str, work: &Path, api_key: Option<&str>) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let log = work.join("server.log");
         let child = Command::new(bin)
             .arg("serve")
@@ -138,10 +187,20 @@ impl Server {
             .context("spawning lumilio serve")?;
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = api_key {
-            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {key}").parse()?);
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {key}").parse()?,
+            );
         }
-        let client = reqwest::Client::builder().default_headers(headers).build()?;
-        let mut s = Server { base: format!("http://127.0.0.1:{port}"), child, log, client };
+        let client = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?;
+        let mut s = Server {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+            log,
+            client,
+        };
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             if let Ok(r) = s.client.get(format!("{}/health", s.base)).send().await
@@ -170,7 +229,11 @@ impl Server {
     }
 
     async fn get(&self, path: &str) -> Result<Value> {
-        let r = self.client.get(format!("{}{path}", self.base)).send().await?;
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?;
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
         ensure!(status.is_success(), "GET {path}: {status} {body}");
@@ -189,7 +252,12 @@ impl Drop for Server {
 fn proc_status(pid: u32, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = text.lines().find(|l| l.starts_with(key))?;
-    let kib: u64 = line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: u64 = line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kib * 1024)
 }
 
@@ -247,12 +315,18 @@ fn make_file(path: &Path, len: u64) -> Result<()> {
 async fn upload_streamed(server: &Server, path: &Path, len: u64) -> Result<(Duration, Value)> {
     let file = tokio::fs::File::open(path).await?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10);
-    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
-        .file_name("upload.bin")
-        .mime_str("application/octet-stream")?;
+    let part =
+        reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+            .file_name("upload.bin")
+            .mime_str("application/octet-stream")?;
     let form = reqwest::multipart::Form::new().part("file", part);
     let t = Instant::now();
-    let r = server.client.post(format!("{}/api/v1/assets", server.base)).multipart(form).send().await?;
+    let r = server
+        .client
+        .post(format!("{}/api/v1/assets", server.base))
+        .multipart(form)
+        .send()
+        .await?;
     let status = r.status();
     let body: Value = r.json().await.unwrap_or(Value::Null);
     let elapsed = t.elapsed();
@@ -262,12 +336,17 @@ async fn upload_streamed(server: &Server, path: &Path, len: u64) -> Result<(Dura
 
 /// 4e and 4f.
 async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Result<()> {
-    let mib: u64 = std::env::var("BENCH_UPLOAD_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let mib: u64 = std::env::var("BENCH_UPLOAD_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
     let len = mib * MIB;
     let rounds = lumilio_bench::rounds(3, 1);
     let src = work.join("upload.bin");
     let out = work.join("dd.out");
-    println!("\n[4e/4f] {mib} MiB upload vs dd, {rounds} round(s), alternating; RSS sampled every 10 ms");
+    println!(
+        "\n[4e/4f] {mib} MiB upload vs dd, {rounds} round(s), alternating; RSS sampled every 10 ms"
+    );
     let p = src.clone();
     tokio::task::spawn_blocking(move || make_file(&p, len)).await??;
 
@@ -314,8 +393,13 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
         // round or into 4g. (Not part of the measure.)
         let outcome = settle(server, &body).await?;
         if round == 1 {
-            let hwm = proc_status(pid, "VmHWM:").unwrap_or(0).saturating_sub(idle0) as f64 / MIB as f64;
-            println!("  after the worker's first attempt ({outcome}): VmHWM {hwm:.1} MiB above the first idle RSS (not part of 4f)");
+            let hwm = proc_status(pid, "VmHWM:")
+                .unwrap_or(0)
+                .saturating_sub(idle0) as f64
+                / MIB as f64;
+            println!(
+                "  after the worker's first attempt ({outcome}): VmHWM {hwm:.1} MiB above the first idle RSS (not part of 4f)"
+            );
             summary.push(Row {
                 measure: format!("4f' host VmHWM after processing the {mib} MiB asset"),
                 ours: format!("{hwm:.1} MiB"),
@@ -354,21 +438,40 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
 /// then deletes the asset. Returns how the attempt ended, e.g. `retryable:
 /// <error>` (the job's state and its last error).
 async fn settle(server: &Server, upload: &Value) -> Result<String> {
-    let id = upload["asset_id"].as_str().context("upload response without asset_id")?;
-    let task = upload["task_id"].as_i64().context("upload response without task_id")?;
+    let id = upload["asset_id"]
+        .as_str()
+        .context("upload response without asset_id")?;
+    let task = upload["task_id"]
+        .as_i64()
+        .context("upload response without task_id")?;
     let deadline = Instant::now() + Duration::from_secs(300);
     let outcome = loop {
         let job = server.get(&format!("/api/v1/jobs/{task}")).await?;
         let state = job["state"].as_str().unwrap_or("?");
         let attempted = job["attempt"].as_i64().unwrap_or(0) >= 1;
         if attempted && state != "running" {
-            let error = job["errors"].as_array().and_then(|e| e.last()).and_then(|e| e["error"].as_str()).unwrap_or("");
-            break if error.is_empty() { state.to_string() } else { format!("{state}: {error}") };
+            let error = job["errors"]
+                .as_array()
+                .and_then(|e| e.last())
+                .and_then(|e| e["error"].as_str())
+                .unwrap_or("");
+            break if error.is_empty() {
+                state.to_string()
+            } else {
+                format!("{state}: {error}")
+            };
         }
-        ensure!(Instant::now() < deadline, "job {task} of asset {id}: no attempt ended within 5 minutes (state {state})");
+        ensure!(
+            Instant::now() < deadline,
+            "job {task} of asset {id}: no attempt ended within 5 minutes (state {state})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let r = server.client.delete(format!("{}/api/v1/assets/{id}", server.base)).send().await?;
+    let r = server
+        .client
+        .delete(format!("{}/api/v1/assets/{id}", server.base))
+        .send()
+        .await?;
     ensure!(r.status().is_success(), "DELETE asset {id}: {}", r.status());
     Ok(outcome)
 }
@@ -408,7 +511,12 @@ async fn in_process(pipeline: &Pipeline, items: &Arc<Vec<Item>>, tasks: usize) -
         handles.push(tokio::spawn(async move {
             let mut failed = 0usize;
             while let Some((name, bytes)) = items.get(next.fetch_add(1, Ordering::Relaxed)) {
-                if pipeline.run(facts(name, bytes), bytes.clone()).await.verdict != Verdict::Ready {
+                if pipeline
+                    .run(facts(name, bytes), bytes.clone())
+                    .await
+                    .verdict
+                    != Verdict::Ready
+                {
                     failed += 1;
                 }
             }
@@ -425,7 +533,12 @@ async fn in_process(pipeline: &Pipeline, items: &Arc<Vec<Item>>, tasks: usize) -
 }
 
 /// 4g.
-async fn sustained(server: &Server, photos: &Path, work: &Path, summary: &mut Summary) -> Result<()> {
+async fn sustained(
+    server: &Server,
+    photos: &Path,
+    work: &Path,
+    summary: &mut Summary,
+) -> Result<()> {
     const WORKERS: usize = 5;
     const UPLOADERS: usize = 4;
     let rounds = lumilio_bench::rounds(6, 2);
@@ -436,21 +549,34 @@ async fn sustained(server: &Server, photos: &Path, work: &Path, summary: &mut Su
 
     // "The valid JPEGs": those the full pipeline (validate, metadata,
     // thumbnail) makes ready in-process. This pass is also the warm-up.
-    let candidates: Vec<PathBuf> =
-        lumilio_bench::files_under(&photos.join("jpg"))?.into_iter().filter(|p| lumilio_bench::is_jpeg_name(p)).collect();
+    let candidates: Vec<PathBuf> = lumilio_bench::files_under(&photos.join("jpg"))?
+        .into_iter()
+        .filter(|p| lumilio_bench::is_jpeg_name(p))
+        .collect();
     let mut kept = Vec::new();
     for p in &candidates {
         let bytes = std::fs::read(p)?;
-        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let probe: Arc<[u8]> = tagged(&bytes, "probe").into();
         if full.run(facts(&name, &probe), probe.clone()).await.verdict == Verdict::Ready {
             kept.push((name, bytes));
         }
     }
-    ensure!(!kept.is_empty(), "no JPEG under {}/jpg came out ready", photos.display());
+    ensure!(
+        !kept.is_empty(),
+        "no JPEG under {}/jpg came out ready",
+        photos.display()
+    );
     let items: Arc<Vec<Item>> = Arc::new(
         (0..rounds)
-            .flat_map(|r| kept.iter().enumerate().map(move |(i, (n, b))| (n.clone(), tagged(b, &format!("r{r} i{i}")).into())))
+            .flat_map(|r| {
+                kept.iter()
+                    .enumerate()
+                    .map(move |(i, (n, b))| (n.clone(), tagged(b, &format!("r{r} i{i}")).into()))
+            })
             .collect(),
     );
     let total_bytes: usize = items.iter().map(|(_, b)| b.len()).sum();
@@ -461,7 +587,9 @@ async fn sustained(server: &Server, photos: &Path, work: &Path, summary: &mut Su
         items.len(),
         total_bytes as f64 / MIB as f64
     );
-    println!("  service: {WORKERS} process_asset workers, {UPLOADERS} concurrent uploaders; peers: Pipeline::run in-process from {WORKERS} tasks");
+    println!(
+        "  service: {WORKERS} process_asset workers, {UPLOADERS} concurrent uploaders; peers: Pipeline::run in-process from {WORKERS} tasks"
+    );
 
     // Warm the thumbnail-only pipeline's instance slots too (the full one was
     // warmed by the filter pass), then time the peer before and after the
@@ -470,16 +598,26 @@ async fn sustained(server: &Server, photos: &Path, work: &Path, summary: &mut Su
     let warm: Arc<Vec<Item>> = Arc::new(items[..kept.len()].to_vec());
     in_process(&thumb, &warm, WORKERS).await?;
     let before = in_process(&thumb, &items, WORKERS).await?;
-    println!("  thumbnail stage alone, in-process (before): {:.2} s", before.as_secs_f64());
+    println!(
+        "  thumbnail stage alone, in-process (before): {:.2} s",
+        before.as_secs_f64()
+    );
 
     let (svc_t, statuses) = ingest_all(server, &items, UPLOADERS).await?;
     let ready = statuses.iter().filter(|s| *s == "ready").count();
     let svc_rate = ready as f64 / svc_t.as_secs_f64();
-    println!("  service (upload -> ready): {:.2} s, {svc_rate:.1} photos/s ({ready} ready of {})", svc_t.as_secs_f64(), items.len());
+    println!(
+        "  service (upload -> ready): {:.2} s, {svc_rate:.1} photos/s ({ready} ready of {})",
+        svc_t.as_secs_f64(),
+        items.len()
+    );
     if ready != items.len() {
         let mut other: Vec<&String> = statuses.iter().filter(|s| *s != "ready").collect();
         other.dedup();
-        println!("  WARNING: {} assets did not end ready: {other:?}", items.len() - ready);
+        println!(
+            "  WARNING: {} assets did not end ready: {other:?}",
+            items.len() - ready
+        );
     }
 
     let after = in_process(&thumb, &items, WORKERS).await?;
@@ -493,11 +631,17 @@ async fn sustained(server: &Server, photos: &Path, work: &Path, summary: &mut Su
 
     let full_t = in_process(&full, &items, WORKERS).await?;
     let full_rate = items.len() as f64 / full_t.as_secs_f64();
-    println!("  full pipeline (validate+metadata+thumbnail), in-process: {:.2} s, {full_rate:.1} photos/s", full_t.as_secs_f64());
+    println!(
+        "  full pipeline (validate+metadata+thumbnail), in-process: {:.2} s, {full_rate:.1} photos/s",
+        full_t.as_secs_f64()
+    );
 
     let r = svc_rate / thumb_rate;
     summary.push(Row {
-        measure: format!("4g sustained ingest ({} photos) vs thumbnail stage alone", items.len()),
+        measure: format!(
+            "4g sustained ingest ({} photos) vs thumbnail stage alone",
+            items.len()
+        ),
         ours: format!("{svc_rate:.1} photos/s"),
         peer: format!("{thumb_rate:.1} photos/s"),
         ratio: format!("{r:.2}x (overhead {:.0}%)", (1.0 - r) * 100.0),
@@ -519,24 +663,49 @@ async fn sustained(server: &Server, photos: &Path, work: &Path, summary: &mut Su
 /// Uploads every item with `uploaders` concurrent requests, then polls until
 /// none is `processing`. Returns the time from the first upload to that
 /// moment and each asset's final status.
-async fn ingest_all(server: &Server, items: &Arc<Vec<Item>>, uploaders: usize) -> Result<(Duration, Vec<String>)> {
+async fn ingest_all(
+    server: &Server,
+    items: &Arc<Vec<Item>>,
+    uploaders: usize,
+) -> Result<(Duration, Vec<String>)> {
     let next = Arc::new(AtomicUsize::new(0));
     let t = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..uploaders {
-        let (next, items, client, base) = (next.clone(), items.clone(), server.client.clone(), server.base.clone());
+        let (next, items, client, base) = (
+            next.clone(),
+            items.clone(),
+            server.client.clone(),
+            server.base.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((name, bytes)) = items.get(i) else { break };
-                let part = reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.clone()).mime_str("image/jpeg")?;
+                let Some((name, bytes)) = items.get(i) else {
+                    break;
+                };
+                let part = reqwest::multipart::Part::bytes(bytes.to_vec())
+                    .file_name(name.clone())
+                    .mime_str("image/jpeg")?;
                 let form = reqwest::multipart::Form::new().part("file", part);
-                let r = client.post(format!("{base}/api/v1/assets")).multipart(form).send().await?;
+                let r = client
+                    .post(format!("{base}/api/v1/assets"))
+                    .multipart(form)
+                    .send()
+                    .await?;
                 let status = r.status();
                 let body: Value = r.json().await.unwrap_or(Value::Null);
-                ensure!(status.as_u16() == 201, "upload of {name} answered {status}: {body}");
-                ids.push(body["asset_id"].as_str().context("no asset_id")?.to_string());
+                ensure!(
+                    status.as_u16() == 201,
+                    "upload of {name} answered {status}: {body}"
+                );
+                ids.push(
+                    body["asset_id"]
+                        .as_str()
+                        .context("no asset_id")?
+                        .to_string(),
+                );
             }
             anyhow::Ok(ids)
         }));
@@ -547,17 +716,27 @@ async fn ingest_all(server: &Server, items: &Arc<Vec<Item>>, uploaders: usize) -
     }
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let page = server.get("/api/v1/assets?status=processing&limit=1").await?;
+        let page = server
+            .get("/api/v1/assets?status=processing&limit=1")
+            .await?;
         if page["assets"].as_array().is_some_and(Vec::is_empty) {
             break;
         }
-        ensure!(Instant::now() < deadline, "assets still processing after 10 minutes");
+        ensure!(
+            Instant::now() < deadline,
+            "assets still processing after 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = t.elapsed();
     let mut statuses = Vec::with_capacity(ids.len());
     for id in &ids {
-        statuses.push(server.get(&format!("/api/v1/assets/{id}")).await?["status"].as_str().unwrap_or("?").to_string());
+        statuses.push(
+            server.get(&format!("/api/v1/assets/{id}")).await?["status"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+        );
     }
     statuses.sort();
     Ok((elapsed, statuses))

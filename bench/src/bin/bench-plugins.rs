@@ -27,7 +27,15 @@ fn main() -> Result<()> {
     let tmp = lumilio_bench::scratch("bench-plugins")?;
     let rt = lumilio_bench::runtime()?;
     let mut summary = Summary::default();
-    println!("issue 3 benchmarks (photos: {}; {} mode)", photos.display(), if lumilio_bench::quick() { "quick" } else { "full" });
+    println!(
+        "issue 3 benchmarks (photos: {}; {} mode)",
+        photos.display(),
+        if lumilio_bench::quick() {
+            "quick"
+        } else {
+            "full"
+        }
+    );
     thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
     metadata(&rt, &photos, tmp.path(), &mut summary)?;
     overhead(&rt, tmp.path(), &mut summary)?;
@@ -38,7 +46,10 @@ fn main() -> Result<()> {
 fn asset(path: &Path, bytes: &[u8], content_type: &str) -> AssetFacts {
     AssetFacts {
         id: "00000000-0000-0000-0000-000000000000".into(),
-        file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        file_name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         content_type: content_type.into(),
         size: bytes.len() as u64,
         content_hash: String::new(),
@@ -59,8 +70,18 @@ fn vips_all(input: &Path, specs: &[thumbnail::Spec], quality: u8, out_dir: &Path
             Kind::Fit(n) => cmd.args(["-s", &format!("{n}x{n}>")]),
             Kind::Square(n) => cmd.args(["--smartcrop", "centre", "-s", &format!("{n}x{n}")]),
         };
-        let st = cmd.args(["-o", &target]).stdout(Stdio::null()).stderr(Stdio::inherit()).status().context("running vipsthumbnail")?;
-        ensure!(st.success(), "vipsthumbnail failed on {} ({})", input.display(), spec.name);
+        let st = cmd
+            .args(["-o", &target])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status()
+            .context("running vipsthumbnail")?;
+        ensure!(
+            st.success(),
+            "vipsthumbnail failed on {} ({})",
+            input.display(),
+            spec.name
+        );
         bytes += std::fs::metadata(&out)?.len();
     }
     Ok(bytes)
@@ -70,7 +91,11 @@ fn vips_all(input: &Path, specs: &[thumbnail::Spec], quality: u8, out_dir: &Path
 fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> Result<()> {
     let mut files = lumilio_bench::jpegs_in(&photos.join("jpg/hdr"))?;
     files.extend(lumilio_bench::jpegs_in(&photos.join("jpg/mobile"))?);
-    ensure!(!files.is_empty(), "no JPEGs in {}/jpg/hdr or jpg/mobile", photos.display());
+    ensure!(
+        !files.is_empty(),
+        "no JPEGs in {}/jpg/hdr or jpg/mobile",
+        photos.display()
+    );
     let (toml, config) = lumilio_bench::one_stage_pipeline("thumbnail", tmp)?;
     let (cfg, _) = thumbnail::parse_config(&config).map_err(anyhow::Error::msg)?;
     let pipeline = Pipeline::load(&toml, rt)?;
@@ -92,7 +117,10 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         cfg.quality
     );
 
-    let inputs: Vec<(PathBuf, Vec<u8>)> = files.iter().map(|p| Ok((p.clone(), std::fs::read(p)?))).collect::<Result<_>>()?;
+    let inputs: Vec<(PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|p| Ok((p.clone(), std::fs::read(p)?)))
+        .collect::<Result<_>>()?;
     let mut wasm_t = vec![Vec::new(); inputs.len()];
     let mut native_t = vec![Vec::new(); inputs.len()];
     let mut vips_t = vec![Vec::new(); inputs.len()];
@@ -105,12 +133,22 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
             let report = pipeline.run_blocking(&facts, bytes);
             let wasm = t.elapsed();
             if report.verdict != Verdict::Ready {
-                bail!("thumbnail (WASM) on {}: {:?}", path.display(), report.verdict);
+                bail!(
+                    "thumbnail (WASM) on {}: {:?}",
+                    path.display(),
+                    report.verdict
+                );
             }
 
-            let input = stage::Input { claimed_type: "image/jpeg", bytes, config: &config, facts: &[] };
+            let input = stage::Input {
+                claimed_type: "image/jpeg",
+                bytes,
+                config: &config,
+                facts: &[],
+            };
             let t = Instant::now();
-            let out = thumbnail::run(&input).map_err(|e| anyhow::anyhow!("thumbnail (native) on {}: {e:?}", path.display()))?;
+            let out = thumbnail::run(&input)
+                .map_err(|e| anyhow::anyhow!("thumbnail (native) on {}: {e:?}", path.display()))?;
             let native = t.elapsed();
 
             let t = Instant::now();
@@ -119,9 +157,21 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
 
             if round == 0 {
                 // Warm-up round: not timed; record the output sizes once.
-                ensure!(report.renditions.len() == cfg.renditions.len(), "WASM made {} renditions", report.renditions.len());
-                ensure!(out.renditions.len() == cfg.renditions.len(), "native made {} renditions", out.renditions.len());
-                wasm_bytes += report.renditions.iter().map(|r| r.bytes.len() as u64).sum::<u64>();
+                ensure!(
+                    report.renditions.len() == cfg.renditions.len(),
+                    "WASM made {} renditions",
+                    report.renditions.len()
+                );
+                ensure!(
+                    out.renditions.len() == cfg.renditions.len(),
+                    "native made {} renditions",
+                    out.renditions.len()
+                );
+                wasm_bytes += report
+                    .renditions
+                    .iter()
+                    .map(|r| r.bytes.len() as u64)
+                    .sum::<u64>();
                 vips_bytes += vb;
                 continue;
             }
@@ -131,18 +181,37 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         }
     }
 
-    println!("  {:<28} {:>10} {:>10} {:>14}", "photo", "WASM ms", "native ms", "vips x4 ms");
+    println!(
+        "  {:<28} {:>10} {:>10} {:>14}",
+        "photo", "WASM ms", "native ms", "vips x4 ms"
+    );
     let (mut w_sum, mut n_sum, mut v_sum) = (0.0, 0.0, 0.0);
     for (i, (path, _)) in inputs.iter().enumerate() {
-        let (w, n, v) = (median(wasm_t[i].clone()), median(native_t[i].clone()), median(vips_t[i].clone()));
+        let (w, n, v) = (
+            median(wasm_t[i].clone()),
+            median(native_t[i].clone()),
+            median(vips_t[i].clone()),
+        );
         w_sum += w;
         n_sum += n;
         v_sum += v;
-        let name = path.strip_prefix(photos.join("jpg")).unwrap_or(path).display().to_string();
+        let name = path
+            .strip_prefix(photos.join("jpg"))
+            .unwrap_or(path)
+            .display()
+            .to_string();
         println!("  {name:<28} {w:>10.1} {n:>10.1} {v:>14.1}");
     }
-    println!("  {:<28} {w_sum:>10.1} {n_sum:>10.1} {v_sum:>14.1}", "total");
-    println!("  output bytes: WASM {} vs vips {} ({:.2}x)", fmt_bytes(wasm_bytes), fmt_bytes(vips_bytes), wasm_bytes as f64 / vips_bytes as f64);
+    println!(
+        "  {:<28} {w_sum:>10.1} {n_sum:>10.1} {v_sum:>14.1}",
+        "total"
+    );
+    println!(
+        "  output bytes: WASM {} vs vips {} ({:.2}x)",
+        fmt_bytes(wasm_bytes),
+        fmt_bytes(vips_bytes),
+        wasm_bytes as f64 / vips_bytes as f64
+    );
 
     let r = w_sum / v_sum;
     summary.push(Row {
@@ -175,7 +244,12 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
 
 /// A content type from the file name, as an upload client would claim it.
 fn content_type(p: &Path) -> &'static str {
-    match p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match p
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("heic" | "heif") => "image/heic",
         Some("tif" | "tiff") => "image/tiff",
@@ -187,10 +261,16 @@ fn content_type(p: &Path) -> &'static str {
 /// One `exiftool -j -r DIR` process; returns its wall time and how many files it reported.
 fn exiftool(dir: &Path) -> Result<(f64, usize)> {
     let t = Instant::now();
-    let out = Command::new("exiftool").args(["-j", "-r"]).arg(dir).stderr(Stdio::null()).output().context("running exiftool")?;
+    let out = Command::new("exiftool")
+        .args(["-j", "-r"])
+        .arg(dir)
+        .stderr(Stdio::null())
+        .output()
+        .context("running exiftool")?;
     let elapsed = ms(t.elapsed());
     // exiftool exits 1 when some file had an error but still prints the rest.
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("exiftool printed no JSON")?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("exiftool printed no JSON")?;
     Ok((elapsed, json.as_array().map_or(0, Vec::len)))
 }
 
@@ -200,7 +280,11 @@ fn metadata(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> R
     let (toml, _) = lumilio_bench::one_stage_pipeline("metadata", tmp)?;
     let pipeline = Pipeline::load(&toml, rt)?;
     let rounds = lumilio_bench::rounds(5, 2);
-    println!("\n[3c] metadata: {} files under {} (recursive), {rounds} timed rounds after 1 warm-up", files.len(), photos.display());
+    println!(
+        "\n[3c] metadata: {} files under {} (recursive), {rounds} timed rounds after 1 warm-up",
+        files.len(),
+        photos.display()
+    );
 
     // Our side reads each file too, as exiftool does.
     let pass = || -> Result<(f64, [usize; 3])> {
@@ -232,7 +316,10 @@ fn metadata(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> R
     println!("  metadata plugin (WASM): {o:.1} ms; exiftool -j -r: {p:.1} ms");
     let speedup = p / o;
     summary.push(Row {
-        measure: format!("3c metadata ({} files): WASM plugin vs exiftool -j", files.len()),
+        measure: format!(
+            "3c metadata ({} files): WASM plugin vs exiftool -j",
+            files.len()
+        ),
         ours: format!("{o:.0} ms"),
         peer: format!("{p:.0} ms"),
         ratio: format!("{speedup:.1}x faster"),
@@ -246,7 +333,10 @@ fn metadata(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> R
 fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
     let guest = lumilio_bench::repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
     if !guest.is_file() {
-        bail!("{} is missing: run `tests/guests/build.sh echo` (scripts/bench.sh does)", guest.display());
+        bail!(
+            "{} is missing: run `tests/guests/build.sh echo` (scripts/bench.sh does)",
+            guest.display()
+        );
     }
     let mut stage = toml::Table::new();
     stage.insert("name".into(), "empty".into());
@@ -256,17 +346,26 @@ fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
     stage.insert("config".into(), config.into());
     let pipeline = Pipeline::load(&lumilio_bench::write_pipeline(tmp, "empty", stage)?, rt)?;
     let iterations = lumilio_bench::rounds(5000, 1000) as u32;
-    println!("\n[3d] empty stage (guest_echo, noop): fresh Store + instantiate + call, {iterations} calls x 3 runs");
-    let runs: Vec<f64> =
-        (0..3).map(|_| lumilio::pipeline::bench::call_overhead(&pipeline, iterations).as_secs_f64() * 1e6).collect();
-    println!("  per call: {}", runs.iter().map(|u| format!("{u:.1} µs")).collect::<Vec<_>>().join(", "));
+    println!(
+        "\n[3d] empty stage (guest_echo, noop): fresh Store + instantiate + call, {iterations} calls x 3 runs"
+    );
+    let runs: Vec<f64> = (0..3)
+        .map(|_| lumilio::pipeline::bench::call_overhead(&pipeline, iterations).as_secs_f64() * 1e6)
+        .collect();
+    println!(
+        "  per call: {}",
+        runs.iter()
+            .map(|u| format!("{u:.1} µs"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let us = median(runs);
     summary.push(Row {
         measure: "3d runtime overhead: instantiate + call, empty stage".into(),
-        ours: format!("{us:.1} µs"),
+        ours: format!("{us:.1} us"),
         peer: "-".into(),
         ratio: "-".into(),
-        target: "<= 50 µs".into(),
+        target: "<= 50 us".into(),
         status: Status::from(us <= 50.0),
     });
     Ok(())

@@ -24,7 +24,9 @@ pub(super) fn asset_id(raw: &str) -> Result<Uuid, ApiError> {
 /// Loads an asset of the caller, or 404.
 pub(super) async fn owned(state: &AppState, owner: Owner, raw_id: &str) -> Result<Asset, ApiError> {
     let id = asset_id(raw_id)?;
-    assets::get(&state.pool, owner.0, id).await?.ok_or_else(|| ApiError::not_found("asset"))
+    assets::get(&state.pool, owner.0, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("asset"))
 }
 
 fn summary(a: &Asset) -> Value {
@@ -79,8 +81,15 @@ fn encode_cursor(a: &Asset) -> String {
 }
 
 fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let bad = || ApiError::bad_request("bad_cursor", "the cursor is not one this server returned; start without it");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::bad_request(
+            "bad_cursor",
+            "the cursor is not one this server returned; start without it",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| bad())?;
     let raw = String::from_utf8(raw).map_err(|_| bad())?;
     let (micros, id) = raw.split_once('|').ok_or_else(bad)?;
     let at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| bad())?).ok_or_else(bad)?;
@@ -98,11 +107,17 @@ pub async fn list(
     if let Some(s) = &p.status
         && !["processing", "ready", "rejected", "failed"].contains(&s.as_str())
     {
-        return Err(ApiError::bad_request("bad_status", "status is one of processing, ready, rejected, failed"));
+        return Err(ApiError::bad_request(
+            "bad_status",
+            "status is one of processing, ready, rejected, failed",
+        ));
     }
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("bad_limit", "limit is between 1 and 500"));
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            "limit is between 1 and 500",
+        ));
     }
     let q = ListQuery {
         status: p.status,
@@ -115,15 +130,26 @@ pub async fn list(
     let mut rows = assets::list(&state.pool, owner.0, &q).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = if more { rows.last().map(encode_cursor) } else { None };
-    Ok(Json(AssetPage { assets: rows.iter().map(summary).collect(), next_cursor }))
+    let next_cursor = if more {
+        rows.last().map(encode_cursor)
+    } else {
+        None
+    };
+    Ok(Json(AssetPage {
+        assets: rows.iter().map(summary).collect(),
+        next_cursor,
+    }))
 }
 
 /// One asset with its facts, stage results, job and renditions.
 #[utoipa::path(get, path = "/api/v1/assets/{id}", tag = "assets",
     params(("id" = Uuid, Path, description = "asset id")),
     responses((status = 200, description = "The asset"), (status = 404, body = super::openapi::ErrorBody)))]
-pub async fn get_one(State(state): State<AppState>, owner: Owner, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let asset = owned(&state, owner, &id).await?;
     let renditions = assets::renditions(&state.pool, asset.id).await?;
     let stages = assets::stage_results(&state.pool, asset.id).await?;
@@ -150,7 +176,10 @@ pub async fn reprocess(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let asset = owned(&state, owner, &id).await?;
     let staged = state.storage.staged_path(asset.id);
-    let original = state.storage.original_path(&asset.content_hash).map_err(|e| ApiError::internal("bad hash", e))?;
+    let original = state
+        .storage
+        .original_path(&asset.content_hash)
+        .map_err(|e| ApiError::internal("bad hash", e))?;
     if !staged.exists() && !original.exists() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -159,18 +188,29 @@ pub async fn reprocess(
         ));
     }
     let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;
-    let job = state.river.insert(ProcessAsset { asset_id: asset.id }).tx(&mut tx).await?;
+    let job = state
+        .river
+        .insert(ProcessAsset { asset_id: asset.id })
+        .tx(&mut tx)
+        .await?;
     assets::restart(&mut tx, asset.id, job.job.row.id).await?;
     tx.commit().await?;
     info!(asset = %asset.id, task_id = job.job.row.id, "reprocess queued");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "asset_id": asset.id, "task_id": job.job.row.id, "status": "processing" }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "asset_id": asset.id, "task_id": job.job.row.id, "status": "processing" })),
+    ))
 }
 
 /// Delete an asset; its stored files go once no other asset holds the same bytes.
 #[utoipa::path(delete, path = "/api/v1/assets/{id}", tag = "assets",
     params(("id" = Uuid, Path, description = "asset id")),
     responses((status = 204, description = "Deleted"), (status = 404, body = super::openapi::ErrorBody)))]
-pub async fn remove(State(state): State<AppState>, owner: Owner, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = asset_id(&id)?;
     let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;
     let Some(hash) = assets::delete(&mut tx, owner.0, id).await? else {

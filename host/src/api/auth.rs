@@ -17,11 +17,19 @@ pub struct Owner(pub Uuid);
 
 /// The key a request carries, if any.
 fn presented_key(parts: &Parts) -> Option<&str> {
-    if let Some(v) = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(v) = parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         let (scheme, key) = v.trim().split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then_some(key.trim());
     }
-    parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    parts
+        .headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
 }
 
 fn unauthorized(message: &str) -> ApiError {
@@ -31,13 +39,18 @@ fn unauthorized(message: &str) -> ApiError {
 impl FromRequestParts<AppState> for Owner {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let key = presented_key(parts).ok_or_else(|| {
             unauthorized("send an API key as `Authorization: Bearer KEY`; `lumilio user create NAME` makes one")
         })?;
         match users::authenticate(&state.pool, key).await? {
             Some(user) => Ok(Owner(user)),
-            None => Err(unauthorized("the API key is unknown or revoked; `lumilio user create-key NAME` makes a new one")),
+            None => Err(unauthorized(
+                "the API key is unknown or revoked; `lumilio user create-key NAME` makes a new one",
+            )),
         }
     }
 }

@@ -24,7 +24,19 @@ pub struct ApiError {
 impl ApiError {
     /// An error with this status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The code and message, as they appear inside `{"error": ...}`.
+    pub fn detail(&self) -> super::openapi::ErrorDetail {
+        super::openapi::ErrorDetail {
+            code: self.code.to_owned(),
+            message: self.message.clone(),
+        }
     }
 
     /// 400 with a code.
@@ -34,13 +46,21 @@ impl ApiError {
 
     /// 404 for an asset or job the caller cannot see.
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// 500 for a bug or an unexpected failure; the detail goes to the log only.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         error!(%err, "{context}");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("{context}; see the server log"))
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{context}; see the server log"),
+        )
     }
 }
 
@@ -74,7 +94,9 @@ impl From<IngestError> for ApiError {
                 "too_large",
                 format!("the upload exceeds the limit of {limit} bytes (LUMILIO_MAX_UPLOAD_BYTES)"),
             ),
-            io @ IngestError::Io { .. } => Self::internal("could not write the upload to staging", io),
+            io @ IngestError::Io { .. } => {
+                Self::internal("could not write the upload to staging", io)
+            }
         }
     }
 }
@@ -84,7 +106,8 @@ impl IntoResponse for ApiError {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut res = (self.status, Json(body)).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
         res
     }

@@ -38,27 +38,40 @@ enum Range {
 /// Parses a single byte range against a file of `len` bytes. Several ranges
 /// are answered with the whole file, which RFC 9110 allows.
 fn parse_range(header: Option<&HeaderValue>, len: u64) -> Range {
-    let Some(spec) = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("bytes=")) else {
+    let Some(spec) = header
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("bytes="))
+    else {
         return Range::Full;
     };
     if spec.contains(',') {
         return Range::Full;
     }
-    let Some((a, b)) = spec.trim().split_once('-') else { return Range::Full };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Range::Full;
+    };
     let (start, end) = match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
         (Some(s), Some(e)) => (s, e.min(len.saturating_sub(1))),
         (Some(s), None) if b.is_empty() => (s, len.saturating_sub(1)),
         (None, Some(n)) if a.is_empty() && n > 0 => (len.saturating_sub(n), len.saturating_sub(1)),
         _ => return Range::Full,
     };
-    if len == 0 || start >= len || start > end { Range::Unsatisfiable } else { Range::Part(start, end) }
+    if len == 0 || start >= len || start > end {
+        Range::Unsatisfiable
+    } else {
+        Range::Part(start, end)
+    }
 }
 
 fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*" || t.trim().trim_start_matches("W/") == etag))
+        .is_some_and(|v| {
+            v.split(',').any(|t| {
+                t.trim() == etag || t.trim() == "*" || t.trim().trim_start_matches("W/") == etag
+            })
+        })
 }
 
 async fn send(headers: &HeaderMap, f: FileResponse) -> Result<Response, ApiError> {
@@ -68,15 +81,28 @@ async fn send(headers: &HeaderMap, f: FileResponse) -> Result<Response, ApiError
     }
     let mut file = match tokio::fs::File::open(&f.path).await {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::not_found("file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::not_found("file"));
+        }
         Err(e) => return Err(ApiError::internal("cannot open the stored file", e)),
     };
-    let len = file.metadata().await.map_err(|e| ApiError::internal("cannot stat the stored file", e))?.len();
+    let len = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal("cannot stat the stored file", e))?
+        .len();
     let mut res = match parse_range(headers.get(header::RANGE), len) {
         Range::Unsatisfiable => {
-            let mut r = ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "bad_range", format!("the file has {len} bytes"))
-                .into_response();
-            r.headers_mut().insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).unwrap());
+            let mut r = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "bad_range",
+                format!("the file has {len} bytes"),
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).unwrap(),
+            );
             return Ok(r);
         }
         Range::Full => {
@@ -85,28 +111,43 @@ async fn send(headers: &HeaderMap, f: FileResponse) -> Result<Response, ApiError
             r
         }
         Range::Part(start, end) => {
-            file.seek(SeekFrom::Start(start)).await.map_err(|e| ApiError::internal("cannot seek the stored file", e))?;
+            file.seek(SeekFrom::Start(start))
+                .await
+                .map_err(|e| ApiError::internal("cannot seek the stored file", e))?;
             let count = end - start + 1;
             let mut r = Response::new(Body::from_stream(ReaderStream::new(file.take(count))));
             *r.status_mut() = StatusCode::PARTIAL_CONTENT;
             let h = r.headers_mut();
             h.insert(header::CONTENT_LENGTH, count.into());
-            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).unwrap());
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).unwrap(),
+            );
             r
         }
     };
     let h = res.headers_mut();
     h.insert(header::ETAG, etag);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=31536000, immutable"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=31536000, immutable"),
+    );
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&f.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        HeaderValue::from_str(&f.content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     if let Some(name) = f.file_name {
         let encoded: String = name
             .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b"._-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect();
         if let Ok(v) = HeaderValue::from_str(&format!("inline; filename*=UTF-8''{encoded}")) {
             h.insert(header::CONTENT_DISPOSITION, v);
@@ -130,9 +171,16 @@ pub async fn original(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let asset = owned(&state, owner, &id).await?;
-    let stored = state.storage.original_path(&asset.content_hash).map_err(|e| ApiError::internal("bad hash", e))?;
+    let stored = state
+        .storage
+        .original_path(&asset.content_hash)
+        .map_err(|e| ApiError::internal("bad hash", e))?;
     // While the asset waits for its worker, the bytes are still in staging.
-    let path = if stored.exists() { stored } else { state.storage.staged_path(asset.id) };
+    let path = if stored.exists() {
+        stored
+    } else {
+        state.storage.staged_path(asset.id)
+    };
     let f = FileResponse {
         path,
         content_type: asset.content_type.clone(),
@@ -156,8 +204,14 @@ pub async fn rendition(
 ) -> Result<Response, ApiError> {
     let asset = owned(&state, owner, &id).await?;
     let list = assets::renditions(&state.pool, asset.id).await?;
-    let r = list.into_iter().find(|r| r.name == name).ok_or_else(|| ApiError::not_found("rendition"))?;
-    let path = state.storage.rendition_path(&asset.content_hash, &r.name).map_err(|_| ApiError::not_found("rendition"))?;
+    let r = list
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| ApiError::not_found("rendition"))?;
+    let path = state
+        .storage
+        .rendition_path(&asset.content_hash, &r.name)
+        .map_err(|_| ApiError::not_found("rendition"))?;
     let f = FileResponse {
         path,
         content_type: r.content_type,
@@ -179,8 +233,14 @@ mod tests {
         assert_eq!(parse_range(h("bytes=0-3").as_ref(), 10), Range::Part(0, 3));
         assert_eq!(parse_range(h("bytes=5-").as_ref(), 10), Range::Part(5, 9));
         assert_eq!(parse_range(h("bytes=-4").as_ref(), 10), Range::Part(6, 9));
-        assert_eq!(parse_range(h("bytes=0-100").as_ref(), 10), Range::Part(0, 9));
-        assert_eq!(parse_range(h("bytes=10-").as_ref(), 10), Range::Unsatisfiable);
+        assert_eq!(
+            parse_range(h("bytes=0-100").as_ref(), 10),
+            Range::Part(0, 9)
+        );
+        assert_eq!(
+            parse_range(h("bytes=10-").as_ref(), 10),
+            Range::Unsatisfiable
+        );
         assert_eq!(parse_range(h("bytes=0-1,3-4").as_ref(), 10), Range::Full);
         assert_eq!(parse_range(h("items=0-1").as_ref(), 10), Range::Full);
     }

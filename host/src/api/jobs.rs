@@ -14,7 +14,11 @@ use crate::queue::ProcessAsset;
     params(("id" = i64, Path, description = "River job id (`task_id` of an upload)")),
     responses((status = 200, description = "state, attempt, max_attempts, errors and timestamps"),
               (status = 404, body = super::openapi::ErrorBody)))]
-pub async fn get_job(State(state): State<AppState>, owner: Owner, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::not_found("job"))?;
     let job = match state.river.jobs().get(id).await {
         Ok(job) => job,
@@ -23,11 +27,17 @@ pub async fn get_job(State(state): State<AppState>, owner: Owner, Path(id): Path
     };
     // Only jobs about the caller's own assets are visible.
     let args: ProcessAsset = job.decode_args().map_err(|_| ApiError::not_found("job"))?;
-    if assets::get(&state.pool, owner.0, args.asset_id).await?.is_none() {
+    if assets::get(&state.pool, owner.0, args.asset_id)
+        .await?
+        .is_none()
+    {
         return Err(ApiError::not_found("job"));
     }
-    let errors: Vec<Value> =
-        job.errors.iter().map(|e| json!({ "at": e.at.to_string(), "attempt": e.attempt, "error": e.error })).collect();
+    let errors: Vec<Value> = job
+        .errors
+        .iter()
+        .map(|e| json!({ "at": e.at.to_string(), "attempt": e.attempt, "error": e.error }))
+        .collect();
     Ok(Json(json!({
         "id": job.id,
         "kind": job.kind,

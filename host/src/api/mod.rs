@@ -58,8 +58,16 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ("GET", "/api/v1/assets/{id}", get(assets::get_one)),
         ("DELETE", "/api/v1/assets/{id}", delete(assets::remove)),
         ("GET", "/api/v1/assets/{id}/original", get(files::original)),
-        ("GET", "/api/v1/assets/{id}/renditions/{name}", get(files::rendition)),
-        ("POST", "/api/v1/assets/{id}/reprocess", post(assets::reprocess)),
+        (
+            "GET",
+            "/api/v1/assets/{id}/renditions/{name}",
+            get(files::rendition),
+        ),
+        (
+            "POST",
+            "/api/v1/assets/{id}/reprocess",
+            post(assets::reprocess),
+        ),
         ("GET", "/api/v1/assets/{id}/similar", get(search::similar)),
         ("POST", "/api/v1/search", post(search::search)),
         ("GET", "/api/v1/jobs/{id}", get(jobs::get_job)),
@@ -70,8 +78,13 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
 pub fn router(state: AppState) -> Router {
     // Multipart framing adds a little to the file itself; the exact limit is
     // enforced on the file's bytes while streaming. Batches are bounded per file.
-    let body_limit = usize::try_from(state.max_upload_bytes.saturating_mul(2).saturating_add(1 << 20))
-        .unwrap_or(usize::MAX);
+    let body_limit = usize::try_from(
+        state
+            .max_upload_bytes
+            .saturating_mul(2)
+            .saturating_add(1 << 20),
+    )
+    .unwrap_or(usize::MAX);
     let mut router = Router::new();
     for (_, path, handler) in routes() {
         router = router.route(path, handler);

@@ -23,7 +23,10 @@ pub struct ErrorDetail {
 /// The API description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Lumilio host", description = "Self-hosted photo ingest: upload, process through WASM stages, retrieve."),
+    info(
+        title = "Lumilio host",
+        description = "Self-hosted photo ingest: upload, process through WASM stages, retrieve."
+    ),
     paths(
         super::health,
         document,
@@ -58,7 +61,11 @@ mod tests {
     fn every_served_route_is_documented() {
         let doc = ApiDoc::openapi();
         for (method, path, _) in super::super::routes() {
-            let item = doc.paths.paths.get(path).unwrap_or_else(|| panic!("{path} is served but not in the OpenAPI document"));
+            let item = doc
+                .paths
+                .paths
+                .get(path)
+                .unwrap_or_else(|| panic!("{path} is served but not in the OpenAPI document"));
             let documented = match method {
                 "GET" => item.get.is_some(),
                 "POST" => item.post.is_some(),
@@ -72,8 +79,21 @@ mod tests {
             .paths
             .paths
             .values()
-            .map(|i| [i.get.is_some(), i.post.is_some(), i.delete.is_some(), i.put.is_some()].iter().filter(|b| **b).count())
+            .map(|i| {
+                [
+                    i.get.is_some(),
+                    i.post.is_some(),
+                    i.delete.is_some(),
+                    i.put.is_some(),
+                ]
+                .iter()
+                .filter(|b| **b)
+                .count()
+            })
             .sum();
-        assert_eq!(served, documented, "the document lists operations the router does not serve");
+        assert_eq!(
+            served, documented,
+            "the document lists operations the router does not serve"
+        );
     }
 }

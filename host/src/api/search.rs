@@ -39,7 +39,10 @@ pub struct SearchPage {
 fn page_bounds(limit: Option<i64>, cursor: Option<&str>) -> Result<(i64, i64), ApiError> {
     let limit = limit.unwrap_or(20);
     if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request("bad_limit", "limit is between 1 and 200"));
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            "limit is between 1 and 200",
+        ));
     }
     let offset = match cursor {
         None => 0,
@@ -49,7 +52,9 @@ fn page_bounds(limit: Option<i64>, cursor: Option<&str>) -> Result<(i64, i64), A
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.strip_prefix("o:").and_then(|n| n.parse::<i64>().ok()))
             .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::bad_request("bad_cursor", "the cursor is not one this server returned"))?,
+            .ok_or_else(|| {
+                ApiError::bad_request("bad_cursor", "the cursor is not one this server returned")
+            })?,
     };
     Ok((limit, offset))
 }
@@ -57,7 +62,9 @@ fn page_bounds(limit: Option<i64>, cursor: Option<&str>) -> Result<(i64, i64), A
 fn page(mut hits: Vec<Hit>, limit: i64, offset: i64) -> SearchPage {
     let more = hits.len() as i64 > limit;
     hits.truncate(limit as usize);
-    let next_cursor = more.then(|| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("o:{}", offset + limit)));
+    let next_cursor = more.then(|| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("o:{}", offset + limit))
+    });
     let results = hits
         .into_iter()
         .map(|h| {
@@ -70,7 +77,10 @@ fn page(mut hits: Vec<Hit>, limit: i64, offset: i64) -> SearchPage {
             })
         })
         .collect();
-    SearchPage { results, next_cursor }
+    SearchPage {
+        results,
+        next_cursor,
+    }
 }
 
 fn clip_off() -> ApiError {
@@ -96,11 +106,24 @@ pub async fn search(
     }
     let clip = state.clip.as_ref().ok_or_else(clip_off)?;
     let embedding = clip.embed_text(&req.query).await.map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "inference_unavailable", format!("could not embed the query: {e}"))
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "inference_unavailable",
+            format!("could not embed the query: {e}"),
+        )
     })?;
     let query = Vector::from(embedding.vector);
-    let hits =
-        embeddings::nearest(&state.pool, owner.0, &query, &embedding.model_id, None, None, offset, limit + 1).await?;
+    let hits = embeddings::nearest(
+        &state.pool,
+        owner.0,
+        &query,
+        &embedding.model_id,
+        None,
+        None,
+        offset,
+        limit + 1,
+    )
+    .await?;
     Ok(Json(page(hits, limit, offset)))
 }
 
@@ -126,16 +149,35 @@ pub async fn similar(
 ) -> Result<Json<SearchPage>, ApiError> {
     let (limit, offset) = page_bounds(p.limit, p.cursor.as_deref())?;
     let asset = owned(&state, owner, &id).await?;
-    let (vector, model) = embeddings::embedding_of(&state.pool, asset.id).await?.ok_or_else(|| {
-        ApiError::new(StatusCode::CONFLICT, "no_embedding", "this asset has no embedding yet; try again once CLIP ran")
-    })?;
-    let hits =
-        embeddings::nearest(&state.pool, owner.0, &vector, &model, Some(asset.id), None, offset, limit + 1).await?;
+    let (vector, model) = embeddings::embedding_of(&state.pool, asset.id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "no_embedding",
+                "this asset has no embedding yet; try again once CLIP ran",
+            )
+        })?;
+    let hits = embeddings::nearest(
+        &state.pool,
+        owner.0,
+        &vector,
+        &model,
+        Some(asset.id),
+        None,
+        offset,
+        limit + 1,
+    )
+    .await?;
     Ok(Json(page(hits, limit, offset)))
 }
 
 /// Near-duplicates of an asset and its predictions, for the asset view.
-pub(super) async fn clip_view(state: &AppState, owner: Owner, asset: uuid::Uuid) -> Result<Value, ApiError> {
+pub(super) async fn clip_view(
+    state: &AppState,
+    owner: Owner,
+    asset: uuid::Uuid,
+) -> Result<Value, ApiError> {
     let predictions = embeddings::predictions(&state.pool, asset).await?;
     let near = match embeddings::embedding_of(&state.pool, asset).await? {
         None => Vec::new(),

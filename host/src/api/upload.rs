@@ -33,6 +33,9 @@ pub struct UploadResponse {
     pub content_hash: String,
 }
 
+/// How much of a refused upload is still read, so the client receives the answer.
+const DRAIN_AFTER_ERROR: usize = 16 << 20;
+
 /// Normalises a client-supplied BLAKE3 hex digest.
 fn parse_hash(raw: &str, what: &str) -> Result<String, ApiError> {
     let h = raw.trim().to_ascii_lowercase();
@@ -47,13 +50,30 @@ fn parse_hash(raw: &str, what: &str) -> Result<String, ApiError> {
 }
 
 /// Streams one multipart field to staging and checks it against `expected`.
-async fn stage(state: &AppState, field: &mut Field<'_>, expected: Option<&str>) -> Result<Staged, ApiError> {
+async fn stage(
+    state: &AppState,
+    field: &mut Field<'_>,
+    expected: Option<&str>,
+) -> Result<Staged, ApiError> {
     let mut upload = state.staging.begin(state.max_upload_bytes).await?;
     while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
-        upload.write(&chunk).await?;
+        if let Err(e) = upload.write(&chunk).await {
+            // The bytes so far are already deleted. Read (and drop) a little
+            // more so that the client sees the 413 instead of a reset.
+            let mut drained = 0usize;
+            while drained < DRAIN_AFTER_ERROR
+                && let Ok(Some(chunk)) = field.chunk().await
+            {
+                drained += chunk.len();
+            }
+            return Err(e.into());
+        }
     }
     if upload.size() == 0 {
-        return Err(ApiError::bad_request("empty_file", "the file is empty; send the file's bytes"));
+        return Err(ApiError::bad_request(
+            "empty_file",
+            "the file is empty; send the file's bytes",
+        ));
     }
     let staged = upload.finish().await?;
     if let Some(expected) = expected
@@ -105,19 +125,29 @@ async fn accept(
             Ok((StatusCode::OK, response(None, existing, "duplicate")))
         }
         Inserted::New(asset_id) => {
-            let job = state.river.insert(ProcessAsset { asset_id }).tx(&mut tx).await?;
+            let job = state
+                .river
+                .insert(ProcessAsset { asset_id })
+                .tx(&mut tx)
+                .await?;
             let task_id = job.job.row.id;
             assets::set_job(&mut tx, asset_id, task_id).await?;
             // The file is in place before the row commits, so a worker never sees
             // a row without bytes; if the commit fails, the file is removed.
             let dest = state.storage.staged_path(asset_id);
-            staged.keep_as(&dest).await.map_err(|e| ApiError::internal("could not keep the staged upload", e))?;
+            staged
+                .keep_as(&dest)
+                .await
+                .map_err(|e| ApiError::internal("could not keep the staged upload", e))?;
             if let Err(e) = tx.commit().await {
                 let _ = tokio::fs::remove_file(&dest).await;
                 return Err(e.into());
             }
             info!(asset = %asset_id, task_id, size, "upload accepted");
-            Ok((StatusCode::CREATED, response(Some(task_id), asset_id, "processing")))
+            Ok((
+                StatusCode::CREATED,
+                response(Some(task_id), asset_id, "processing"),
+            ))
         }
     }
 }
@@ -126,13 +156,19 @@ fn bad_multipart(err: axum::extract::multipart::MultipartError) -> ApiError {
     ApiError::new(
         err.status(),
         "bad_multipart",
-        format!("the multipart body could not be read ({}); nothing of this file was stored", err.body_text()),
+        format!(
+            "the multipart body could not be read ({}); nothing of this file was stored",
+            err.body_text()
+        ),
     )
 }
 
 fn field_meta(field: &Field<'_>) -> (String, String) {
     let name = ingest::sanitize_file_name(field.file_name().unwrap_or(""));
-    let content_type = field.content_type().unwrap_or("application/octet-stream").to_owned();
+    let content_type = field
+        .content_type()
+        .unwrap_or("application/octet-stream")
+        .to_owned();
     (name, content_type)
 }
 
@@ -205,6 +241,9 @@ pub struct BatchItem {
 pub struct BatchResponse {
     /// One entry per part, in order.
     pub results: Vec<BatchItem>,
+    /// Set (with status 400) when the batch had more parts than allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<super::openapi::ErrorDetail>,
 }
 
 /// Upload many photos; each part's field name is that file's BLAKE3 hash.
@@ -212,24 +251,36 @@ pub struct BatchResponse {
     request_body(content_type = "multipart/form-data", description = "one part per file, named by its BLAKE3 hex digest"),
     responses(
         (status = 200, description = "One result per part; a bad part does not fail the others", body = BatchResponse),
-        (status = 400, description = "bad_multipart (the body itself is broken)", body = super::openapi::ErrorBody)))]
+        (status = 400, description = "bad_multipart (the body itself is broken), or too_many_parts: then the body is a BatchResponse whose `error` says so and whose `results` list the parts handled before the limit", body = super::openapi::ErrorBody)))]
 pub async fn batch(
     State(state): State<AppState>,
     owner: Owner,
     mut multipart: Multipart,
-) -> Result<Json<BatchResponse>, ApiError> {
+) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     let mut results = Vec::new();
     // Parts are handled one after another as they stream in; the batch is never buffered.
     while let Some(mut field) = multipart.next_field().await.map_err(bad_multipart)? {
         let (file_name, content_type) = field_meta(&field);
         let claimed = field.name().unwrap_or("").to_owned();
+        if results.len() >= state.max_batch_parts {
+            // Earlier parts are already stored; say which, and refuse the rest.
+            let error = ApiError::bad_request(
+                "too_many_parts",
+                format!(
+                    "a batch holds at most {} files; the first {} were handled (see `results`), send the rest in another batch",
+                    state.max_batch_parts,
+                    results.len()
+                ),
+            );
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                Json(BatchResponse {
+                    results,
+                    error: Some(error.detail()),
+                }),
+            ));
+        }
         let outcome = async {
-            if results.len() >= state.max_batch_parts {
-                return Err(ApiError::bad_request(
-                    "too_many_parts",
-                    format!("a batch holds at most {} files; send the rest in another batch", state.max_batch_parts),
-                ));
-            }
             let expected = parse_hash(&claimed, "the part's field name")?;
             let staged = stage(&state, &mut field, Some(&expected)).await?;
             accept(&state, owner, staged, &file_name, &content_type).await
@@ -240,7 +291,11 @@ pub async fn batch(
             Ok((_, r)) => BatchItem {
                 success: true,
                 file_name,
-                message: Some(if r.status == "duplicate" { "already uploaded".into() } else { "queued for processing".into() }),
+                message: Some(if r.status == "duplicate" {
+                    "already uploaded".into()
+                } else {
+                    "queued for processing".into()
+                }),
                 content_hash: r.content_hash,
                 status: Some(r.status),
                 task_id: r.task_id,
@@ -257,7 +312,7 @@ pub async fn batch(
                 asset_id: None,
                 size: None,
                 message: None,
-                error: Some(super::openapi::ErrorDetail { code: e.code.to_owned(), message: e.message }),
+                error: Some(e.detail()),
             },
         });
         if broken_body {
@@ -266,9 +321,18 @@ pub async fn batch(
         }
     }
     if results.is_empty() {
-        return Err(ApiError::bad_request("missing_file", "the batch holds no files"));
+        return Err(ApiError::bad_request(
+            "missing_file",
+            "the batch holds no files",
+        ));
     }
-    Ok(Json(BatchResponse { results }))
+    Ok((
+        StatusCode::OK,
+        Json(BatchResponse {
+            results,
+            error: None,
+        }),
+    ))
 }
 
 /// Hashes to look up.
@@ -306,11 +370,28 @@ pub async fn check(
     Json(req): Json<CheckRequest>,
 ) -> Result<Json<CheckResponse>, ApiError> {
     if req.hashes.len() > 10_000 {
-        return Err(ApiError::bad_request("too_many_hashes", "check at most 10000 hashes per request"));
+        return Err(ApiError::bad_request(
+            "too_many_hashes",
+            "check at most 10000 hashes per request",
+        ));
     }
-    let hashes = req.hashes.iter().map(|h| parse_hash(h, "each hash")).collect::<Result<Vec<_>, _>>()?;
+    let hashes = req
+        .hashes
+        .iter()
+        .map(|h| parse_hash(h, "each hash"))
+        .collect::<Result<Vec<_>, _>>()?;
     let found = assets::existing_hashes(&state.pool, owner.0, &hashes).await?;
-    let missing = hashes.iter().filter(|h| !found.iter().any(|(f, _)| f == *h)).cloned().collect();
-    let existing = found.into_iter().map(|(content_hash, asset_id)| Existing { content_hash, asset_id }).collect();
+    let missing = hashes
+        .iter()
+        .filter(|h| !found.iter().any(|(f, _)| f == *h))
+        .cloned()
+        .collect();
+    let existing = found
+        .into_iter()
+        .map(|(content_hash, asset_id)| Existing {
+            content_hash,
+            asset_id,
+        })
+        .collect();
     Ok(Json(CheckResponse { existing, missing }))
 }

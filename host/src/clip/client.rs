@@ -108,7 +108,10 @@ pub(super) fn parse_embedding(resp: &pb::InferResponse) -> Result<Embedding, Cli
         ClipError::BadAnswer(format!("{}: embedding JSON: {e}", resp.correlation_id))
     })?;
     if json.vector.is_empty() {
-        return Err(ClipError::BadAnswer(format!("{}: empty embedding vector", resp.correlation_id)));
+        return Err(ClipError::BadAnswer(format!(
+            "{}: empty embedding vector",
+            resp.correlation_id
+        )));
     }
     if let Some(dim) = json.dim
         && dim != json.vector.len()
@@ -120,14 +123,20 @@ pub(super) fn parse_embedding(resp: &pb::InferResponse) -> Result<Embedding, Cli
         )));
     }
     if json.vector.iter().any(|v| !v.is_finite()) {
-        return Err(ClipError::BadAnswer(format!("{}: embedding has NaN or infinite values", resp.correlation_id)));
+        return Err(ClipError::BadAnswer(format!(
+            "{}: embedding has NaN or infinite values",
+            resp.correlation_id
+        )));
     }
     let model_id = json
         .model_id
         .filter(|m| !m.is_empty())
         .or_else(|| resp.meta.get("model_id").cloned())
         .unwrap_or_default();
-    Ok(Embedding { vector: json.vector, model_id })
+    Ok(Embedding {
+        vector: json.vector,
+        model_id,
+    })
 }
 
 #[derive(Deserialize)]
@@ -157,7 +166,10 @@ pub(super) fn parse_labels(resp: &pb::InferResponse) -> Result<(Vec<Label>, Stri
     let labels = json
         .labels
         .into_iter()
-        .map(|l| Label { label: l.label, score: l.score })
+        .map(|l| Label {
+            label: l.label,
+            score: l.score,
+        })
         .collect();
     Ok((labels, source))
 }
@@ -195,7 +207,11 @@ impl From<pb::Capability> for Capabilities {
             cap.tasks
                 .iter()
                 .filter(|t| t.name == TASK_IMAGE_EMBED)
-                .find_map(|t| t.limits.get("dim").or_else(|| t.limits.get("embedding_dim")))
+                .find_map(|t| {
+                    t.limits
+                        .get("dim")
+                        .or_else(|| t.limits.get("embedding_dim"))
+                })
         };
         let embedding_dim = cap
             .extra
@@ -215,7 +231,11 @@ impl From<pb::Capability> for Capabilities {
 }
 
 /// `GetCapabilities`, bounded by `timeout`.
-pub(super) async fn capabilities(client: &Client, addr: &str, timeout: Duration) -> Result<Capabilities, ClipError> {
+pub(super) async fn capabilities(
+    client: &Client,
+    addr: &str,
+    timeout: Duration,
+) -> Result<Capabilities, ClipError> {
     let mut client = client.clone();
     let call = client.get_capabilities(pb::Empty {});
     match tokio::time::timeout(timeout, call).await {
@@ -226,7 +246,11 @@ pub(super) async fn capabilities(client: &Client, addr: &str, timeout: Duration)
 }
 
 /// `Health`, bounded by `timeout`.
-pub(super) async fn health(client: &Client, addr: &str, timeout: Duration) -> Result<(), ClipError> {
+pub(super) async fn health(
+    client: &Client,
+    addr: &str,
+    timeout: Duration,
+) -> Result<(), ClipError> {
     let mut client = client.clone();
     let call = client.health(pb::Empty {});
     match tokio::time::timeout(timeout, call).await {
@@ -237,7 +261,12 @@ pub(super) async fn health(client: &Client, addr: &str, timeout: Duration) -> Re
 }
 
 /// One `clip_embed` request on its own short `Infer` stream, bounded by `timeout`.
-pub(super) async fn embed_text(client: &Client, addr: &str, timeout: Duration, text: &str) -> Result<Embedding, ClipError> {
+pub(super) async fn embed_text(
+    client: &Client,
+    addr: &str,
+    timeout: Duration,
+    text: &str,
+) -> Result<Embedding, ClipError> {
     let correlation_id = format!("{}|text", uuid::Uuid::new_v4());
     let req = pb::InferRequest {
         correlation_id: correlation_id.clone(),
@@ -257,18 +286,26 @@ pub(super) async fn embed_text(client: &Client, addr: &str, timeout: Duration, t
             .map_err(|s| status_error(addr, &s, timeout))?
             .into_inner();
         let mut assembler = Assembler::default();
-        while let Some(msg) = stream.message().await.map_err(|s| status_error(addr, &s, timeout))? {
+        while let Some(msg) = stream
+            .message()
+            .await
+            .map_err(|s| status_error(addr, &s, timeout))?
+        {
             if msg.correlation_id != correlation_id {
                 tracing::warn!(correlation_id = %msg.correlation_id, "clip: ignoring an answer to a request not sent");
                 continue;
             }
-            let Some(answer) = assembler.push(msg) else { continue };
+            let Some(answer) = assembler.push(msg) else {
+                continue;
+            };
             if let Some(err) = answer_error(TASK_TEXT_EMBED, &answer) {
                 return Err(err);
             }
             return parse_embedding(&answer);
         }
-        Err(ClipError::MissingAnswer { task: TASK_TEXT_EMBED.to_owned() })
+        Err(ClipError::MissingAnswer {
+            task: TASK_TEXT_EMBED.to_owned(),
+        })
     };
     tokio::time::timeout(timeout, run)
         .await

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::client::{self, Assembler, Client, SUFFIX_EMB, SUFFIX_SMART, TASK_IMAGE_EMBED, TASK_SMART};
+use super::client::{
+    self, Assembler, Client, SUFFIX_EMB, SUFFIX_SMART, TASK_IMAGE_EMBED, TASK_SMART,
+};
 use super::pb;
 use super::{Capabilities, ClipConfig, ClipError, ClipResult, DispatcherMetrics, Embedding, Label};
 
@@ -97,7 +99,12 @@ impl Dispatcher {
     /// Embeds and classifies one image, batched with concurrent submissions.
     ///
     /// Dropping the returned future gives up on the item without disturbing its batch.
-    pub async fn submit(&self, asset_id: Uuid, image: Vec<u8>, mime: &str) -> Result<ClipResult, ClipError> {
+    pub async fn submit(
+        &self,
+        asset_id: Uuid,
+        image: Vec<u8>,
+        mime: &str,
+    ) -> Result<ClipResult, ClipError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             asset_id,
@@ -105,10 +112,16 @@ impl Dispatcher {
             mime: mime.to_owned(),
             reply,
         };
-        self.inner.tx.send(job).await.map_err(|_| ClipError::Closed)?;
-        answer
+        self.inner
+            .tx
+            .send(job)
             .await
-            .unwrap_or_else(|_| Err(ClipError::StreamClosed("the batch was abandoned before this item was answered".into())))
+            .map_err(|_| ClipError::Closed)?;
+        answer.await.unwrap_or_else(|_| {
+            Err(ClipError::StreamClosed(
+                "the batch was abandoned before this item was answered".into(),
+            ))
+        })
     }
 
     /// Embeds a text query (`clip_embed`) on its own short stream, not batched.
@@ -201,8 +214,10 @@ async fn run_batch(shared: Arc<Shared>, jobs: Vec<Job>) {
     let c = &shared.counters;
     c.batches.fetch_add(1, Ordering::Relaxed);
     c.items.fetch_add(n as u64, Ordering::Relaxed);
-    c.fill_ppm
-        .fetch_add((n as u64 * 1_000_000) / cfg.batch_size as u64, Ordering::Relaxed);
+    c.fill_ppm.fetch_add(
+        (n as u64 * 1_000_000) / cfg.batch_size as u64,
+        Ordering::Relaxed,
+    );
 
     let total = 2 * n as u64;
     let topk = cfg.topk.to_string();
@@ -241,18 +256,37 @@ async fn run_batch(shared: Arc<Shared>, jobs: Vec<Job>) {
     }
 
     let started = Instant::now();
-    let outcome = tokio::time::timeout(cfg.request_timeout, drive(&shared, requests, &mut in_flight)).await;
+    let outcome = tokio::time::timeout(
+        cfg.request_timeout,
+        drive(&shared, requests, &mut in_flight),
+    )
+    .await;
     let leftover = in_flight.len();
     match outcome {
         Ok(Ok(())) => {
             for (asset_id, item) in in_flight.drain() {
-                let task = if item.embedding.is_none() { TASK_IMAGE_EMBED } else { TASK_SMART };
+                let task = if item.embedding.is_none() {
+                    TASK_IMAGE_EMBED
+                } else {
+                    TASK_SMART
+                };
                 warn!(%asset_id, task, "clip: the service ended the batch without answering this item");
-                deliver(&shared, asset_id, item.reply, Err(ClipError::MissingAnswer { task: task.to_owned() }));
+                deliver(
+                    &shared,
+                    asset_id,
+                    item.reply,
+                    Err(ClipError::MissingAnswer {
+                        task: task.to_owned(),
+                    }),
+                );
             }
         }
         Ok(Err(err)) => fail_outstanding(&shared, &mut in_flight, err),
-        Err(_elapsed) => fail_outstanding(&shared, &mut in_flight, ClipError::Timeout(cfg.request_timeout)),
+        Err(_elapsed) => fail_outstanding(
+            &shared,
+            &mut in_flight,
+            ClipError::Timeout(cfg.request_timeout),
+        ),
     }
     info!(
         items = n,
@@ -268,7 +302,10 @@ fn fail_outstanding(shared: &Shared, in_flight: &mut HashMap<Uuid, InFlight>, er
     if in_flight.is_empty() {
         return;
     }
-    shared.counters.stream_errors.fetch_add(1, Ordering::Relaxed);
+    shared
+        .counters
+        .stream_errors
+        .fetch_add(1, Ordering::Relaxed);
     warn!(outstanding = in_flight.len(), error = %err, "clip: batch stream failed; failing its outstanding items");
     for (asset_id, item) in in_flight.drain() {
         deliver(shared, asset_id, item.reply, Err(err.clone()));
@@ -277,7 +314,11 @@ fn fail_outstanding(shared: &Shared, in_flight: &mut HashMap<Uuid, InFlight>, er
 
 /// Opens the stream, sends the requests and matches answers until every item
 /// is answered or the stream ends. Items answered stay out of `in_flight`.
-async fn drive(shared: &Shared, requests: Vec<pb::InferRequest>, in_flight: &mut HashMap<Uuid, InFlight>) -> Result<(), ClipError> {
+async fn drive(
+    shared: &Shared,
+    requests: Vec<pb::InferRequest>,
+    in_flight: &mut HashMap<Uuid, InFlight>,
+) -> Result<(), ClipError> {
     let timeout = shared.cfg.request_timeout;
     // Sending from an iterator half-closes the request side after the last item,
     // which tells the server the batch is complete.
@@ -331,7 +372,9 @@ fn on_answer(shared: &Shared, answer: pb::InferResponse, in_flight: &mut HashMap
 
     let outcome = match client::answer_error(task, &answer) {
         Some(err) => Err(err),
-        None if task == TASK_IMAGE_EMBED => client::parse_embedding(&answer).map(|e| item.embedding = Some(e)),
+        None if task == TASK_IMAGE_EMBED => {
+            client::parse_embedding(&answer).map(|e| item.embedding = Some(e))
+        }
         None => client::parse_labels(&answer).map(|l| item.labels = Some(l)),
     };
     if let Err(err) = outcome {
@@ -353,11 +396,19 @@ fn on_answer(shared: &Shared, answer: pb::InferResponse, in_flight: &mut HashMap
 }
 
 /// Hands a result to its submitter (who may have given up) and counts it.
-fn deliver(shared: &Shared, asset_id: Uuid, reply: oneshot::Sender<Result<ClipResult, ClipError>>, result: Result<ClipResult, ClipError>) {
-    let counter = if result.is_ok() { &shared.counters.ok } else { &shared.counters.failed };
+fn deliver(
+    shared: &Shared,
+    asset_id: Uuid,
+    reply: oneshot::Sender<Result<ClipResult, ClipError>>,
+    result: Result<ClipResult, ClipError>,
+) {
+    let counter = if result.is_ok() {
+        &shared.counters.ok
+    } else {
+        &shared.counters.failed
+    };
     counter.fetch_add(1, Ordering::Relaxed);
     if reply.send(result).is_err() {
         debug!(%asset_id, "clip: submitter gave up before its answer arrived");
     }
 }
-

@@ -147,7 +147,9 @@ impl fmt::Display for ErrorCode {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ClipError {
     /// The service could not be reached (down, refusing, wrong port).
-    #[error("inference service at {addr} is unreachable ({detail}); retry later, or check ML_SERVICE_ADDR")]
+    #[error(
+        "inference service at {addr} is unreachable ({detail}); retry later, or check ML_SERVICE_ADDR"
+    )]
     Unavailable {
         /// The configured address.
         addr: String,
@@ -165,7 +167,9 @@ pub enum ClipError {
         message: String,
     },
     /// The service ended the stream without answering this item's task.
-    #[error("inference service ended the stream without answering task {task} for this item; retry it")]
+    #[error(
+        "inference service ended the stream without answering task {task} for this item; retry it"
+    )]
     MissingAnswer {
         /// Task left unanswered.
         task: String,
@@ -174,10 +178,14 @@ pub enum ClipError {
     #[error("inference stream failed before this item was answered ({0}); retry it")]
     StreamClosed(String),
     /// An answer that does not follow the task's schema.
-    #[error("inference service sent an unusable answer: {0}; check that it speaks the home_native.v1 tasks")]
+    #[error(
+        "inference service sent an unusable answer: {0}; check that it speaks the home_native.v1 tasks"
+    )]
     BadAnswer(String),
     /// No complete answer within the configured request timeout.
-    #[error("no answer from the inference service within {0:?}; retry later or raise the request timeout")]
+    #[error(
+        "no answer from the inference service within {0:?}; retry later or raise the request timeout"
+    )]
     Timeout(Duration),
     /// The configured address is not a valid URI.
     #[error("invalid ML service address {addr:?}: {detail}; expected e.g. http://127.0.0.1:50051")]

@@ -113,7 +113,10 @@ impl Inference for Fake {
     type InferStream = BoxStream<pb::InferResponse>;
     type StreamCapabilitiesStream = BoxStream<pb::Capability>;
 
-    async fn infer(&self, request: Request<Streaming<pb::InferRequest>>) -> Result<Response<Self::InferStream>, Status> {
+    async fn infer(
+        &self,
+        request: Request<Streaming<pb::InferRequest>>,
+    ) -> Result<Response<Self::InferStream>, Status> {
         self.0.streams.fetch_add(1, Ordering::SeqCst);
         let mut incoming = request.into_inner();
         let state = self.0.clone();
@@ -157,7 +160,10 @@ impl Inference for Fake {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn get_capabilities(&self, _: Request<pb::Empty>) -> Result<Response<pb::Capability>, Status> {
+    async fn get_capabilities(
+        &self,
+        _: Request<pb::Empty>,
+    ) -> Result<Response<pb::Capability>, Status> {
         Ok(Response::new(pb::Capability {
             service_name: "fake".into(),
             model_ids: vec!["fake-1".into()],
@@ -173,7 +179,10 @@ impl Inference for Fake {
         }))
     }
 
-    async fn stream_capabilities(&self, r: Request<pb::Empty>) -> Result<Response<Self::StreamCapabilitiesStream>, Status> {
+    async fn stream_capabilities(
+        &self,
+        r: Request<pb::Empty>,
+    ) -> Result<Response<Self::StreamCapabilitiesStream>, Status> {
         let cap = self.get_capabilities(r).await?.into_inner();
         Ok(Response::new(Box::pin(tokio_stream::once(Ok(cap)))))
     }
@@ -231,13 +240,25 @@ const LONG_WINDOW: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn reordered_answers_are_matched_by_correlation_id() {
     let (state, addr) = start(Mode::Reverse, Duration::ZERO).await;
-    let d = Dispatcher::connect(config(&addr, 4, LONG_WINDOW)).await.unwrap();
+    let d = Dispatcher::connect(config(&addr, 4, LONG_WINDOW))
+        .await
+        .unwrap();
     let results = submit_all(&d, 4).await;
     for (i, (_, r)) in results.iter().enumerate() {
         let r = r.as_ref().expect("every item succeeds");
-        assert_eq!(r.embedding.vector, fake_vector(&[i as u8 + 1]), "item {i} got another item's embedding");
+        assert_eq!(
+            r.embedding.vector,
+            fake_vector(&[i as u8 + 1]),
+            "item {i} got another item's embedding"
+        );
         assert_eq!(r.embedding.model_id, "fake-1");
-        assert_eq!(r.labels, vec![Label { label: format!("byte{}", i + 1), score: 0.75 }]);
+        assert_eq!(
+            r.labels,
+            vec![Label {
+                label: format!("byte{}", i + 1),
+                score: 0.75
+            }]
+        );
         assert_eq!(r.label_source, "fake-stats");
     }
     // The wire shape: one stream, seq 2i / 2i+1, total 2n, topk on smart only, correlation ids.
@@ -246,7 +267,10 @@ async fn reordered_answers_are_matched_by_correlation_id() {
     assert_eq!(seen.len(), 8);
     for s in &seen {
         let (id, suffix) = s.correlation_id.rsplit_once('|').unwrap();
-        let item = results.iter().position(|(rid, _)| rid.to_string() == id).expect("known asset id");
+        let item = results
+            .iter()
+            .position(|(rid, _)| rid.to_string() == id)
+            .expect("known asset id");
         assert_eq!(s.total, 8);
         assert_eq!(s.mime, "image/jpeg");
         match suffix {
@@ -267,22 +291,34 @@ async fn reordered_answers_are_matched_by_correlation_id() {
     let seqs: HashSet<u64> = seen.iter().map(|s| s.seq).collect();
     assert_eq!(seqs, (0..8).collect());
     let m = d.metrics();
-    assert_eq!((m.batches_sent, m.items_sent, m.items_ok, m.items_failed), (1, 4, 4, 0));
+    assert_eq!(
+        (m.batches_sent, m.items_sent, m.items_ok, m.items_failed),
+        (1, 4, 4, 0)
+    );
 }
 
 #[tokio::test]
 async fn concurrent_submits_fill_one_batch() {
     let (state, addr) = start(Mode::Reverse, Duration::ZERO).await;
-    let d = Dispatcher::connect(config(&addr, 8, LONG_WINDOW)).await.unwrap();
+    let d = Dispatcher::connect(config(&addr, 8, LONG_WINDOW))
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let results = submit_all(&d, 8).await;
     assert!(results.iter().all(|(_, r)| r.is_ok()));
     // A full batch goes out at once, not when the window ends.
-    assert!(started.elapsed() < Duration::from_secs(5), "full batch waited for the window");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "full batch waited for the window"
+    );
     let m = d.metrics();
     assert_eq!(m.batches_sent, 1);
     assert_eq!(m.items_sent, 8);
-    assert!((m.mean_fill_ratio() - 1.0).abs() < 1e-9, "fill {}", m.mean_fill_ratio());
+    assert!(
+        (m.mean_fill_ratio() - 1.0).abs() < 1e-9,
+        "fill {}",
+        m.mean_fill_ratio()
+    );
     assert_eq!(state.streams.load(Ordering::SeqCst), 1);
 }
 
@@ -295,8 +331,14 @@ async fn window_flushes_a_partial_batch() {
     let results = submit_all(&d, 3).await;
     let elapsed = started.elapsed();
     assert!(results.iter().all(|(_, r)| r.is_ok()));
-    assert!(elapsed >= window, "sent before the window ended: {elapsed:?}");
-    assert!(elapsed < Duration::from_secs(5), "partial batch not flushed: {elapsed:?}");
+    assert!(
+        elapsed >= window,
+        "sent before the window ended: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "partial batch not flushed: {elapsed:?}"
+    );
     let m = d.metrics();
     assert_eq!((m.batches_sent, m.items_sent), (1, 3));
     assert!((m.mean_fill_ratio() - 3.0 / 8.0).abs() < 1e-6);
@@ -306,14 +348,21 @@ async fn window_flushes_a_partial_batch() {
 async fn a_dropped_answer_fails_only_that_item() {
     let victim = Uuid::new_v4();
     let (_state, addr) = start(Mode::Drop(format!("{victim}|smart")), Duration::ZERO).await;
-    let d = Dispatcher::connect(config(&addr, 3, LONG_WINDOW)).await.unwrap();
+    let d = Dispatcher::connect(config(&addr, 3, LONG_WINDOW))
+        .await
+        .unwrap();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let (ra, rv, rb) = tokio::join!(
         d.submit(a, vec![1], "image/jpeg"),
         d.submit(victim, vec![2], "image/jpeg"),
         d.submit(b, vec![3], "image/jpeg"),
     );
-    assert_eq!(rv.unwrap_err(), ClipError::MissingAnswer { task: "smart_classify".into() });
+    assert_eq!(
+        rv.unwrap_err(),
+        ClipError::MissingAnswer {
+            task: "smart_classify".into()
+        }
+    );
     assert_eq!(ra.unwrap().embedding.vector, fake_vector(&[1]));
     assert_eq!(rb.unwrap().embedding.vector, fake_vector(&[3]));
     let m = d.metrics();
@@ -324,7 +373,9 @@ async fn a_dropped_answer_fails_only_that_item() {
 async fn an_item_error_fails_only_that_item() {
     let victim = Uuid::new_v4();
     let (_state, addr) = start(Mode::Error(format!("{victim}|emb")), Duration::ZERO).await;
-    let d = Dispatcher::connect(config(&addr, 3, LONG_WINDOW)).await.unwrap();
+    let d = Dispatcher::connect(config(&addr, 3, LONG_WINDOW))
+        .await
+        .unwrap();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     let (ra, rv, rb) = tokio::join!(
         d.submit(a, vec![1], "image/jpeg"),
@@ -333,7 +384,11 @@ async fn an_item_error_fails_only_that_item() {
     );
     let err = rv.unwrap_err();
     match &err {
-        ClipError::ItemError { task, code, message } => {
+        ClipError::ItemError {
+            task,
+            code,
+            message,
+        } => {
             assert_eq!(task, "clip_image_embed");
             assert_eq!(*code, ErrorCode::InvalidArgument);
             assert!(message.contains("cannot decode image"), "{message}");
@@ -348,20 +403,27 @@ async fn an_item_error_fails_only_that_item() {
 async fn an_early_stream_failure_fails_only_outstanding_items() {
     // The fake answers the first two items (by send order), then fails the stream.
     let (_state, addr) = start(Mode::FailAfter(2), Duration::ZERO).await;
-    let d = Dispatcher::connect(config(&addr, 4, LONG_WINDOW)).await.unwrap();
+    let d = Dispatcher::connect(config(&addr, 4, LONG_WINDOW))
+        .await
+        .unwrap();
     let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
     // Submit one at a time so the send order (and so which items get answered) is known.
     let mut handles = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let (d, id) = (d.clone(), *id);
-        handles.push(tokio::spawn(async move { d.submit(id, vec![i as u8 + 1], "image/jpeg").await }));
+        handles.push(tokio::spawn(async move {
+            d.submit(id, vec![i as u8 + 1], "image/jpeg").await
+        }));
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
     let mut results = Vec::new();
     for h in handles {
         results.push(h.await.unwrap());
     }
-    assert!(results[0].is_ok() && results[1].is_ok(), "answered items must succeed: {results:?}");
+    assert!(
+        results[0].is_ok() && results[1].is_ok(),
+        "answered items must succeed: {results:?}"
+    );
     for r in &results[2..] {
         match r {
             Err(ClipError::StreamClosed(msg)) => assert!(msg.contains("model crashed"), "{msg}"),
@@ -376,11 +438,16 @@ async fn an_early_stream_failure_fails_only_outstanding_items() {
 async fn a_submitter_that_gives_up_does_not_break_the_batch() {
     // The server takes 400 ms; one submitter waits only 150 ms (after its item was sent).
     let (state, addr) = start(Mode::Reverse, Duration::from_millis(400)).await;
-    let d = Dispatcher::connect(config(&addr, 3, Duration::from_millis(20))).await.unwrap();
+    let d = Dispatcher::connect(config(&addr, 3, Duration::from_millis(20)))
+        .await
+        .unwrap();
     let (a, quitter, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let (ra, rq, rb) = tokio::join!(
         d.submit(a, vec![1], "image/jpeg"),
-        tokio::time::timeout(Duration::from_millis(150), d.submit(quitter, vec![2], "image/jpeg")),
+        tokio::time::timeout(
+            Duration::from_millis(150),
+            d.submit(quitter, vec![2], "image/jpeg")
+        ),
         d.submit(b, vec![3], "image/jpeg"),
     );
     assert!(rq.is_err(), "the quitter should have timed out");
@@ -388,16 +455,25 @@ async fn a_submitter_that_gives_up_does_not_break_the_batch() {
     assert_eq!(rb.unwrap().embedding.vector, fake_vector(&[3]));
     assert_eq!(state.streams.load(Ordering::SeqCst), 1);
     // The dispatcher still works afterwards.
-    assert!(d.submit(Uuid::new_v4(), vec![4], "image/jpeg").await.is_ok());
+    assert!(
+        d.submit(Uuid::new_v4(), vec![4], "image/jpeg")
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
 async fn a_submitter_that_gives_up_before_sending_is_left_out() {
     let (state, addr) = start(Mode::Reverse, Duration::ZERO).await;
-    let d = Dispatcher::connect(config(&addr, 4, Duration::from_millis(300))).await.unwrap();
+    let d = Dispatcher::connect(config(&addr, 4, Duration::from_millis(300)))
+        .await
+        .unwrap();
     let quitter = Uuid::new_v4();
     let (rq, ra) = tokio::join!(
-        tokio::time::timeout(Duration::from_millis(50), d.submit(quitter, vec![9], "image/jpeg")),
+        tokio::time::timeout(
+            Duration::from_millis(50),
+            d.submit(quitter, vec![9], "image/jpeg")
+        ),
         async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             d.submit(Uuid::new_v4(), vec![1], "image/jpeg").await
@@ -407,7 +483,8 @@ async fn a_submitter_that_gives_up_before_sending_is_left_out() {
     assert!(ra.is_ok());
     let seen = state.seen.lock().unwrap().clone();
     assert!(
-        seen.iter().all(|s| !s.correlation_id.starts_with(&quitter.to_string())),
+        seen.iter()
+            .all(|s| !s.correlation_id.starts_with(&quitter.to_string())),
         "an abandoned item was still sent"
     );
     assert_eq!(d.metrics().items_sent, 1);
@@ -416,9 +493,14 @@ async fn a_submitter_that_gives_up_before_sending_is_left_out() {
 #[tokio::test]
 async fn the_same_asset_twice_goes_into_separate_batches() {
     let (state, addr) = start(Mode::Reverse, Duration::ZERO).await;
-    let d = Dispatcher::connect(config(&addr, 4, Duration::from_millis(100))).await.unwrap();
+    let d = Dispatcher::connect(config(&addr, 4, Duration::from_millis(100)))
+        .await
+        .unwrap();
     let id = Uuid::new_v4();
-    let (r1, r2) = tokio::join!(d.submit(id, vec![1], "image/jpeg"), d.submit(id, vec![2], "image/jpeg"));
+    let (r1, r2) = tokio::join!(
+        d.submit(id, vec![1], "image/jpeg"),
+        d.submit(id, vec![2], "image/jpeg")
+    );
     assert!(r1.is_ok() && r2.is_ok());
     assert_eq!(state.streams.load(Ordering::SeqCst), 2);
 }
@@ -429,7 +511,10 @@ async fn a_stalled_server_times_out() {
     let mut cfg = config(&addr, 1, LONG_WINDOW);
     cfg.request_timeout = Duration::from_millis(300);
     let d = Dispatcher::connect(cfg).await.unwrap();
-    let err = d.submit(Uuid::new_v4(), vec![1], "image/jpeg").await.unwrap_err();
+    let err = d
+        .submit(Uuid::new_v4(), vec![1], "image/jpeg")
+        .await
+        .unwrap_err();
     assert_eq!(err, ClipError::Timeout(Duration::from_millis(300)));
     assert!(err.is_retryable());
 }
@@ -441,22 +526,40 @@ async fn an_unreachable_server_gives_unavailable() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let d = Dispatcher::connect(config(&format!("127.0.0.1:{port}"), 2, Duration::from_millis(10)))
+    let d = Dispatcher::connect(config(
+        &format!("127.0.0.1:{port}"),
+        2,
+        Duration::from_millis(10),
+    ))
+    .await
+    .expect("connect is lazy and succeeds while the server is down");
+    let err = d
+        .submit(Uuid::new_v4(), vec![1], "image/jpeg")
         .await
-        .expect("connect is lazy and succeeds while the server is down");
-    let err = d.submit(Uuid::new_v4(), vec![1], "image/jpeg").await.unwrap_err();
+        .unwrap_err();
     assert!(matches!(err, ClipError::Unavailable { .. }), "{err:?}");
     assert!(err.is_retryable());
-    assert!(err.to_string().contains(&port.to_string()), "message names the address: {err}");
-    assert!(matches!(d.capabilities().await, Err(ClipError::Unavailable { .. })));
-    assert!(matches!(d.embed_text("cat").await, Err(ClipError::Unavailable { .. })));
+    assert!(
+        err.to_string().contains(&port.to_string()),
+        "message names the address: {err}"
+    );
+    assert!(matches!(
+        d.capabilities().await,
+        Err(ClipError::Unavailable { .. })
+    ));
+    assert!(matches!(
+        d.embed_text("cat").await,
+        Err(ClipError::Unavailable { .. })
+    ));
     assert_eq!(d.metrics().stream_errors, 1);
 }
 
 #[tokio::test]
 async fn capabilities_and_text_embedding() {
     let (_state, addr) = start(Mode::Reverse, Duration::ZERO).await;
-    let d = Dispatcher::connect(config(&addr, 8, LONG_WINDOW)).await.unwrap();
+    let d = Dispatcher::connect(config(&addr, 8, LONG_WINDOW))
+        .await
+        .unwrap();
     let caps = d.capabilities().await.unwrap();
     assert_eq!(caps.embedding_dim, Some(4));
     assert_eq!(caps.model_ids, vec!["fake-1".to_owned()]);
@@ -471,6 +574,9 @@ async fn capabilities_and_text_embedding() {
 
 #[tokio::test]
 async fn a_bad_address_is_refused_at_connect() {
-    let err = Dispatcher::connect(config("http://bad host:1", 8, LONG_WINDOW)).await.err().unwrap();
+    let err = Dispatcher::connect(config("http://bad host:1", 8, LONG_WINDOW))
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, ClipError::InvalidAddress { .. }), "{err:?}");
 }

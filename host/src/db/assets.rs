@@ -116,11 +116,12 @@ pub async fn insert(conn: &mut PgConnection, a: &NewAsset<'_>) -> Result<Inserte
     if let Some(id) = id {
         return Ok(Inserted::New(id));
     }
-    let existing: Uuid = sqlx::query_scalar("SELECT id FROM assets WHERE owner_id = $1 AND content_hash = $2")
-        .bind(a.owner_id)
-        .bind(a.content_hash)
-        .fetch_one(&mut *conn)
-        .await?;
+    let existing: Uuid =
+        sqlx::query_scalar("SELECT id FROM assets WHERE owner_id = $1 AND content_hash = $2")
+            .bind(a.owner_id)
+            .bind(a.content_hash)
+            .fetch_one(&mut *conn)
+            .await?;
     Ok(Inserted::Duplicate(existing))
 }
 
@@ -157,10 +158,12 @@ pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Asset>, sq
 
 /// An asset by id alone, for workers.
 pub async fn get_any(pool: &PgPool, id: Uuid) -> Result<Option<Asset>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The well-known facts that get typed columns.
@@ -260,8 +263,15 @@ pub async fn save_stage_results(
 }
 
 /// Replaces the renditions of an asset (idempotent for retried jobs).
-pub async fn save_renditions(conn: &mut PgConnection, asset: Uuid, list: &[Rendition]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM renditions WHERE asset_id = $1").bind(asset).execute(&mut *conn).await?;
+pub async fn save_renditions(
+    conn: &mut PgConnection,
+    asset: Uuid,
+    list: &[Rendition],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM renditions WHERE asset_id = $1")
+        .bind(asset)
+        .execute(&mut *conn)
+        .await?;
     for r in list {
         sqlx::query(
             "INSERT INTO renditions (asset_id, name, content_type, width, height, size) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -287,7 +297,10 @@ pub async fn renditions(pool: &PgPool, asset: Uuid) -> Result<Vec<Rendition>, sq
 }
 
 /// Stage results of an asset, in pipeline order.
-pub async fn stage_results(pool: &PgPool, asset: Uuid) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+pub async fn stage_results(
+    pool: &PgPool,
+    asset: Uuid,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT jsonb_build_object('stage', stage, 'outcome', outcome, 'duration_ms', duration_ms,
                                    'error', error, 'warnings', warnings)
@@ -384,23 +397,36 @@ pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset
 }
 
 /// Which of these hashes the owner already has, as (hash, asset id).
-pub async fn existing_hashes(pool: &PgPool, owner: Uuid, hashes: &[String]) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
-    sqlx::query_as("SELECT content_hash, id FROM assets WHERE owner_id = $1 AND content_hash = ANY($2)")
-        .bind(owner)
-        .bind(hashes)
-        .fetch_all(pool)
-        .await
+pub async fn existing_hashes(
+    pool: &PgPool,
+    owner: Uuid,
+    hashes: &[String],
+) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT content_hash, id FROM assets WHERE owner_id = $1 AND content_hash = ANY($2)",
+    )
+    .bind(owner)
+    .bind(hashes)
+    .fetch_all(pool)
+    .await
 }
 
 /// Serialises work on one content hash across processes (storing versus
 /// deleting the shared original) until the transaction ends.
 pub async fn lock_hash(conn: &mut PgConnection, hash: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))").bind(hash).execute(conn).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(hash)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Deletes an owner's asset; returns its hash, or `None` if there was none.
-pub async fn delete(conn: &mut PgConnection, owner: Uuid, id: Uuid) -> Result<Option<String>, sqlx::Error> {
+pub async fn delete(
+    conn: &mut PgConnection,
+    owner: Uuid,
+    id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("DELETE FROM assets WHERE id = $1 AND owner_id = $2 RETURNING content_hash")
         .bind(id)
         .bind(owner)
@@ -410,7 +436,10 @@ pub async fn delete(conn: &mut PgConnection, owner: Uuid, id: Uuid) -> Result<Op
 
 /// How many assets, of any owner, hold these bytes.
 pub async fn hash_refs(conn: &mut PgConnection, hash: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM assets WHERE content_hash = $1").bind(hash).fetch_one(conn).await
+    sqlx::query_scalar("SELECT count(*) FROM assets WHERE content_hash = $1")
+        .bind(hash)
+        .fetch_one(conn)
+        .await
 }
 
 /// Puts an asset back into `processing` for a new job.

@@ -10,7 +10,12 @@ use super::assets::Asset;
 pub const DIMENSION: usize = 512;
 
 /// Stores an asset's embedding, replacing an earlier one.
-pub async fn save_embedding(conn: &mut PgConnection, asset: Uuid, model_id: &str, vector: Vec<f32>) -> Result<(), sqlx::Error> {
+pub async fn save_embedding(
+    conn: &mut PgConnection,
+    asset: Uuid,
+    model_id: &str,
+    vector: Vec<f32>,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO embeddings (asset_id, model_id, embedding) VALUES ($1, $2, $3)
          ON CONFLICT (asset_id) DO UPDATE SET model_id = EXCLUDED.model_id, embedding = EXCLUDED.embedding, created_at = now()",
@@ -30,7 +35,10 @@ pub async fn save_predictions(
     labels: &[(String, f32)],
     source: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM predictions WHERE asset_id = $1").bind(asset).execute(&mut *conn).await?;
+    sqlx::query("DELETE FROM predictions WHERE asset_id = $1")
+        .bind(asset)
+        .execute(&mut *conn)
+        .await?;
     for (label, score) in labels {
         sqlx::query(
             "INSERT INTO predictions (asset_id, label, score, source) VALUES ($1, $2, $3, $4)
@@ -47,7 +55,10 @@ pub async fn save_predictions(
 }
 
 /// An asset's predictions, best first, as JSON objects.
-pub async fn predictions(pool: &PgPool, asset: Uuid) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+pub async fn predictions(
+    pool: &PgPool,
+    asset: Uuid,
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT jsonb_build_object('label', label, 'score', score, 'source', source)
          FROM predictions WHERE asset_id = $1 ORDER BY score DESC, label",
@@ -58,8 +69,14 @@ pub async fn predictions(pool: &PgPool, asset: Uuid) -> Result<Vec<serde_json::V
 }
 
 /// An asset's embedding and model, if it has one.
-pub async fn embedding_of(pool: &PgPool, asset: Uuid) -> Result<Option<(Vector, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT embedding, model_id FROM embeddings WHERE asset_id = $1").bind(asset).fetch_optional(pool).await
+pub async fn embedding_of(
+    pool: &PgPool,
+    asset: Uuid,
+) -> Result<Option<(Vector, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT embedding, model_id FROM embeddings WHERE asset_id = $1")
+        .bind(asset)
+        .fetch_optional(pool)
+        .await
 }
 
 /// One search hit.
@@ -107,5 +124,11 @@ pub async fn nearest(
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|r| Hit { asset: r.asset, distance: r.distance }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| Hit {
+            asset: r.asset,
+            distance: r.distance,
+        })
+        .collect())
 }

@@ -91,7 +91,9 @@ impl FromStr for Line {
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// The line name is not one we know.
-    #[error("unknown migration line {0:?}: use `main` (River's tables) or `app` (Lumilio's tables)")]
+    #[error(
+        "unknown migration line {0:?}: use `main` (River's tables) or `app` (Lumilio's tables)"
+    )]
     UnknownLine(String),
     /// River's migrator failed.
     #[error("River migration failed: {0}")]
@@ -163,7 +165,11 @@ pub async fn down(pool: &PgPool, line: Line, steps: Steps) -> Result<Vec<Applied
     }
 }
 
-async fn river(pool: &PgPool, direction: Direction, steps: Steps) -> Result<Vec<Applied>, MigrateError> {
+async fn river(
+    pool: &PgPool,
+    direction: Direction,
+    steps: Steps,
+) -> Result<Vec<Applied>, MigrateError> {
     let mut opts = MigrateOpts::new();
     if let Some(n) = steps.max_steps {
         opts = opts.with_max_steps(n);
@@ -171,23 +177,34 @@ async fn river(pool: &PgPool, direction: Direction, steps: Steps) -> Result<Vec<
     if let Some(v) = steps.target_version {
         opts = opts.with_target_version(v);
     }
-    let result = PostgresMigrator::new(pool.clone()).migrate(direction, opts).await?;
+    let result = PostgresMigrator::new(pool.clone())
+        .migrate(direction, opts)
+        .await?;
     Ok(result
         .versions
         .into_iter()
-        .map(|v| Applied { version: v.version, name: v.name.to_owned(), duration: v.duration })
+        .map(|v| Applied {
+            version: v.version,
+            name: v.name.to_owned(),
+            duration: v.duration,
+        })
         .collect())
 }
 
 async fn app_applied(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query(APP_MIGRATION_TABLE).execute(pool).await?;
-    let rows = sqlx::query("SELECT version FROM lumilio_migration WHERE line = 'app' ORDER BY version")
-        .fetch_all(pool)
-        .await?;
+    let rows =
+        sqlx::query("SELECT version FROM lumilio_migration WHERE line = 'app' ORDER BY version")
+            .fetch_all(pool)
+            .await?;
     Ok(rows.iter().map(|r| r.get::<i64, _>(0)).collect())
 }
 
-async fn app(pool: &PgPool, direction: Direction, steps: Steps) -> Result<Vec<Applied>, MigrateError> {
+async fn app(
+    pool: &PgPool,
+    direction: Direction,
+    steps: Steps,
+) -> Result<Vec<Applied>, MigrateError> {
     if let Some(t) = steps.target_version
         && t > 0
         && !APP_MIGRATIONS.iter().any(|m| m.version == t)
@@ -208,7 +225,15 @@ async fn app(pool: &PgPool, direction: Direction, steps: Steps) -> Result<Vec<Ap
             .filter(|m| applied.contains(&m.version))
             .filter(|m| steps.target_version.is_none_or(|t| m.version > t))
             // Like River: down reverts one step unless told otherwise.
-            .take(steps.max_steps.unwrap_or(if steps.target_version.is_some() { usize::MAX } else { 1 }))
+            .take(
+                steps
+                    .max_steps
+                    .unwrap_or(if steps.target_version.is_some() {
+                        usize::MAX
+                    } else {
+                        1
+                    }),
+            )
             .collect(),
     };
     let mut done = Vec::new();
@@ -218,28 +243,41 @@ async fn app(pool: &PgPool, direction: Direction, steps: Steps) -> Result<Vec<Ap
             Direction::Up => m.up,
             Direction::Down => m.down,
         };
-        let fail = |source| MigrateError::App { version: m.version, name: m.name, source };
+        let fail = |source| MigrateError::App {
+            version: m.version,
+            name: m.name,
+            source,
+        };
         // Each migration and its record commit together.
         let mut tx = pool.begin().await?;
         sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(fail)?;
         let record = match direction {
-            Direction::Up => sqlx::query("INSERT INTO lumilio_migration (line, version, name) VALUES ('app', $1, $2)")
-                .bind(m.version)
-                .bind(m.name),
+            Direction::Up => sqlx::query(
+                "INSERT INTO lumilio_migration (line, version, name) VALUES ('app', $1, $2)",
+            )
+            .bind(m.version)
+            .bind(m.name),
             Direction::Down => {
-                sqlx::query("DELETE FROM lumilio_migration WHERE line = 'app' AND version = $1").bind(m.version)
+                sqlx::query("DELETE FROM lumilio_migration WHERE line = 'app' AND version = $1")
+                    .bind(m.version)
             }
         };
         record.execute(&mut *tx).await.map_err(fail)?;
         tx.commit().await.map_err(fail)?;
-        done.push(Applied { version: m.version, name: m.name.to_owned(), duration: started.elapsed() });
+        done.push(Applied {
+            version: m.version,
+            name: m.name.to_owned(),
+            duration: started.elapsed(),
+        });
     }
     Ok(done)
 }
 
 /// Every known migration on every line, with whether it is applied.
 pub async fn list(pool: &PgPool) -> Result<Vec<MigrationStatus>, MigrateError> {
-    let main = PostgresMigrator::new(pool.clone()).existing_versions().await?;
+    let main = PostgresMigrator::new(pool.clone())
+        .existing_versions()
+        .await?;
     let app = app_applied(pool).await?;
     let mut out = Vec::new();
     for m in PostgresMigrator::all_versions() {

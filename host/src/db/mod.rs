@@ -13,7 +13,9 @@ use sqlx::postgres::PgPoolOptions;
 
 /// Why the database could not be reached.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot connect to the database at {url}: {source}. Is Postgres running? `make db` starts a local one and prints its DATABASE_URL")]
+#[error(
+    "cannot connect to the database at {url}: {source}. Is Postgres running? `make db` starts a local one and prints its DATABASE_URL"
+)]
 pub struct ConnectError {
     /// The URL with its password hidden.
     url: String,
@@ -28,7 +30,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectE
         .acquire_timeout(Duration::from_secs(10))
         .connect(url)
         .await
-        .map_err(|source| ConnectError { url: redact(url), source })
+        .map_err(|source| ConnectError {
+            url: redact(url),
+            source,
+        })
 }
 
 /// Hides the password in a connection URL so it can be logged.
@@ -49,7 +54,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redact_hides_password_only() {
-        assert_eq!(super::redact("postgres://u:secret@h:5/d"), "postgres://u:***@h:5/d");
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5/d"),
+            "postgres://u:***@h:5/d"
+        );
         assert_eq!(super::redact("postgres://h/d"), "postgres://h/d");
     }
 }

@@ -14,7 +14,9 @@ const KEY_PREFIX: &str = "lum_";
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
     /// The name is taken.
-    #[error("a user named {0:?} already exists; pick another name or use `lumilio user create-key {0}`")]
+    #[error(
+        "a user named {0:?} already exists; pick another name or use `lumilio user create-key {0}`"
+    )]
     Exists(String),
     /// No such user.
     #[error("no user named {0:?}; `lumilio user list` shows who exists")]
@@ -48,7 +50,10 @@ pub struct UserRow {
 fn new_key() -> (String, String, String) {
     let mut raw = [0u8; 24];
     rand::rng().fill_bytes(&mut raw);
-    let key = format!("{KEY_PREFIX}{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let key = format!(
+        "{KEY_PREFIX}{}",
+        raw.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
     let prefix = key[..12].to_owned();
     (key.clone(), prefix, hash_key(&key))
 }
@@ -62,11 +67,12 @@ pub fn hash_key(key: &str) -> String {
 pub async fn create(pool: &PgPool, name: &str) -> Result<(Uuid, String), UserError> {
     let mut tx = pool.begin().await?;
     let id = Uuid::new_v4();
-    let inserted = sqlx::query("INSERT INTO users (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-        .bind(id)
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    let inserted =
+        sqlx::query("INSERT INTO users (id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(id)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
     if inserted.rows_affected() == 0 {
         return Err(UserError::Exists(name.to_owned()));
     }
@@ -89,8 +95,10 @@ async fn insert_key(conn: &mut sqlx::PgConnection, user: Uuid) -> Result<String,
 
 /// Adds a key to an existing user; returns it in clear.
 pub async fn create_key(pool: &PgPool, name: &str) -> Result<String, UserError> {
-    let user: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM users WHERE name = $1").bind(name).fetch_optional(pool).await?;
+    let user: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
     let user = user.ok_or_else(|| UserError::NoSuchUser(name.to_owned()))?;
     let mut conn = pool.acquire().await?;
     Ok(insert_key(&mut conn, user).await?)
@@ -124,7 +132,10 @@ pub async fn revoke_key(pool: &PgPool, prefix_or_key: &str) -> Result<String, Us
         [one] => one.clone(),
         _ => return Err(UserError::Ambiguous(prefix_or_key.to_owned())),
     };
-    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1").bind(id).execute(pool).await?;
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
     Ok(prefix)
 }
 

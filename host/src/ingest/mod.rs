@@ -41,7 +41,12 @@ impl Staging {
     /// Uses `dir`, creating it if needed.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Self, IngestError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).await.map_err(|source| IngestError::Io { dir: dir.clone(), source })?;
+        fs::create_dir_all(&dir)
+            .await
+            .map_err(|source| IngestError::Io {
+                dir: dir.clone(),
+                source,
+            })?;
         Ok(Self { dir })
     }
 
@@ -54,7 +59,9 @@ impl Staging {
     pub async fn begin(&self, limit: u64) -> Result<Upload, IngestError> {
         // `.part` files are in flight; anything else here is waiting for a worker.
         let path = self.dir.join(format!("{}.part", Uuid::new_v4()));
-        let file = File::create(&path).await.map_err(|source| self.io(source))?;
+        let file = File::create(&path)
+            .await
+            .map_err(|source| self.io(source))?;
         Ok(Upload {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             guard: Guard(Some(path)),
@@ -66,7 +73,10 @@ impl Staging {
     }
 
     fn io(&self, source: io::Error) -> IngestError {
-        IngestError::Io { dir: self.dir.clone(), source }
+        IngestError::Io {
+            dir: self.dir.clone(),
+            source,
+        }
     }
 }
 
@@ -104,8 +114,16 @@ impl Upload {
             return Err(IngestError::TooLarge { limit: self.limit });
         }
         self.hasher.update(chunk);
-        let file = self.file.as_mut().ok_or(IngestError::TooLarge { limit: self.limit })?;
-        file.write_all(chunk).await.map_err(|source| IngestError::Io { dir: self.dir.clone(), source })
+        let file = self
+            .file
+            .as_mut()
+            .ok_or(IngestError::TooLarge { limit: self.limit })?;
+        file.write_all(chunk)
+            .await
+            .map_err(|source| IngestError::Io {
+                dir: self.dir.clone(),
+                source,
+            })
     }
 
     /// Bytes written so far.
@@ -117,7 +135,10 @@ impl Upload {
     pub async fn finish(mut self) -> Result<Staged, IngestError> {
         let dir = self.dir.clone();
         let io = |source| IngestError::Io { dir, source };
-        let mut file = self.file.take().ok_or(IngestError::TooLarge { limit: self.limit })?;
+        let mut file = self
+            .file
+            .take()
+            .ok_or(IngestError::TooLarge { limit: self.limit })?;
         if let Err(e) = file.flush().await {
             return Err(io(e));
         }
@@ -145,12 +166,19 @@ pub struct Staged {
 impl Staged {
     /// Where the bytes are now.
     pub fn path(&self) -> &Path {
-        self.guard.0.as_deref().expect("a staged file has a path until kept")
+        self.guard
+            .0
+            .as_deref()
+            .expect("a staged file has a path until kept")
     }
 
     /// Moves the file to `dest` (in the same directory tree) and keeps it.
     pub async fn keep_as(mut self, dest: &Path) -> io::Result<()> {
-        let from = self.guard.0.take().expect("a staged file has a path until kept");
+        let from = self
+            .guard
+            .0
+            .take()
+            .expect("a staged file has a path until kept");
         if let Err(e) = fs::rename(&from, dest).await {
             self.guard.0 = Some(from);
             return Err(e);
@@ -172,7 +200,10 @@ mod tests {
         up.write(b"world").await.unwrap();
         let staged = up.finish().await.unwrap();
         assert_eq!(staged.size, 11);
-        assert_eq!(staged.content_hash, blake3::hash(b"hello world").to_hex().to_string());
+        assert_eq!(
+            staged.content_hash,
+            blake3::hash(b"hello world").to_hex().to_string()
+        );
         let dest = dir.join("kept");
         staged.keep_as(&dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
@@ -184,8 +215,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lumilio-ingest-{}", Uuid::new_v4()));
         let staging = Staging::open(&dir).await.unwrap();
         let mut up = staging.begin(4).await.unwrap();
-        assert!(matches!(up.write(b"12345").await, Err(IngestError::TooLarge { limit: 4 })));
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "over-limit bytes deleted at once");
+        assert!(matches!(
+            up.write(b"12345").await,
+            Err(IngestError::TooLarge { limit: 4 })
+        ));
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "over-limit bytes deleted at once"
+        );
         drop(up);
         let mut up = staging.begin(100).await.unwrap();
         up.write(b"abc").await.unwrap();
@@ -196,7 +234,11 @@ mod tests {
             up.finish().await.unwrap()
         };
         drop(staged);
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "dropped uploads leave no bytes");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "dropped uploads leave no bytes"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
@@ -215,7 +257,11 @@ pub fn sanitize_file_name(raw: &str) -> String {
         }
         out.push(c);
     }
-    if out.is_empty() { "upload".to_owned() } else { out }
+    if out.is_empty() {
+        "upload".to_owned()
+    } else {
+        out
+    }
 }
 
 #[cfg(test)]

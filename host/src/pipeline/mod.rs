@@ -288,12 +288,9 @@ impl Pipeline {
                 });
             }
         };
+        // Relative to the file's directory; for a bare `pipeline.toml` that
+        // is the current directory, and joined paths stay as written.
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
-        };
         let specs = config::parse(&text, &base, &mut issues);
 
         let rt = &runtime.inner;
@@ -306,7 +303,7 @@ impl Pipeline {
                     stages.push(stage);
                     infos.push(info);
                 }
-                Err(issue) => issues.push(issue),
+                Err(e) => issues.push(e.issue),
             }
         }
         if !issues.is_empty() {
@@ -388,28 +385,38 @@ impl Pipeline {
     }
 }
 
+/// Why a stage's component could not be prepared: the message with the
+/// component's path (for pipeline.toml) and without (for `plugin run`).
+struct PrepareError {
+    issue: ConfigIssue,
+    bare: String,
+}
+
 fn prepare_stage(
     rt: &RuntimeInner,
     spec: StageSpec,
     stats: &mut LoadStats,
-) -> Result<(PreparedStage, StageInfo), ConfigIssue> {
+) -> Result<(PreparedStage, StageInfo), PrepareError> {
     let key = format!("{}.component", spec.label());
     let shown = spec.component.display().to_string();
-    let (component, hash, cached) =
-        rt.load_component(&spec.component)
-            .map_err(|m| ConfigIssue {
-                key: key.clone(),
-                message: format!("{shown}: {m}"),
-            })?;
+    let fail = |message: String, bare: String| PrepareError {
+        issue: ConfigIssue {
+            key: key.clone(),
+            message,
+        },
+        bare,
+    };
+    let (component, hash, cached) = rt
+        .load_component(&spec.component)
+        .map_err(|m| fail(format!("{shown}: {m}"), m))?;
     if cached {
         stats.cache_hits += 1;
     } else {
         stats.compiled += 1;
     }
-    let pre = rt.prepare(&component).map_err(|m| ConfigIssue {
-        key: key.clone(),
-        message: format!("{shown} {m}"),
-    })?;
+    let pre = rt
+        .prepare(&component)
+        .map_err(|m| fail(format!("{shown} {m}"), m))?;
     let mut env = Vec::new();
     for name in &spec.env {
         match std::env::var(name) {
@@ -617,7 +624,7 @@ async fn run_single_inner(
         return Err(err(format!("file not found: {}", component.display())));
     }
     let mut stats = LoadStats::default();
-    let (stage, _info) = prepare_stage(rt, spec, &mut stats).map_err(|i| err(i.message))?;
+    let (stage, _info) = prepare_stage(rt, spec, &mut stats).map_err(|e| err(e.bare))?;
     let call = rt.call(&stage, asset, bytes, &[]).await;
     Ok(match call.outcome {
         Ok(out) => SingleRun {

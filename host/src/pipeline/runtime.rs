@@ -229,20 +229,27 @@ impl RuntimeInner {
         Ok((component, hash, false))
     }
 
-    /// Checks a component against the world and pre-instantiates it.
+    /// Checks a component against the world and pre-instantiates it. Both a
+    /// missing export and an unsatisfied import are reported if both occur.
     pub(crate) fn prepare(&self, component: &Component) -> Result<StagePre, String> {
-        let version = bindings::detect(component, &self.engine)?;
-        bindings::check_imports(component, &self.engine)?;
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| format!("imports something the host does not provide: {}", chain(&e)))?;
-        StagePre::new(version, pre).map_err(|e| {
-            format!(
-                "does not implement world `lumilio:pipeline/stage@{version}`: {}",
-                chain(&e)
+        let version = bindings::detect(component, &self.engine);
+        let pre = bindings::check_imports(component, &self.engine).and_then(|()| {
+            self.linker.instantiate_pre(component).map_err(
+                |e| // The outermost message names the import; the causes
+                // below it only add noise.
+                format!("imports something the host does not provide: {e}"),
             )
-        })
+        });
+        match (version, pre) {
+            (Ok(version), Ok(pre)) => StagePre::new(version, pre).map_err(|e| {
+                format!(
+                    "does not implement world `lumilio:pipeline/stage@{version}`: {}",
+                    chain(&e)
+                )
+            }),
+            (Err(export), Err(import)) => Err(format!("{export}; and it {import}")),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        }
     }
 
     /// Runs one call of one stage in a fresh store, under its limits.

@@ -454,7 +454,9 @@ async fn wrong_world_fails_check_with_clear_message() {
         err.messages(),
         vec![format!(
             "{}: stage[0] (\"wrong\").component: {} does not implement world `lumilio:pipeline/stage`: \
-             missing export `lumilio:pipeline/runner@0.1.0` (it exports `lumilio:elsewhere/analyzer@0.1.0`)",
+             missing export `lumilio:pipeline/runner@0.1.0` (it exports `lumilio:elsewhere/analyzer@0.1.0`); \
+             and it imports something the host does not provide: component imports instance \
+             `lumilio:elsewhere/clock@0.1.0`, but a matching implementation was not found in the linker",
             path.display(),
             wasm.display()
         )]

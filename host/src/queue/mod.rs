@@ -6,6 +6,7 @@
 
 mod process_asset;
 mod process_clip;
+pub mod sweep;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,21 +89,34 @@ pub fn insert_only_client(pool: PgPool) -> Result<Client, riverqueue::Error> {
 }
 
 /// Builds the client that works every queue.
-pub fn worker_client(deps: WorkerDeps, settings: &QueueSettings) -> Result<Client, riverqueue::Error> {
+pub fn worker_client(
+    deps: WorkerDeps,
+    settings: &QueueSettings,
+) -> Result<Client, riverqueue::Error> {
     let mut workers = Workers::new();
     workers.add(ProcessAssetWorker::new(deps.clone()))?;
-    let maintenance = riverqueue::MaintenanceConfig::default().with_rescue_after(settings.rescue_after);
+    let maintenance =
+        riverqueue::MaintenanceConfig::default().with_rescue_after(settings.rescue_after);
     let mut builder = Client::builder(deps.pool.clone());
     if let Some(dispatcher) = &deps.clip {
-        workers.add(ProcessClipWorker::new(deps.pool.clone(), deps.storage.clone(), dispatcher.clone()))?;
+        workers.add(ProcessClipWorker::new(
+            deps.pool.clone(),
+            deps.storage.clone(),
+            dispatcher.clone(),
+        ))?;
         // One worker blocks on its own submission, so a batch holds at most as
         // many items as there are workers: never run fewer than a batch.
-        let n = settings.process_clip_workers.max(dispatcher.config().batch_size);
+        let n = settings
+            .process_clip_workers
+            .max(dispatcher.config().batch_size);
         builder = builder.queue(PROCESS_CLIP_QUEUE, QueueConfig::new(n));
     }
     builder
         .workers(workers)
-        .queue(PROCESS_ASSET_QUEUE, QueueConfig::new(settings.process_asset_workers))
+        .queue(
+            PROCESS_ASSET_QUEUE,
+            QueueConfig::new(settings.process_asset_workers),
+        )
         .job_timeout(settings.job_timeout)
         .maintenance(maintenance)
         .soft_stop_timeout(Duration::from_secs(20))

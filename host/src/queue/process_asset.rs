@@ -13,6 +13,9 @@ use crate::db::assets::{self, KnownFacts, Status};
 use crate::pipeline::{AssetFacts, FactValue, PipelineReport, StageOutcome, Verdict};
 use crate::storage::StorageError;
 
+/// Room a stage needs beside the file itself (its code, stack and buffers).
+const HEADROOM: u64 = 32 << 20;
+
 /// Why a `process_asset` attempt failed (River retries it with backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
@@ -59,19 +62,29 @@ impl ProcessAssetWorker {
         match tokio::fs::read(&staged).await {
             Ok(bytes) => return Ok(bytes),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(StorageError::Io { path: staged, source: e }.into());
+                return Err(StorageError::Io {
+                    path: staged,
+                    source: e,
+                }
+                .into());
             }
             Err(_) => {}
         }
         // A retried job may find the original already moved into storage.
         let original = self.deps.storage.original_path(&asset.content_hash)?;
-        tokio::fs::read(&original).await.map_err(|_| ProcessError::MissingBytes {
-            asset: asset.id,
-            staged: staged.display().to_string(),
-        })
+        tokio::fs::read(&original)
+            .await
+            .map_err(|_| ProcessError::MissingBytes {
+                asset: asset.id,
+                staged: staged.display().to_string(),
+            })
     }
 
-    async fn process(&self, context: &WorkContext, job: &Job<ProcessAsset>) -> Result<WorkOutcome, ProcessError> {
+    async fn process(
+        &self,
+        context: &WorkContext,
+        job: &Job<ProcessAsset>,
+    ) -> Result<WorkOutcome, ProcessError> {
         let pool = &self.deps.pool;
         let id = job.args.asset_id;
         let Some(asset) = assets::get_any(pool, id).await? else {
@@ -81,6 +94,37 @@ impl ProcessAssetWorker {
         if asset.status != Status::Processing.as_str() {
             // Already finished by an earlier attempt whose completion was lost.
             self.deps.storage.remove_staged(id).await?;
+            return Ok(WorkOutcome::Complete);
+        }
+        // Every stage gets the whole file in its own memory: a file that cannot
+        // fit would fail the same way on every retry, so it is rejected up front.
+        if let Some(stage) = self
+            .deps
+            .pipeline
+            .stages()
+            .iter()
+            .find(|s| (asset.size as u64).saturating_add(HEADROOM) > s.memory_limit_mb << 20)
+        {
+            let reason = format!(
+                "the file ({} MiB) does not fit in stage {:?}'s memory limit of {} MiB; raise memory_limit_mb in the pipeline to accept such files",
+                asset.size >> 20,
+                stage.name,
+                stage.memory_limit_mb
+            );
+            let mut tx = riverqueue::database::begin_postgres(&self.deps.pool).await?;
+            assets::finish(
+                &mut tx,
+                id,
+                Status::Rejected,
+                Some(&reason),
+                &KnownFacts::default(),
+                &Value::Object(Map::new()),
+            )
+            .await?;
+            context.job_complete_tx(&mut tx).await?;
+            tx.commit().await?;
+            self.deps.storage.remove_staged(id).await?;
+            info!(asset = %id, reason, "asset rejected before the pipeline");
             return Ok(WorkOutcome::Complete);
         }
         let bytes: Arc<[u8]> = self.read_bytes(&asset).await?.into();
@@ -103,11 +147,17 @@ impl ProcessAssetWorker {
                 assets::lock_hash(&mut tx, &asset.content_hash).await?;
                 let staged = self.deps.storage.staged_path(id);
                 if tokio::fs::try_exists(&staged).await.unwrap_or(false) {
-                    self.deps.storage.put_original(&staged, &asset.content_hash).await?;
+                    self.deps
+                        .storage
+                        .put_original(&staged, &asset.content_hash)
+                        .await?;
                 }
                 let mut rows = Vec::with_capacity(report.renditions.len());
                 for r in &report.renditions {
-                    self.deps.storage.put_rendition(&asset.content_hash, &r.name, &r.bytes).await?;
+                    self.deps
+                        .storage
+                        .put_rendition(&asset.content_hash, &r.name, &r.bytes)
+                        .await?;
                     rows.push(assets::Rendition {
                         name: r.name.clone(),
                         content_type: r.content_type.clone(),
@@ -118,12 +168,23 @@ impl ProcessAssetWorker {
                 }
                 assets::save_renditions(&mut tx, id, &rows).await?;
                 // The next step is enqueued with the outcome, in the same transaction.
-                if self.deps.clip.is_some() && rows.iter().any(|r| r.name == super::CLIP_RENDITION) {
-                    let client = context.client().expect("jobs worked by a client have a client");
-                    client.insert(super::ProcessClip { asset_id: id }).tx(&mut tx).await?;
+                if self.deps.clip.is_some() && rows.iter().any(|r| r.name == super::CLIP_RENDITION)
+                {
+                    let client = context
+                        .client()
+                        .expect("jobs worked by a client have a client");
+                    client
+                        .insert(super::ProcessClip { asset_id: id })
+                        .tx(&mut tx)
+                        .await?;
                 }
-                let outcome =
-                    Outcome { status: Status::Ready, reason: None, results: &results, known: &known, facts: &facts_json };
+                let outcome = Outcome {
+                    status: Status::Ready,
+                    reason: None,
+                    results: &results,
+                    known: &known,
+                    facts: &facts_json,
+                };
                 save_outcome(&mut tx, id, outcome, context).await?;
                 tx.commit().await?;
                 (Status::Ready, None)
@@ -143,16 +204,41 @@ impl ProcessAssetWorker {
                 (Status::Rejected, Some(reason))
             }
             Verdict::Failed { stage, error } => {
-                let final_attempt = job.row.attempt >= job.row.max_attempts;
+                // A trap, panic or out-of-memory would repeat on every retry.
+                let retryable = report.stages.iter().all(|s| match &s.outcome {
+                    StageOutcome::Failed(e) => e.may_succeed_on_retry(),
+                    _ => true,
+                });
+                let give_up = !retryable || job.row.attempt >= job.row.max_attempts;
                 let mut tx = riverqueue::database::begin_postgres(pool).await?;
                 assets::save_stage_results(&mut tx, id, &results).await?;
-                if final_attempt {
-                    // Out of retries: the asset is failed; keep the staged bytes for a reprocess.
-                    let reason = format!("{stage}: {error} (gave up after {} attempts)", job.row.attempt);
-                    assets::finish(&mut tx, id, Status::Failed, Some(&reason), &known, &facts_json).await?;
+                if !give_up {
+                    tx.commit().await?;
+                    return Err(ProcessError::Stage {
+                        stage: stage.clone(),
+                        error: error.clone(),
+                    });
                 }
+                // The asset is failed; the staged bytes stay for a reprocess.
+                let why = if retryable {
+                    format!("gave up after {} attempts", job.row.attempt)
+                } else {
+                    "not retried: it would fail the same way".into()
+                };
+                let reason = format!("{stage}: {error} ({why})");
+                assets::finish(
+                    &mut tx,
+                    id,
+                    Status::Failed,
+                    Some(&reason),
+                    &known,
+                    &facts_json,
+                )
+                .await?;
+                context.job_complete_tx(&mut tx).await?;
                 tx.commit().await?;
-                return Err(ProcessError::Stage { stage: stage.clone(), error: error.clone() });
+                warn!(asset = %id, reason, "asset failed");
+                return Ok(WorkOutcome::Complete);
             }
         };
         self.deps.storage.remove_staged(id).await?;
@@ -179,7 +265,15 @@ async fn save_outcome(
     context: &WorkContext,
 ) -> Result<(), ProcessError> {
     assets::save_stage_results(tx, id, outcome.results).await?;
-    assets::finish(tx, id, outcome.status, outcome.reason, outcome.known, outcome.facts).await?;
+    assets::finish(
+        tx,
+        id,
+        outcome.status,
+        outcome.reason,
+        outcome.known,
+        outcome.facts,
+    )
+    .await?;
     context.job_complete_tx(tx).await?;
     Ok(())
 }
@@ -187,7 +281,11 @@ async fn save_outcome(
 impl Worker<ProcessAsset> for ProcessAssetWorker {
     type Error = ProcessError;
 
-    async fn work(&self, context: WorkContext, job: Job<ProcessAsset>) -> Result<WorkOutcome, ProcessError> {
+    async fn work(
+        &self,
+        context: WorkContext,
+        job: Job<ProcessAsset>,
+    ) -> Result<WorkOutcome, ProcessError> {
         let result = self.process(&context, &job).await;
         if let Err(e) = &result {
             warn!(asset = %job.args.asset_id, attempt = job.row.attempt, error = %e, "process_asset attempt failed");
@@ -226,7 +324,10 @@ fn facts_of(report: &PipelineReport) -> (KnownFacts, Value) {
     let mut json = Map::new();
     let mut k = KnownFacts::default();
     for (key, value) in &report.facts {
-        json.insert(key.clone(), serde_json::to_value(value).unwrap_or(Value::Null));
+        json.insert(
+            key.clone(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
         let text = || match value {
             FactValue::Text(s) => Some(s.clone()),
             _ => None,
@@ -268,7 +369,9 @@ fn facts_of(report: &PipelineReport) -> (KnownFacts, Value) {
 
 /// `2021-06-01T12:30:00+02:00` → wall-clock time and offset text.
 fn parse_taken_at(s: &str) -> (Option<NaiveDateTime>, Option<String>) {
-    let Some(head) = s.get(..19) else { return (None, None) };
+    let Some(head) = s.get(..19) else {
+        return (None, None);
+    };
     let time = NaiveDateTime::parse_from_str(head, "%Y-%m-%dT%H:%M:%S").ok();
     let offset = s.get(19..).filter(|o| !o.is_empty()).map(str::to_owned);
     (time, offset)

@@ -41,15 +41,25 @@ pub struct ProcessClipWorker {
 impl ProcessClipWorker {
     /// A worker that submits to `dispatcher`.
     pub fn new(pool: PgPool, storage: Storage, dispatcher: Dispatcher) -> Self {
-        Self { pool, storage, dispatcher }
+        Self {
+            pool,
+            storage,
+            dispatcher,
+        }
     }
 
-    async fn process(&self, context: &WorkContext, asset_id: Uuid) -> Result<WorkOutcome, ClipJobError> {
+    async fn process(
+        &self,
+        context: &WorkContext,
+        asset_id: Uuid,
+    ) -> Result<WorkOutcome, ClipJobError> {
         let Some(asset) = assets::get_any(&self.pool, asset_id).await? else {
             info!(asset = %asset_id, "asset deleted before CLIP; nothing to do");
             return Ok(WorkOutcome::Complete);
         };
-        let path = self.storage.rendition_path(&asset.content_hash, CLIP_RENDITION)?;
+        let path = self
+            .storage
+            .rendition_path(&asset.content_hash, CLIP_RENDITION)?;
         let image = match tokio::fs::read(&path).await {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -59,8 +69,15 @@ impl ProcessClipWorker {
             }
             Err(source) => return Err(StorageError::Io { path, source }.into()),
         };
-        let result = self.dispatcher.submit(asset_id, image, "image/jpeg").await?;
-        let labels: Vec<(String, f32)> = result.labels.into_iter().map(|l| (l.label, l.score)).collect();
+        let result = self
+            .dispatcher
+            .submit(asset_id, image, "image/jpeg")
+            .await?;
+        let labels: Vec<(String, f32)> = result
+            .labels
+            .into_iter()
+            .map(|l| (l.label, l.score))
+            .collect();
         let mut tx = riverqueue::database::begin_postgres(&self.pool).await?;
         // The asset may have been deleted while we waited for the service.
         if assets::lock(&mut tx, asset_id).await?.is_none() {
@@ -68,7 +85,13 @@ impl ProcessClipWorker {
             tx.commit().await?;
             return Ok(WorkOutcome::Complete);
         }
-        embeddings::save_embedding(&mut tx, asset_id, &result.embedding.model_id, result.embedding.vector).await?;
+        embeddings::save_embedding(
+            &mut tx,
+            asset_id,
+            &result.embedding.model_id,
+            result.embedding.vector,
+        )
+        .await?;
         embeddings::save_predictions(&mut tx, asset_id, &labels, &result.label_source).await?;
         context.job_complete_tx(&mut tx).await?;
         tx.commit().await?;
@@ -94,7 +117,11 @@ impl Worker<ProcessClip> for ProcessClipWorker {
         Some(clip_retry_delay(job.row.attempt))
     }
 
-    async fn work(&self, context: WorkContext, job: Job<ProcessClip>) -> Result<WorkOutcome, ClipJobError> {
+    async fn work(
+        &self,
+        context: WorkContext,
+        job: Job<ProcessClip>,
+    ) -> Result<WorkOutcome, ClipJobError> {
         let result = self.process(&context, job.args.asset_id).await;
         if let Err(e) = &result {
             warn!(asset = %job.args.asset_id, attempt = job.row.attempt, error = %e, "process_clip attempt failed; will retry");
@@ -107,7 +134,9 @@ impl Worker<ProcessClip> for ProcessClipWorker {
 mod tests {
     #[test]
     fn retry_backs_off_and_is_capped() {
-        let d: Vec<u64> = [1, 2, 3, 8, 9, 25].map(|a| super::clip_retry_delay(a).as_secs()).to_vec();
+        let d: Vec<u64> = [1, 2, 3, 8, 9, 25]
+            .map(|a| super::clip_retry_delay(a).as_secs())
+            .to_vec();
         assert_eq!(d, [2, 4, 8, 256, 300, 300]);
     }
 }

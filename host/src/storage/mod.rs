@@ -36,7 +36,11 @@ pub struct Storage {
 }
 
 fn check_hash(hash: &str) -> Result<(), StorageError> {
-    if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
         Err(StorageError::BadHash(hash.to_owned()))
@@ -44,13 +48,22 @@ fn check_hash(hash: &str) -> Result<(), StorageError> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
-    move |source| StorageError::Io { path: path.to_owned(), source }
+    move |source| StorageError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 impl Storage {
     /// Uses these directories, creating them if needed.
-    pub async fn open(staging: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Result<Self, StorageError> {
-        let s = Self { staging: staging.into(), root: root.into() };
+    pub async fn open(
+        staging: impl Into<PathBuf>,
+        root: impl Into<PathBuf>,
+    ) -> Result<Self, StorageError> {
+        let s = Self {
+            staging: staging.into(),
+            root: root.into(),
+        };
         for dir in [&s.staging, &s.root] {
             fs::create_dir_all(dir).await.map_err(io_err(dir))?;
         }
@@ -70,7 +83,12 @@ impl Storage {
     /// Where the original with this content hash lives.
     pub fn original_path(&self, hash: &str) -> Result<PathBuf, StorageError> {
         check_hash(hash)?;
-        Ok(self.root.join("originals").join(&hash[..2]).join(&hash[2..4]).join(hash))
+        Ok(self
+            .root
+            .join("originals")
+            .join(&hash[..2])
+            .join(&hash[2..4])
+            .join(hash))
     }
 
     /// Where a rendition of the original with this hash lives.
@@ -78,11 +96,18 @@ impl Storage {
         check_hash(hash)?;
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
         if !ok {
             return Err(StorageError::BadName(name.to_owned()));
         }
-        Ok(self.root.join("renditions").join(&hash[..2]).join(hash).join(name))
+        Ok(self
+            .root
+            .join("renditions")
+            .join(&hash[..2])
+            .join(hash)
+            .join(name))
     }
 
     /// Moves a staged file into place as the original for `hash`. Idempotent:
@@ -99,14 +124,24 @@ impl Storage {
             // crash never leaves a half-written original under its final name.
             let tmp = dest.with_extension("tmp");
             fs::copy(staged, &tmp).await.map_err(io_err(&tmp))?;
-            fs::File::open(&tmp).await.map_err(io_err(&tmp))?.sync_all().await.map_err(io_err(&tmp))?;
+            fs::File::open(&tmp)
+                .await
+                .map_err(io_err(&tmp))?
+                .sync_all()
+                .await
+                .map_err(io_err(&tmp))?;
             fs::rename(&tmp, &dest).await.map_err(io_err(&dest))?;
         }
         Ok(dest)
     }
 
     /// Writes a rendition atomically (temporary file, then rename).
-    pub async fn put_rendition(&self, hash: &str, name: &str, bytes: &[u8]) -> Result<PathBuf, StorageError> {
+    pub async fn put_rendition(
+        &self,
+        hash: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, StorageError> {
         let dest = self.rendition_path(hash, name)?;
         let parent = dest.parent().expect("rendition paths have a parent");
         fs::create_dir_all(parent).await.map_err(io_err(parent))?;
@@ -120,7 +155,10 @@ impl Storage {
     pub async fn remove_stored(&self, hash: &str) -> Result<(), StorageError> {
         let original = self.original_path(hash)?;
         let renditions = self.root.join("renditions").join(&hash[..2]).join(hash);
-        for result in [fs::remove_file(&original).await, fs::remove_dir_all(&renditions).await] {
+        for result in [
+            fs::remove_file(&original).await,
+            fs::remove_dir_all(&renditions).await,
+        ] {
             if let Err(e) = result
                 && e.kind() != io::ErrorKind::NotFound
             {
@@ -146,11 +184,23 @@ mod tests {
 
     #[tokio::test]
     async fn paths_come_from_hashes_only() {
-        let s = Storage { staging: "/s".into(), root: "/r".into() };
+        let s = Storage {
+            staging: "/s".into(),
+            root: "/r".into(),
+        };
         let h = "ab".repeat(32);
-        assert_eq!(s.original_path(&h).unwrap(), PathBuf::from(format!("/r/originals/ab/ab/{h}")));
-        assert!(matches!(s.original_path("../../etc/passwd"), Err(StorageError::BadHash(_))));
-        assert!(matches!(s.rendition_path(&h, "../x"), Err(StorageError::BadName(_))));
+        assert_eq!(
+            s.original_path(&h).unwrap(),
+            PathBuf::from(format!("/r/originals/ab/ab/{h}"))
+        );
+        assert!(matches!(
+            s.original_path("../../etc/passwd"),
+            Err(StorageError::BadHash(_))
+        ));
+        assert!(matches!(
+            s.rendition_path(&h, "../x"),
+            Err(StorageError::BadName(_))
+        ));
         assert!(s.rendition_path(&h, "small").unwrap().ends_with("small"));
     }
 }

@@ -11,7 +11,9 @@ impl Xmp {
     /// entropy-coded data is never scanned), elsewhere anywhere in the file.
     pub fn find(bytes: &[u8]) -> Option<Xmp> {
         if bytes.starts_with(&[0xFF, 0xD8]) {
-            return jpeg_segments(bytes).filter(|(m, _)| *m == 0xE1).find_map(|(_, p)| Self::scan(p));
+            return jpeg_segments(bytes)
+                .filter(|(m, _)| *m == 0xE1)
+                .find_map(|(_, p)| Self::scan(p));
         }
         Self::scan(bytes)
     }
@@ -19,14 +21,19 @@ impl Xmp {
     fn scan(bytes: &[u8]) -> Option<Xmp> {
         let start = find(bytes, b"<x:xmpmeta")?;
         let len = find(&bytes[start..], b"</x:xmpmeta>")?;
-        Some(Xmp(String::from_utf8_lossy(&bytes[start..start + len]).into_owned()))
+        Some(Xmp(
+            String::from_utf8_lossy(&bytes[start..start + len]).into_owned()
+        ))
     }
 
     /// The value of a simple property, as an attribute (`ns:Name="v"`), an
     /// element (`<ns:Name>v</ns:Name>`), or the first `rdf:li` inside it.
     pub fn get(&self, name: &str) -> Option<String> {
         // Adobe wrote the xmp: namespace with the prefix xap: until ~2006.
-        self.get_exact(name).or_else(|| self.get_exact(&name.replacen("xmp:", "xap:", 1)).filter(|_| name.starts_with("xmp:")))
+        self.get_exact(name).or_else(|| {
+            self.get_exact(&name.replacen("xmp:", "xap:", 1))
+                .filter(|_| name.starts_with("xmp:"))
+        })
     }
 
     fn get_exact(&self, name: &str) -> Option<String> {
@@ -57,7 +64,12 @@ impl Xmp {
 }
 
 fn clean(v: &str) -> Option<String> {
-    let v = v.replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'");
+    let v = v
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'");
     let v = v.trim();
     (!v.is_empty()).then(|| v.to_string())
 }
@@ -87,8 +99,13 @@ pub fn gps(s: &str) -> Option<f64> {
     let s = s.trim();
     let dir = s.chars().last()?;
     let body = &s[..s.len() - dir.len_utf8()];
-    let parts: Vec<f64> = body.split(',').map(|p| p.trim().parse().ok()).collect::<Option<_>>()?;
-    let v = parts.first()? + parts.get(1).unwrap_or(&0.0) / 60.0 + parts.get(2).unwrap_or(&0.0) / 3600.0;
+    let parts: Vec<f64> = body
+        .split(',')
+        .map(|p| p.trim().parse().ok())
+        .collect::<Option<_>>()?;
+    let v = parts.first()?
+        + parts.get(1).unwrap_or(&0.0) / 60.0
+        + parts.get(2).unwrap_or(&0.0) / 3600.0;
     match dir {
         'N' | 'E' => Some(v),
         'S' | 'W' => Some(-v),
@@ -113,7 +130,12 @@ pub fn unix_to_iso(t: i64) -> Option<String> {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    Some(format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60))
+    Some(format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    ))
 }
 
 /// Iterates over JPEG marker segments before SOS: (marker, payload).
@@ -159,7 +181,8 @@ pub struct Ciff {
 impl Ciff {
     /// Reads the CIFF heap of a JPEG, if it has one.
     pub fn read(b: &[u8]) -> Option<Ciff> {
-        let (_, p) = jpeg_segments(b).find(|(m, p)| *m == 0xE0 && p.get(6..14) == Some(b"HEAPJPGM"))?;
+        let (_, p) =
+            jpeg_segments(b).find(|(m, p)| *m == 0xE0 && p.get(6..14) == Some(b"HEAPJPGM"))?;
         if !p.starts_with(b"II") {
             return None; // every CIFF-in-JPEG seen is little-endian
         }
@@ -174,7 +197,10 @@ fn heap(h: &[u8], out: &mut Ciff, depth: u32) -> Option<()> {
     if depth > 4 || h.len() < 4 {
         return None;
     }
-    let le32 = |at: usize| h.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize);
+    let le32 = |at: usize| {
+        h.get(at..at + 4)
+            .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+    };
     let le16 = |at: usize| h.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
     let dir = le32(h.len() - 4)?;
     let n = le16(dir)? as usize;
@@ -194,8 +220,12 @@ fn heap(h: &[u8], out: &mut Ciff, depth: u32) -> Option<()> {
             }
             0x080A => {
                 let mut parts = data.split(|&c| c == 0).filter(|s| !s.is_empty());
-                out.make = parts.next().map(|s| String::from_utf8_lossy(s).trim().to_string());
-                out.model = parts.next().map(|s| String::from_utf8_lossy(s).trim().to_string());
+                out.make = parts
+                    .next()
+                    .map(|s| String::from_utf8_lossy(s).trim().to_string());
+                out.model = parts
+                    .next()
+                    .map(|s| String::from_utf8_lossy(s).trim().to_string());
             }
             0x180E => {
                 let t = u32::from_le_bytes(data.get(0..4)?.try_into().ok()?);
@@ -225,16 +255,27 @@ pub struct PictureInfo {
 impl PictureInfo {
     /// Reads the APP12 picture-info block of a JPEG, if it has one.
     pub fn read(b: &[u8]) -> Option<PictureInfo> {
-        let (_, p) = jpeg_segments(b).find(|(m, p)| *m == 0xEC && find(p, b"[picture info]").is_some())?;
+        let (_, p) =
+            jpeg_segments(b).find(|(m, p)| *m == 0xEC && find(p, b"[picture info]").is_some())?;
         let text = String::from_utf8_lossy(p);
         let mut out = PictureInfo::default();
         for line in text.split(['\r', '\n']) {
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             let v = v.trim();
             match k.trim() {
                 "TimeDate" => out.taken_at = v.parse().ok().and_then(unix_to_iso),
-                "Shutter" => out.exposure_time = v.parse::<f64>().ok().filter(|x| *x > 0.0).map(|x| x / 1e6),
-                "FNumber" => out.f_number = v.trim_start_matches(['F', 'f']).parse().ok().filter(|x: &f64| *x > 0.0),
+                "Shutter" => {
+                    out.exposure_time = v.parse::<f64>().ok().filter(|x| *x > 0.0).map(|x| x / 1e6)
+                }
+                "FNumber" => {
+                    out.f_number = v
+                        .trim_start_matches(['F', 'f'])
+                        .parse()
+                        .ok()
+                        .filter(|x: &f64| *x > 0.0)
+                }
                 _ => {}
             }
         }
@@ -249,7 +290,10 @@ pub fn reconyx_taken_at(note: &[u8], make: Option<&str>) -> Option<String> {
     if !note.starts_with(&[0x01, 0xF1]) || !(versioned || make == Some("RECONYX")) {
         return None;
     }
-    let w = |i: usize| note.get(2 * i..2 * i + 2).map(|s| u16::from_le_bytes([s[0], s[1]]) as u32);
+    let w = |i: usize| {
+        note.get(2 * i..2 * i + 2)
+            .map(|s| u16::from_le_bytes([s[0], s[1]]) as u32)
+    };
     let (s, mi, h, mo, d, y) = (w(0x0B)?, w(0x0C)?, w(0x0D)?, w(0x0E)?, w(0x0F)?, w(0x10)?);
     crate::parse_exif_datetime(&format!("{y}:{mo}:{d} {h}:{mi}:{s}"))
 }
@@ -261,8 +305,14 @@ mod tests {
     #[test]
     fn unix_times() {
         assert_eq!(unix_to_iso(0).as_deref(), Some("1970-01-01T00:00:00"));
-        assert_eq!(unix_to_iso(909_698_819).as_deref(), Some("1998-10-29T22:06:59"));
-        assert_eq!(unix_to_iso(951_782_400).as_deref(), Some("2000-02-29T00:00:00"));
+        assert_eq!(
+            unix_to_iso(909_698_819).as_deref(),
+            Some("1998-10-29T22:06:59")
+        );
+        assert_eq!(
+            unix_to_iso(951_782_400).as_deref(),
+            Some("2000-02-29T00:00:00")
+        );
     }
 
     #[test]

@@ -115,13 +115,17 @@ pub fn extract(bytes: &[u8]) -> Extracted {
         Ok(e) => Some(e),
         Err(e) => match e.distill_partial_result(|errs| {
             let list: Vec<String> = errs.iter().take(3).map(|e| e.to_string()).collect();
-            out.warnings.push(format!("some EXIF fields are damaged and were skipped ({})", list.join("; ")));
+            out.warnings.push(format!(
+                "some EXIF fields are damaged and were skipped ({})",
+                list.join("; ")
+            ));
         }) {
             Ok(e) => Some(e),
             Err(exif::Error::NotFound(_)) => None,
             Err(exif::Error::InvalidFormat("Unknown image format")) => None,
             Err(e) => {
-                out.warnings.push(format!("the EXIF metadata could not be read: {e}"));
+                out.warnings
+                    .push(format!("the EXIF metadata could not be read: {e}"));
                 None
             }
         },
@@ -133,13 +137,30 @@ pub fn extract(bytes: &[u8]) -> Extracted {
     }
     // Dates in precedence order, each from EXIF first, then XMP, then the
     // vendor blocks (the order in which exiftool prefers them).
-    let x = |name: &str| xmp.as_ref().and_then(|x| x.get(name)).and_then(|s| parse_datetime(&s));
-    let original = exif.as_ref().and_then(|e| exif_date(e, Tag::DateTimeOriginal, Tag::OffsetTimeOriginal))
+    let x = |name: &str| {
+        xmp.as_ref()
+            .and_then(|x| x.get(name))
+            .and_then(|s| parse_datetime(&s))
+    };
+    let original = exif
+        .as_ref()
+        .and_then(|e| exif_date(e, Tag::DateTimeOriginal, Tag::OffsetTimeOriginal))
         .or_else(|| x("exif:DateTimeOriginal"))
         .or_else(|| vendor_date(bytes, exif.as_ref(), m.make.as_deref()));
-    let created = || exif.as_ref().and_then(|e| exif_date(e, Tag::DateTimeDigitized, Tag::OffsetTimeDigitized)).or_else(|| x("xmp:CreateDate"));
-    let modified = || exif.as_ref().and_then(|e| exif_date(e, Tag::DateTime, Tag::OffsetTime)).or_else(|| x("xmp:ModifyDate"));
-    m.taken_at = original.or_else(created).or_else(modified).map(|(d, off)| d + off.as_deref().unwrap_or(""));
+    let created = || {
+        exif.as_ref()
+            .and_then(|e| exif_date(e, Tag::DateTimeDigitized, Tag::OffsetTimeDigitized))
+            .or_else(|| x("xmp:CreateDate"))
+    };
+    let modified = || {
+        exif.as_ref()
+            .and_then(|e| exif_date(e, Tag::DateTime, Tag::OffsetTime))
+            .or_else(|| x("xmp:ModifyDate"))
+    };
+    m.taken_at = original
+        .or_else(created)
+        .or_else(modified)
+        .map(|(d, off)| d + off.as_deref().unwrap_or(""));
     if let Some(c) = extra::Ciff::read(bytes) {
         m.make = m.make.or(c.make);
         m.model = m.model.or(c.model);
@@ -150,14 +171,19 @@ pub fn extract(bytes: &[u8]) -> Extracted {
         m.f_number = m.f_number.or(p.f_number);
     }
     if m == Metadata::default() {
-        out.log.push("metadata: no EXIF or XMP metadata in this file".into());
+        out.log
+            .push("metadata: no EXIF or XMP metadata in this file".into());
     }
     out.metadata = m;
     out
 }
 
 /// DateTimeOriginal from CIFF, Olympus picture info or a Reconyx maker note.
-fn vendor_date(bytes: &[u8], exif: Option<&Exif>, make: Option<&str>) -> Option<(String, Option<String>)> {
+fn vendor_date(
+    bytes: &[u8],
+    exif: Option<&Exif>,
+    make: Option<&str>,
+) -> Option<(String, Option<String>)> {
     let ciff = || extra::Ciff::read(bytes).and_then(|c| c.taken_at);
     let pinfo = || extra::PictureInfo::read(bytes).and_then(|p| p.taken_at);
     let reconyx = || {
@@ -172,7 +198,11 @@ fn vendor_date(bytes: &[u8], exif: Option<&Exif>, make: Option<&str>) -> Option<
 
 /// Fills fields EXIF did not have from the XMP packet.
 fn fill_from_xmp(m: &mut Metadata, x: &extra::Xmp) {
-    let num = |k: &str| x.get(k).and_then(|s| extra::number(&s)).filter(|v| *v > 0.0);
+    let num = |k: &str| {
+        x.get(k)
+            .and_then(|s| extra::number(&s))
+            .filter(|v| *v > 0.0)
+    };
     let int = |k: &str| num(k).filter(|v| v.fract() == 0.0).map(|v| v as i64);
     m.make = m.make.take().or_else(|| x.get("tiff:Make"));
     m.model = m.model.take().or_else(|| x.get("tiff:Model"));
@@ -180,8 +210,13 @@ fn fill_from_xmp(m: &mut Metadata, x: &extra::Xmp) {
     m.exposure_time = m.exposure_time.or_else(|| num("exif:ExposureTime"));
     m.f_number = m.f_number.or_else(|| num("exif:FNumber"));
     m.focal_length = m.focal_length.or_else(|| num("exif:FocalLength"));
-    m.iso = m.iso.or_else(|| int("exif:ISOSpeedRatings")).or_else(|| int("exifEX:PhotographicSensitivity"));
-    m.orientation = m.orientation.or_else(|| int("tiff:Orientation").filter(|v| (1..=8).contains(v)));
+    m.iso = m
+        .iso
+        .or_else(|| int("exif:ISOSpeedRatings"))
+        .or_else(|| int("exifEX:PhotographicSensitivity"));
+    m.orientation = m
+        .orientation
+        .or_else(|| int("tiff:Orientation").filter(|v| (1..=8).contains(v)));
     m.pixel_width = m.pixel_width.or_else(|| int("exif:PixelXDimension"));
     m.pixel_height = m.pixel_height.or_else(|| int("exif:PixelYDimension"));
     if m.gps_latitude.is_none() && m.gps_longitude.is_none() {
@@ -190,29 +225,49 @@ fn fill_from_xmp(m: &mut Metadata, x: &extra::Xmp) {
     }
     if m.gps_altitude.is_none() {
         let below = x.get("exif:GPSAltitudeRef").as_deref() == Some("1");
-        m.gps_altitude = x.get("exif:GPSAltitude").and_then(|s| extra::number(&s)).map(|a| if below { -a } else { a });
+        m.gps_altitude = x
+            .get("exif:GPSAltitude")
+            .and_then(|s| extra::number(&s))
+            .map(|a| if below { -a } else { a });
     }
 }
 
 /// Maps parsed EXIF to [`Metadata`] (dates are handled by [`extract`]).
 fn from_exif(x: &Exif) -> Metadata {
     let f = |t: Tag| x.get_field(t, In::PRIMARY);
-    let (lat, lon) = (gps_coord(x, Tag::GPSLatitude, Tag::GPSLatitudeRef, b'S'), gps_coord(x, Tag::GPSLongitude, Tag::GPSLongitudeRef, b'W'));
+    let (lat, lon) = (
+        gps_coord(x, Tag::GPSLatitude, Tag::GPSLatitudeRef, b'S'),
+        gps_coord(x, Tag::GPSLongitude, Tag::GPSLongitudeRef, b'W'),
+    );
     Metadata {
         taken_at: None,
         make: f(Tag::Make).and_then(text),
         model: f(Tag::Model).and_then(text),
         lens: f(Tag::LensModel).and_then(text),
-        exposure_time: f(Tag::ExposureTime).and_then(|v| real(v, 0)).filter(|v| *v > 0.0),
-        f_number: f(Tag::FNumber).and_then(|v| real(v, 0)).filter(|v| *v > 0.0),
-        iso: f(Tag::PhotographicSensitivity).and_then(|v| int(v, 0)).filter(|v| *v > 0),
-        focal_length: f(Tag::FocalLength).and_then(|v| real(v, 0)).filter(|v| *v > 0.0),
+        exposure_time: f(Tag::ExposureTime)
+            .and_then(|v| real(v, 0))
+            .filter(|v| *v > 0.0),
+        f_number: f(Tag::FNumber)
+            .and_then(|v| real(v, 0))
+            .filter(|v| *v > 0.0),
+        iso: f(Tag::PhotographicSensitivity)
+            .and_then(|v| int(v, 0))
+            .filter(|v| *v > 0),
+        focal_length: f(Tag::FocalLength)
+            .and_then(|v| real(v, 0))
+            .filter(|v| *v > 0.0),
         gps_latitude: lat.filter(|v| v.abs() <= 90.0),
         gps_longitude: lon.filter(|v| v.abs() <= 180.0),
         gps_altitude: gps_altitude(x),
-        orientation: f(Tag::Orientation).and_then(|v| int(v, 0)).filter(|v| (1..=8).contains(v)),
-        pixel_width: f(Tag::PixelXDimension).and_then(|v| int(v, 0)).filter(|v| *v > 0),
-        pixel_height: f(Tag::PixelYDimension).and_then(|v| int(v, 0)).filter(|v| *v > 0),
+        orientation: f(Tag::Orientation)
+            .and_then(|v| int(v, 0))
+            .filter(|v| (1..=8).contains(v)),
+        pixel_width: f(Tag::PixelXDimension)
+            .and_then(|v| int(v, 0))
+            .filter(|v| *v > 0),
+        pixel_height: f(Tag::PixelYDimension)
+            .and_then(|v| int(v, 0))
+            .filter(|v| *v > 0),
         description: f(Tag::ImageDescription).and_then(text),
     }
 }
@@ -269,7 +324,10 @@ fn gps_coord(x: &Exif, tag: Tag, ref_tag: Tag, negative: u8) -> Option<f64> {
     let sec = real(field, 2).unwrap_or(0.0);
     let mut v = deg + min / 60.0 + sec / 3600.0;
     let r = x.get_field(ref_tag, In::PRIMARY).and_then(text);
-    if r.as_deref().map(|s| s.as_bytes().first() == Some(&negative)).unwrap_or(false) {
+    if r.as_deref()
+        .map(|s| s.as_bytes().first() == Some(&negative))
+        .unwrap_or(false)
+    {
         v = -v;
     }
     Some(v)
@@ -278,15 +336,25 @@ fn gps_coord(x: &Exif, tag: Tag, ref_tag: Tag, negative: u8) -> Option<f64> {
 /// Altitude in metres; GPSAltitudeRef 1 means below sea level.
 fn gps_altitude(x: &Exif) -> Option<f64> {
     let alt = real(x.get_field(Tag::GPSAltitude, In::PRIMARY)?, 0)?;
-    let below = x.get_field(Tag::GPSAltitudeRef, In::PRIMARY).and_then(|f| int(f, 0)) == Some(1);
+    let below = x
+        .get_field(Tag::GPSAltitudeRef, In::PRIMARY)
+        .and_then(|f| int(f, 0))
+        == Some(1);
     Some(if below { -alt } else { alt })
 }
 
 /// An EXIF date with its matching offset tag, or OffsetTime as a fallback.
 fn exif_date(x: &Exif, date_tag: Tag, offset_tag: Tag) -> Option<(String, Option<String>)> {
-    let (date, own) = x.get_field(date_tag, In::PRIMARY).and_then(text).and_then(|s| parse_datetime(&s))?;
+    let (date, own) = x
+        .get_field(date_tag, In::PRIMARY)
+        .and_then(text)
+        .and_then(|s| parse_datetime(&s))?;
     let offset = own.or_else(|| {
-        [offset_tag, Tag::OffsetTime].into_iter().find_map(|t| x.get_field(t, In::PRIMARY).and_then(text).and_then(|s| parse_offset(&s)))
+        [offset_tag, Tag::OffsetTime].into_iter().find_map(|t| {
+            x.get_field(t, In::PRIMARY)
+                .and_then(text)
+                .and_then(|s| parse_offset(&s))
+        })
     });
     Some((date, offset))
 }
@@ -321,7 +389,13 @@ pub fn parse_exif_datetime(s: &str) -> Option<String> {
     }
     let (y, mo, d, h, mi) = (digits[0], digits[1], digits[2], digits[3], digits[4]);
     let sec = digits.get(5).copied().unwrap_or(0);
-    if !(1800..=9999).contains(&y) || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    if !(1800..=9999).contains(&y)
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
         return None;
     }
     Some(format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}"))
@@ -345,7 +419,11 @@ pub fn parse_offset(s: &str) -> Option<String> {
 /// native benchmarks and tests.
 pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
     let ex = extract(input.bytes);
-    Ok(Output { facts: ex.metadata.facts(), warnings: ex.warnings, log: ex.log })
+    Ok(Output {
+        facts: ex.metadata.facts(),
+        warnings: ex.warnings,
+        log: ex.log,
+    })
 }
 
 #[cfg(test)]
@@ -354,13 +432,22 @@ mod tests {
 
     #[test]
     fn dates_and_offsets() {
-        assert_eq!(parse_exif_datetime("2008:05:30 15:56:01").as_deref(), Some("2008-05-30T15:56:01"));
+        assert_eq!(
+            parse_exif_datetime("2008:05:30 15:56:01").as_deref(),
+            Some("2008-05-30T15:56:01")
+        );
         assert_eq!(parse_exif_datetime("0000:00:00 00:00:00"), None);
         assert_eq!(parse_exif_datetime("    :  :     :  :  "), None);
         assert_eq!(parse_offset("+02:00").as_deref(), Some("+02:00"));
         assert_eq!(parse_offset("   :  "), None);
-        assert_eq!(parse_datetime("2005:12:17 22:03:32Z"), Some(("2005-12-17T22:03:32".into(), Some("+00:00".into()))));
-        assert_eq!(parse_datetime("2013-09-24T15:13+02:00"), Some(("2013-09-24T15:13:00".into(), Some("+02:00".into()))));
+        assert_eq!(
+            parse_datetime("2005:12:17 22:03:32Z"),
+            Some(("2005-12-17T22:03:32".into(), Some("+00:00".into())))
+        );
+        assert_eq!(
+            parse_datetime("2013-09-24T15:13+02:00"),
+            Some(("2013-09-24T15:13:00".into(), Some("+02:00".into())))
+        );
         assert_eq!(parse_datetime("2003:08:31"), None);
     }
 

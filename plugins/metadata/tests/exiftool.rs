@@ -67,7 +67,11 @@ fn ours(facts: &[Fact]) -> BTreeMap<String, V> {
 
 fn js(j: &Json, k: &str) -> Option<String> {
     match j.get(k)? {
-        Json::String(s) => Some(s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string()).filter(|s| !s.is_empty()),
+        Json::String(s) => Some(
+            s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
+                .to_string(),
+        )
+        .filter(|s| !s.is_empty()),
         Json::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -85,17 +89,32 @@ fn jf(j: &Json, k: &str) -> Option<f64> {
 /// The reference facts from one exiftool JSON object.
 fn theirs(j: &Json) -> BTreeMap<String, V> {
     let mut m = BTreeMap::new();
-    let dates = [("DateTimeOriginal", "OffsetTimeOriginal"), ("CreateDate", "OffsetTimeDigitized"), ("ModifyDate", "OffsetTime")];
+    let dates = [
+        ("DateTimeOriginal", "OffsetTimeOriginal"),
+        ("CreateDate", "OffsetTimeDigitized"),
+        ("ModifyDate", "OffsetTime"),
+    ];
     // The same precedence the stage documents; exiftool's blank dates
     // ("0000:00:00 00:00:00") are not dates, so they do not count.
     for (d, o) in dates {
         if let Some((date, own)) = js(j, d).and_then(|s| metadata::parse_datetime(&s)) {
-            let off = own.or_else(|| js(j, o).or_else(|| js(j, "OffsetTime")).and_then(|s| metadata::parse_offset(&s))).unwrap_or_default();
+            let off = own
+                .or_else(|| {
+                    js(j, o)
+                        .or_else(|| js(j, "OffsetTime"))
+                        .and_then(|s| metadata::parse_offset(&s))
+                })
+                .unwrap_or_default();
             m.insert("taken_at".into(), V::S(date + &off));
             break;
         }
     }
-    for (ours, key) in [("make", "Make"), ("model", "Model"), ("lens", "LensModel"), ("description", "ImageDescription")] {
+    for (ours, key) in [
+        ("make", "Make"),
+        ("model", "Model"),
+        ("lens", "LensModel"),
+        ("description", "ImageDescription"),
+    ] {
         if let Some(s) = js(j, key) {
             m.insert(ours.into(), V::S(s));
         }
@@ -112,7 +131,12 @@ fn theirs(j: &Json) -> BTreeMap<String, V> {
             m.insert(ours.into(), V::F(x));
         }
     }
-    for (ours, key) in [("iso", "ISO"), ("orientation", "Orientation"), ("pixel_width", "ExifImageWidth"), ("pixel_height", "ExifImageHeight")] {
+    for (ours, key) in [
+        ("iso", "ISO"),
+        ("orientation", "Orientation"),
+        ("pixel_width", "ExifImageWidth"),
+        ("pixel_height", "ExifImageHeight"),
+    ] {
         if let Some(x) = jf(j, key) {
             m.insert(ours.into(), V::I(x as i64));
         }
@@ -139,17 +163,36 @@ const FIELDS: [&str; 15] = [
 ];
 
 /// Fields that must agree on every file.
-const STRICT: [&str; 7] = ["taken_at", "make", "model", "orientation", "gps_latitude", "gps_longitude", "gps_altitude"];
+const STRICT: [&str; 7] = [
+    "taken_at",
+    "make",
+    "model",
+    "orientation",
+    "gps_latitude",
+    "gps_longitude",
+    "gps_altitude",
+];
 
 #[test]
 fn agrees_with_exiftool() {
-    if Command::new("exiftool").arg("-ver").output().map(|o| !o.status.success()).unwrap_or(true) {
-        panic!("exiftool is not installed: apt-get install libimage-exiftool-perl (CI installs it)");
+    if Command::new("exiftool")
+        .arg("-ver")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        panic!(
+            "exiftool is not installed: apt-get install libimage-exiftool-perl (CI installs it)"
+        );
     }
     let mut files = Vec::new();
     walk(&photos(), &mut files);
     files.sort();
-    assert!(files.len() >= 80, "expected the sample photos under {}", photos().display());
+    assert!(
+        files.len() >= 80,
+        "expected the sample photos under {}",
+        photos().display()
+    );
 
     // (compared, agreed) per field.
     let mut score: BTreeMap<&str, (u32, u32)> = FIELDS.iter().map(|f| (*f, (0, 0))).collect();
@@ -158,10 +201,18 @@ fn agrees_with_exiftool() {
         let bytes = std::fs::read(file).unwrap();
         let ex = metadata::extract(&bytes);
         let got = ours(&ex.metadata.facts());
-        let out = Command::new("exiftool").args(["-j", "-n"]).arg(file).output().expect("exiftool runs");
+        let out = Command::new("exiftool")
+            .args(["-j", "-n"])
+            .arg(file)
+            .output()
+            .expect("exiftool runs");
         let list: Json = serde_json::from_slice(&out.stdout).unwrap_or(Json::Null);
         let want = list.get(0).map(theirs).unwrap_or_default();
-        let rel = file.strip_prefix(photos()).unwrap_or(file).display().to_string();
+        let rel = file
+            .strip_prefix(photos())
+            .unwrap_or(file)
+            .display()
+            .to_string();
         for f in FIELDS {
             let (a, b) = (got.get(f), want.get(f));
             if a.is_none() && b.is_none() {
@@ -178,14 +229,21 @@ fn agrees_with_exiftool() {
     }
 
     println!("\nmetadata vs exiftool -j -n over {} files", files.len());
-    println!("{:<14} {:>8} {:>8} {:>8}", "field", "compared", "agreed", "percent");
+    println!(
+        "{:<14} {:>8} {:>8} {:>8}",
+        "field", "compared", "agreed", "percent"
+    );
     let (mut tc, mut ta) = (0, 0);
     let mut failures = Vec::new();
     for f in FIELDS {
         let (c, a) = score[f];
         tc += c;
         ta += a;
-        let pct = if c == 0 { 100.0 } else { 100.0 * a as f64 / c as f64 };
+        let pct = if c == 0 {
+            100.0
+        } else {
+            100.0 * a as f64 / c as f64
+        };
         println!("{f:<14} {c:>8} {a:>8} {pct:>7.1}%");
         if STRICT.contains(&f) && a < c {
             failures.push(format!("{f} is {pct:.1}%, must be 100%"));
@@ -212,7 +270,13 @@ fn never_panics_on_broken_files() {
     for file in files {
         let bytes = std::fs::read(&file).unwrap();
         // Every prefix length class: whole, most, half, header-only.
-        for cut in [bytes.len(), bytes.len() * 9 / 10, bytes.len() / 2, 4096.min(bytes.len()), 100.min(bytes.len())] {
+        for cut in [
+            bytes.len(),
+            bytes.len() * 9 / 10,
+            bytes.len() / 2,
+            4096.min(bytes.len()),
+            100.min(bytes.len()),
+        ] {
             let _ = metadata::extract(&bytes[..cut]);
         }
     }

@@ -18,7 +18,7 @@ pub mod stage;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
-use fast_image_resize::{self as fr, images::Image, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{self as fr, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
 use orient::Rgb;
 use stage::{Fact, Input, Output, Rendition, StageError, Value};
 
@@ -53,7 +53,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let spec = |name: &str, kind| Spec { name: name.into(), kind };
+        let spec = |name: &str, kind| Spec {
+            name: name.into(),
+            kind,
+        };
         Config {
             renditions: vec![
                 spec("small", Kind::Fit(400)),
@@ -73,22 +76,37 @@ pub fn parse_config(pairs: &[(String, String)]) -> Result<(Config, Vec<String>),
     let mut c = Config::default();
     let mut notes = Vec::new();
     let num = |k: &str, v: &str, max: u32| -> Result<u32, String> {
-        let clean: String = v.trim().trim_matches('"').chars().filter(|&ch| ch != '_').collect();
+        let clean: String = v
+            .trim()
+            .trim_matches('"')
+            .chars()
+            .filter(|&ch| ch != '_')
+            .collect();
         clean
             .parse::<u32>()
             .ok()
             .filter(|n| *n <= max)
-            .ok_or_else(|| format!("thumbnail: config {k} = {v:?} is not a whole number from 0 to {max}"))
+            .ok_or_else(|| {
+                format!("thumbnail: config {k} = {v:?} is not a whole number from 0 to {max}")
+            })
     };
     for (k, v) in pairs {
         match k.as_str() {
             "small" | "medium" | "large" | "clip" => {
                 let n = num(k, v, 16384)?;
-                let i = c.renditions.iter().position(|s| s.name == *k).expect("default renditions");
+                let i = c
+                    .renditions
+                    .iter()
+                    .position(|s| s.name == *k)
+                    .expect("default renditions");
                 if n == 0 {
                     c.renditions.remove(i);
                 } else {
-                    c.renditions[i].kind = if k == "clip" { Kind::Square(n) } else { Kind::Fit(n) };
+                    c.renditions[i].kind = if k == "clip" {
+                        Kind::Square(n)
+                    } else {
+                        Kind::Fit(n)
+                    };
                 }
             }
             "quality" => {
@@ -101,7 +119,11 @@ pub fn parse_config(pairs: &[(String, String)]) -> Result<(Config, Vec<String>),
             "unsupported" => match v.trim().trim_matches('"') {
                 "reject" => c.reject_unsupported = true,
                 "skip" => c.reject_unsupported = false,
-                _ => return Err(format!("thumbnail: config unsupported = {v:?} must be \"reject\" or \"skip\"")),
+                _ => {
+                    return Err(format!(
+                        "thumbnail: config unsupported = {v:?} must be \"reject\" or \"skip\""
+                    ));
+                }
             },
             _ => notes.push(format!("thumbnail: ignoring unknown config key '{k}'")),
         }
@@ -146,8 +168,15 @@ pub enum ThumbError {
 
 /// Decodes `bytes` once and produces every rendition in `config`.
 /// `orientation` overrides the file's own EXIF orientation when given.
-pub fn thumbnails(bytes: &[u8], config: &Config, orientation: Option<u8>) -> Result<Thumbnails, ThumbError> {
-    let orientation = orientation.filter(|o| (1..=8).contains(o)).or_else(|| orient::exif_orientation(bytes)).unwrap_or(1);
+pub fn thumbnails(
+    bytes: &[u8],
+    config: &Config,
+    orientation: Option<u8>,
+) -> Result<Thumbnails, ThumbError> {
+    let orientation = orientation
+        .filter(|o| (1..=8).contains(o))
+        .or_else(|| orient::exif_orientation(bytes))
+        .unwrap_or(1);
     let (src, scale) = decode(bytes, &config.renditions)?;
     let mut resizer = Resizer::new();
     let mut thumbs = Vec::with_capacity(config.renditions.len());
@@ -155,9 +184,18 @@ pub fn thumbnails(bytes: &[u8], config: &Config, orientation: Option<u8>) -> Res
         let img = render(&mut resizer, &src, spec.kind)?;
         let img = orient::apply(img, orientation);
         let jpeg = encode(&img, config.quality)?;
-        thumbs.push(Thumb { name: spec.name.clone(), width: img.width, height: img.height, jpeg });
+        thumbs.push(Thumb {
+            name: spec.name.clone(),
+            width: img.width,
+            height: img.height,
+            jpeg,
+        });
     }
-    Ok(Thumbnails { thumbs, source_scale: scale, orientation })
+    Ok(Thumbnails {
+        thumbs,
+        source_scale: scale,
+        orientation,
+    })
 }
 
 /// Output size of a rendition from a `w`×`h` source, before any crop.
@@ -166,11 +204,17 @@ fn target(w: u32, h: u32, kind: Kind) -> (u32, u32) {
         Kind::Fit(n) if w.max(h) <= n => (w, h),
         Kind::Fit(n) => {
             let s = n as f64 / w.max(h) as f64;
-            (((w as f64 * s).round() as u32).clamp(1, n), ((h as f64 * s).round() as u32).clamp(1, n))
+            (
+                ((w as f64 * s).round() as u32).clamp(1, n),
+                ((h as f64 * s).round() as u32).clamp(1, n),
+            )
         }
         Kind::Square(n) => {
             let s = n as f64 / w.min(h) as f64;
-            (((w as f64 * s).round() as u32).max(n), ((h as f64 * s).round() as u32).max(n))
+            (
+                ((w as f64 * s).round() as u32).max(n),
+                ((h as f64 * s).round() as u32).max(n),
+            )
         }
     }
 }
@@ -183,12 +227,22 @@ fn decode(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
     }
     if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
         let brand = String::from_utf8_lossy(&bytes[8..12]).to_string();
-        let what = if brand.starts_with("av") { "AVIF" } else { "HEIC" };
-        return Err(ThumbError::Unsupported(format!("thumbnails for {what} are not supported yet")));
+        let what = if brand.starts_with("av") {
+            "AVIF"
+        } else {
+            "HEIC"
+        };
+        return Err(ThumbError::Unsupported(format!(
+            "thumbnails for {what} are not supported yet"
+        )));
     }
     let img = image::load_from_memory(bytes).map_err(|e| match e {
-        image::ImageError::Unsupported(u) => ThumbError::Unsupported(format!("thumbnails for this format are not supported: {u}")),
-        image::ImageError::Limits(l) => ThumbError::Corrupt(format!("the image is too large to decode: {l}")),
+        image::ImageError::Unsupported(u) => {
+            ThumbError::Unsupported(format!("thumbnails for this format are not supported: {u}"))
+        }
+        image::ImageError::Limits(l) => {
+            ThumbError::Corrupt(format!("the image is too large to decode: {l}"))
+        }
         other => ThumbError::Corrupt(format!("the image could not be decoded: {other}")),
     })?;
     let (w, h) = (img.width(), img.height());
@@ -206,17 +260,29 @@ fn decode(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
     } else {
         img.into_rgb8().into_raw()
     };
-    Ok((Rgb { width: w, height: h, data }, "1/1".into()))
+    Ok((
+        Rgb {
+            width: w,
+            height: h,
+            data,
+        },
+        "1/1".into(),
+    ))
 }
 
 fn decode_jpeg(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
-    let corrupt = |e: jpeg_decoder::Error| ThumbError::Corrupt(format!("the JPEG could not be decoded: {e}"));
+    let corrupt =
+        |e: jpeg_decoder::Error| ThumbError::Corrupt(format!("the JPEG could not be decoded: {e}"));
     let mut dec = jpeg_decoder::Decoder::new(bytes);
     dec.read_info().map_err(corrupt)?;
-    let info = dec.info().ok_or_else(|| ThumbError::Corrupt("the JPEG has no frame header".into()))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| ThumbError::Corrupt("the JPEG has no frame header".into()))?;
     let (w, h) = (info.width as u32, info.height as u32);
     if w == 0 || h == 0 {
-        return Err(ThumbError::Corrupt("the JPEG declares an empty size".into()));
+        return Err(ThumbError::Corrupt(
+            "the JPEG declares an empty size".into(),
+        ));
     }
     // The largest size any rendition needs, then the smallest IDCT scale
     // (k/8) that still covers it in both dimensions.
@@ -227,33 +293,62 @@ fn decode_jpeg(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError
         need_h = need_h.max(th);
     }
     let scaled = |k: u32| ((w * k).div_ceil(8), (h * k).div_ceil(8));
-    let k = [1, 2, 4, 8].into_iter().find(|&k| scaled(k).0 >= need_w && scaled(k).1 >= need_h).unwrap_or(8);
+    let k = [1, 2, 4, 8]
+        .into_iter()
+        .find(|&k| scaled(k).0 >= need_w && scaled(k).1 >= need_h)
+        .unwrap_or(8);
     let (rw, rh) = scaled(k);
-    dec.scale(rw.min(u16::MAX as u32) as u16, rh.min(u16::MAX as u32) as u16).map_err(corrupt)?;
+    dec.scale(
+        rw.min(u16::MAX as u32) as u16,
+        rh.min(u16::MAX as u32) as u16,
+    )
+    .map_err(corrupt)?;
     let pixels = dec.decode().map_err(corrupt)?;
-    let info = dec.info().ok_or_else(|| ThumbError::Internal("decoder lost its frame info".into()))?;
+    let info = dec
+        .info()
+        .ok_or_else(|| ThumbError::Internal("decoder lost its frame info".into()))?;
     let (dw, dh) = (info.width as u32, info.height as u32);
     let n = dw as usize * dh as usize;
     let data = match info.pixel_format {
         jpeg_decoder::PixelFormat::RGB24 => pixels,
         jpeg_decoder::PixelFormat::L8 => pixels.iter().flat_map(|&l| [l, l, l]).collect(),
-        jpeg_decoder::PixelFormat::L16 => pixels.chunks_exact(2).flat_map(|c| [c[0], c[0], c[0]]).collect(),
+        jpeg_decoder::PixelFormat::L16 => pixels
+            .chunks_exact(2)
+            .flat_map(|c| [c[0], c[0], c[0]])
+            .collect(),
         jpeg_decoder::PixelFormat::CMYK32 => pixels
             .chunks_exact(4)
             .flat_map(|p| {
                 // jpeg-decoder yields plain CMYK (Adobe inversion undone);
                 // the naive conversion is enough for a thumbnail.
                 let k = 255 - p[3] as u32;
-                [(255 - p[0] as u32) * k / 255, (255 - p[1] as u32) * k / 255, (255 - p[2] as u32) * k / 255].map(|x| x as u8)
+                [
+                    (255 - p[0] as u32) * k / 255,
+                    (255 - p[1] as u32) * k / 255,
+                    (255 - p[2] as u32) * k / 255,
+                ]
+                .map(|x| x as u8)
             })
             .collect(),
     };
     if data.len() < n * 3 {
-        return Err(ThumbError::Corrupt("the JPEG decoded to fewer pixels than it declares".into()));
+        return Err(ThumbError::Corrupt(
+            "the JPEG decoded to fewer pixels than it declares".into(),
+        ));
     }
     // Report the effective scale (the decoder may round differently).
-    let eff = [1u32, 2, 4, 8].into_iter().find(|&k| scaled(k).0 >= dw).unwrap_or(8);
-    Ok((Rgb { width: dw, height: dh, data }, format!("1/{}", 8 / eff)))
+    let eff = [1u32, 2, 4, 8]
+        .into_iter()
+        .find(|&k| scaled(k).0 >= dw)
+        .unwrap_or(8);
+    Ok((
+        Rgb {
+            width: dw,
+            height: dh,
+            data,
+        },
+        format!("1/{}", 8 / eff),
+    ))
 }
 
 /// Resizes (and for `Square`, centre-crops) the decoded image.
@@ -267,22 +362,32 @@ fn render(resizer: &mut Resizer, src: &Rgb, kind: Kind) -> Result<Rgb, ThumbErro
         return Ok(src.clone());
     }
     let internal = |e: &dyn std::fmt::Display| ThumbError::Internal(format!("resize failed: {e}"));
-    let view = fr::images::ImageRef::new(w, h, &src.data, PixelType::U8x3).map_err(|e| internal(&e))?;
+    let view =
+        fr::images::ImageRef::new(w, h, &src.data, PixelType::U8x3).map_err(|e| internal(&e))?;
     let mut dst = Image::new(tw, th, PixelType::U8x3);
-    let mut opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fr::FilterType::CatmullRom));
+    let mut opts =
+        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fr::FilterType::CatmullRom));
     if let Kind::Square(_) = kind {
         let side = w.min(h) as f64;
         opts = opts.crop((w as f64 - side) / 2.0, (h as f64 - side) / 2.0, side, side);
     }
-    resizer.resize(&view, &mut dst, &opts).map_err(|e| internal(&e))?;
-    Ok(Rgb { width: tw, height: th, data: dst.into_vec() })
+    resizer
+        .resize(&view, &mut dst, &opts)
+        .map_err(|e| internal(&e))?;
+    Ok(Rgb {
+        width: tw,
+        height: th,
+        data: dst.into_vec(),
+    })
 }
 
 /// Encodes RGB8 as a baseline JPEG.
 fn encode(img: &Rgb, quality: u8) -> Result<Vec<u8>, ThumbError> {
     let (w, h) = (u16::try_from(img.width), u16::try_from(img.height));
     let (Ok(w), Ok(h)) = (w, h) else {
-        return Err(ThumbError::Internal("rendition is too large for JPEG".into()));
+        return Err(ThumbError::Internal(
+            "rendition is too large for JPEG".into(),
+        ));
     };
     let mut out = Vec::new();
     jpeg_encoder::Encoder::new(&mut out, quality)
@@ -297,23 +402,40 @@ pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
     let (config, log) = parse_config(input.config).map_err(StageError::Failed)?;
     // An earlier stage's `orientation` fact wins (it also covers XMP, PNG and
     // WebP EXIF, which this stage does not parse).
-    let hint = input.facts.iter().rev().find(|f| f.key == "orientation").and_then(|f| match f.value {
-        Value::Integer(o) => u8::try_from(o).ok(),
-        _ => None,
-    });
+    let hint = input
+        .facts
+        .iter()
+        .rev()
+        .find(|f| f.key == "orientation")
+        .and_then(|f| match f.value {
+            Value::Integer(o) => u8::try_from(o).ok(),
+            _ => None,
+        });
     match thumbnails(input.bytes, &config, hint) {
         Ok(t) => Ok(Output {
             facts: vec![Fact::text("thumbnail_source_scale", t.source_scale)],
             renditions: t
                 .thumbs
                 .into_iter()
-                .map(|t| Rendition { name: t.name, content_type: "image/jpeg".into(), width: t.width, height: t.height, bytes: t.jpeg })
+                .map(|t| Rendition {
+                    name: t.name,
+                    content_type: "image/jpeg".into(),
+                    width: t.width,
+                    height: t.height,
+                    bytes: t.jpeg,
+                })
                 .collect(),
             warnings: Vec::new(),
             log,
         }),
-        Err(ThumbError::Unsupported(m)) if !config.reject_unsupported => Ok(Output { warnings: vec![m], log, ..Output::default() }),
-        Err(ThumbError::Unsupported(m)) | Err(ThumbError::Corrupt(m)) => Err(StageError::Rejected(m)),
+        Err(ThumbError::Unsupported(m)) if !config.reject_unsupported => Ok(Output {
+            warnings: vec![m],
+            log,
+            ..Output::default()
+        }),
+        Err(ThumbError::Unsupported(m)) | Err(ThumbError::Corrupt(m)) => {
+            Err(StageError::Rejected(m))
+        }
         Err(ThumbError::Internal(m)) => Err(StageError::Failed(m)),
     }
 }
@@ -331,11 +453,21 @@ mod tests {
 
     #[test]
     fn config_overrides_and_disables() {
-        let pairs = vec![("small".to_string(), "256".to_string()), ("large".to_string(), "0".to_string()), ("quality".into(), "90".into())];
+        let pairs = vec![
+            ("small".to_string(), "256".to_string()),
+            ("large".to_string(), "0".to_string()),
+            ("quality".into(), "90".into()),
+        ];
         let (c, notes) = parse_config(&pairs).unwrap();
         assert!(notes.is_empty());
         assert_eq!(c.quality, 90);
-        assert_eq!(c.renditions.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["small", "medium", "clip"]);
+        assert_eq!(
+            c.renditions
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["small", "medium", "clip"]
+        );
         assert_eq!(c.renditions[0].kind, Kind::Fit(256));
         assert!(parse_config(&[("quality".into(), "0".into())]).is_err());
     }

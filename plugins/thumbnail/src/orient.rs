@@ -37,11 +37,23 @@ fn tiff_orientation(t: &[u8]) -> Option<u8> {
         b"MM" => false,
         _ => return None,
     };
-    let u16_at = |at: usize| t.get(at..at + 2).map(|s| if le { u16::from_le_bytes([s[0], s[1]]) } else { u16::from_be_bytes([s[0], s[1]]) });
+    let u16_at = |at: usize| {
+        t.get(at..at + 2).map(|s| {
+            if le {
+                u16::from_le_bytes([s[0], s[1]])
+            } else {
+                u16::from_be_bytes([s[0], s[1]])
+            }
+        })
+    };
     let u32_at = |at: usize| {
         t.get(at..at + 4).map(|s| {
             let a = [s[0], s[1], s[2], s[3]];
-            if le { u32::from_le_bytes(a) } else { u32::from_be_bytes(a) }
+            if le {
+                u32::from_le_bytes(a)
+            } else {
+                u32::from_be_bytes(a)
+            }
         })
     };
     let ifd = u32_at(4)? as usize;
@@ -93,7 +105,11 @@ pub fn apply(img: Rgb, o: u8) -> Rgb {
             out[d..d + 3].copy_from_slice(&img.data[s..s + 3]);
         }
     }
-    Rgb { width: ow as u32, height: oh as u32, data: out }
+    Rgb {
+        width: ow as u32,
+        height: oh as u32,
+        data: out,
+    }
 }
 
 #[cfg(test)]
@@ -102,7 +118,11 @@ mod tests {
 
     /// A 2x1 image: red, green.
     fn rg() -> Rgb {
-        Rgb { width: 2, height: 1, data: vec![255, 0, 0, 0, 255, 0] }
+        Rgb {
+            width: 2,
+            height: 1,
+            data: vec![255, 0, 0, 0, 255, 0],
+        }
     }
 
     #[test]

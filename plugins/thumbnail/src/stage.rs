@@ -26,11 +26,17 @@ pub struct Fact {
 impl Fact {
     /// Builds a text fact.
     pub fn text(key: &str, v: impl Into<String>) -> Self {
-        Fact { key: key.into(), value: Value::Text(v.into()) }
+        Fact {
+            key: key.into(),
+            value: Value::Text(v.into()),
+        }
     }
     /// Builds an integer fact.
     pub fn int(key: &str, v: i64) -> Self {
-        Fact { key: key.into(), value: Value::Integer(v) }
+        Fact {
+            key: key.into(),
+            value: Value::Integer(v),
+        }
     }
 }
 

@@ -27,9 +27,19 @@ impl Guest for Component {
                 let renditions = out
                     .renditions
                     .into_iter()
-                    .map(|r| Rendition { name: r.name, content_type: r.content_type, width: r.width, height: r.height, bytes: r.bytes })
+                    .map(|r| Rendition {
+                        name: r.name,
+                        content_type: r.content_type,
+                        width: r.width,
+                        height: r.height,
+                        bytes: r.bytes,
+                    })
                     .collect();
-                Ok(Output { facts: out.facts.into_iter().map(to_wit).collect(), renditions, warnings: out.warnings })
+                Ok(Output {
+                    facts: out.facts.into_iter().map(to_wit).collect(),
+                    renditions,
+                    warnings: out.warnings,
+                })
             }
             Err(stage::StageError::Rejected(m)) => Err(StageError::Rejected(m)),
             Err(stage::StageError::Failed(m)) => Err(StageError::Failed(m)),

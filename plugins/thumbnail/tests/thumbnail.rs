@@ -20,7 +20,10 @@ fn read(rel: &str) -> Vec<u8> {
 }
 
 fn sizes(t: &thumbnail::Thumbnails) -> Vec<(&str, u32, u32)> {
-    t.thumbs.iter().map(|t| (t.name.as_str(), t.width, t.height)).collect()
+    t.thumbs
+        .iter()
+        .map(|t| (t.name.as_str(), t.width, t.height))
+        .collect()
 }
 
 /// Decodes an output JPEG to RGB and checks it matches the reported size.
@@ -44,7 +47,8 @@ fn similarity(a: &[u8], b: &[u8], w: u32, h: u32) -> f64 {
             for x in 0..w {
                 let c = ((y * 8 / h) * 8 + x * 8 / w) as usize;
                 let i = ((y * w + x) * 3) as usize;
-                cells[c] += 0.299 * px[i] as f64 + 0.587 * px[i + 1] as f64 + 0.114 * px[i + 2] as f64;
+                cells[c] +=
+                    0.299 * px[i] as f64 + 0.587 * px[i + 1] as f64 + 0.114 * px[i + 2] as f64;
                 counts[c] += 1.0;
             }
         }
@@ -67,9 +71,24 @@ fn default_sizes_from_a_large_jpeg() {
     let bytes = read("jpg/mobile/jolla.jpg"); // 3264x2448
     let start = Instant::now();
     let t = thumbnails(&bytes, &Config::default(), None).unwrap();
-    println!("jolla.jpg, 4 renditions: {:?} (decoded at {})", start.elapsed(), t.source_scale);
-    assert_eq!(sizes(&t), vec![("small", 400, 300), ("medium", 800, 600), ("large", 1920, 1440), ("clip", 224, 224)]);
-    assert_eq!(t.source_scale, "1/1", "large (1920) needs more than 1/2 of 3264");
+    println!(
+        "jolla.jpg, 4 renditions: {:?} (decoded at {})",
+        start.elapsed(),
+        t.source_scale
+    );
+    assert_eq!(
+        sizes(&t),
+        vec![
+            ("small", 400, 300),
+            ("medium", 800, 600),
+            ("large", 1920, 1440),
+            ("clip", 224, 224)
+        ]
+    );
+    assert_eq!(
+        t.source_scale, "1/1",
+        "large (1920) needs more than 1/2 of 3264"
+    );
     for th in &t.thumbs {
         decode(&th.jpeg, th.width, th.height);
     }
@@ -82,9 +101,17 @@ fn shrink_on_load_when_renditions_are_small() {
     let (c, _) = parse_config(&[("large".into(), "0".into())]).unwrap();
     let t = thumbnails(&bytes, &c, None).unwrap();
     assert_eq!(t.source_scale, "1/4");
-    assert_eq!(sizes(&t), vec![("small", 400, 172), ("medium", 800, 343), ("clip", 224, 224)]);
+    assert_eq!(
+        sizes(&t),
+        vec![
+            ("small", 400, 172),
+            ("medium", 800, 343),
+            ("clip", 224, 224)
+        ]
+    );
     // small (400 px) and clip (224 px short side) both fit in 1/8 (576x247).
-    let (c, _) = parse_config(&[("medium".into(), "0".into()), ("large".into(), "0".into())]).unwrap();
+    let (c, _) =
+        parse_config(&[("medium".into(), "0".into()), ("large".into(), "0".into())]).unwrap();
     assert_eq!(thumbnails(&bytes, &c, None).unwrap().source_scale, "1/8");
 }
 
@@ -92,36 +119,77 @@ fn shrink_on_load_when_renditions_are_small() {
 fn never_upscales_boxes() {
     let bytes = read("jpg/Canon_40D.jpg"); // 100x68
     let t = thumbnails(&bytes, &Config::default(), None).unwrap();
-    assert_eq!(sizes(&t), vec![("small", 100, 68), ("medium", 100, 68), ("large", 100, 68), ("clip", 224, 224)]);
+    assert_eq!(
+        sizes(&t),
+        vec![
+            ("small", 100, 68),
+            ("medium", 100, 68),
+            ("large", 100, 68),
+            ("clip", 224, 224)
+        ]
+    );
 }
 
 #[test]
 fn all_eight_orientations_come_out_upright() {
     for base in ["landscape", "portrait"] {
-        let reference = thumbnails(&read(&format!("jpg/orientation/{base}_1.jpg")), &Config::default(), None).unwrap();
+        let reference = thumbnails(
+            &read(&format!("jpg/orientation/{base}_1.jpg")),
+            &Config::default(),
+            None,
+        )
+        .unwrap();
         let r = &reference.thumbs[0];
         let ref_px = decode(&r.jpeg, r.width, r.height);
         // The metric must tell a wrong transform apart: compare with the
         // reference turned 180°.
         let flipped: Vec<u8> = ref_px.chunks_exact(3).rev().flatten().copied().collect();
-        let mirrored: Vec<u8> = ref_px.chunks_exact(3 * r.width as usize).flat_map(|row| row.chunks_exact(3).rev().flatten().copied().collect::<Vec<_>>()).collect();
+        let mirrored: Vec<u8> = ref_px
+            .chunks_exact(3 * r.width as usize)
+            .flat_map(|row| {
+                row.chunks_exact(3)
+                    .rev()
+                    .flatten()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         for (what, px) in [("180° turn", &flipped), ("mirror", &mirrored)] {
             let r = similarity(px, &ref_px, r.width, r.height);
             println!("{base}: similarity to its {what}: {r:.2}");
-            assert!(r < 0.8, "{base}: the metric cannot tell a {what} apart ({r:.2})");
+            assert!(
+                r < 0.8,
+                "{base}: the metric cannot tell a {what} apart ({r:.2})"
+            );
         }
         for n in 1..=8 {
-            let t = thumbnails(&read(&format!("jpg/orientation/{base}_{n}.jpg")), &Config::default(), None).unwrap();
+            let t = thumbnails(
+                &read(&format!("jpg/orientation/{base}_{n}.jpg")),
+                &Config::default(),
+                None,
+            )
+            .unwrap();
             assert_eq!(t.orientation, n, "{base}_{n} orientation read from EXIF");
             let s = &t.thumbs[0];
             assert_eq!((s.width, s.height), (r.width, r.height), "{base}_{n} size");
-            let sim = similarity(&decode(&s.jpeg, s.width, s.height), &ref_px, s.width, s.height);
+            let sim = similarity(
+                &decode(&s.jpeg, s.width, s.height),
+                &ref_px,
+                s.width,
+                s.height,
+            );
             println!("{base}_{n}: similarity to {base}_1 {sim:.3}");
             if let Some(dir) = std::env::var_os("THUMB_DUMP") {
                 let px = decode(&s.jpeg, s.width, s.height);
-                image::RgbImage::from_raw(s.width, s.height, px).unwrap().save(Path::new(&dir).join(format!("{base}_{n}.png"))).unwrap();
+                image::RgbImage::from_raw(s.width, s.height, px)
+                    .unwrap()
+                    .save(Path::new(&dir).join(format!("{base}_{n}.png")))
+                    .unwrap();
             }
-            assert!(sim > 0.95, "{base}_{n} is not upright (similarity {sim:.3})");
+            assert!(
+                sim > 0.95,
+                "{base}_{n} is not upright (similarity {sim:.3})"
+            );
         }
     }
 }
@@ -130,21 +198,59 @@ fn all_eight_orientations_come_out_upright() {
 fn orientation_fact_overrides_exif() {
     let bytes = read("jpg/orientation/landscape_6.jpg"); // stored 450x600
     let cfg = vec![];
-    let facts = vec![Fact { key: "orientation".into(), value: Value::Integer(1) }];
-    let out = thumbnail::run(&Input { claimed_type: "image/jpeg", bytes: &bytes, config: &cfg, facts: &facts }).unwrap();
-    assert_eq!((out.renditions[0].width, out.renditions[0].height), (300, 400));
-    let out = thumbnail::run(&Input { claimed_type: "image/jpeg", bytes: &bytes, config: &cfg, facts: &[] }).unwrap();
-    assert_eq!((out.renditions[0].width, out.renditions[0].height), (400, 300));
-    assert_eq!(out.facts, vec![Fact { key: "thumbnail_source_scale".into(), value: Value::Text("1/1".into()) }]);
+    let facts = vec![Fact {
+        key: "orientation".into(),
+        value: Value::Integer(1),
+    }];
+    let out = thumbnail::run(&Input {
+        claimed_type: "image/jpeg",
+        bytes: &bytes,
+        config: &cfg,
+        facts: &facts,
+    })
+    .unwrap();
+    assert_eq!(
+        (out.renditions[0].width, out.renditions[0].height),
+        (300, 400)
+    );
+    let out = thumbnail::run(&Input {
+        claimed_type: "image/jpeg",
+        bytes: &bytes,
+        config: &cfg,
+        facts: &[],
+    })
+    .unwrap();
+    assert_eq!(
+        (out.renditions[0].width, out.renditions[0].height),
+        (400, 300)
+    );
+    assert_eq!(
+        out.facts,
+        vec![Fact {
+            key: "thumbnail_source_scale".into(),
+            value: Value::Text("1/1".into())
+        }]
+    );
 }
 
 #[test]
 fn png_with_alpha_and_tiff_are_supported() {
-    let img = image::RgbaImage::from_fn(1000, 500, |x, _| image::Rgba([200, (x % 256) as u8, 0, if x < 500 { 255 } else { 0 }]));
+    let img = image::RgbaImage::from_fn(1000, 500, |x, _| {
+        image::Rgba([200, (x % 256) as u8, 0, if x < 500 { 255 } else { 0 }])
+    });
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
     let t = thumbnails(&png, &Config::default(), None).unwrap();
-    assert_eq!(sizes(&t), vec![("small", 400, 200), ("medium", 800, 400), ("large", 1000, 500), ("clip", 224, 224)]);
+    assert_eq!(
+        sizes(&t),
+        vec![
+            ("small", 400, 200),
+            ("medium", 800, 400),
+            ("large", 1000, 500),
+            ("clip", 224, 224)
+        ]
+    );
     // The transparent right half is composited over white.
     let px = decode(&t.thumbs[0].jpeg, 400, 200);
     let right = &px[(100 * 400 + 390) * 3..(100 * 400 + 391) * 3];
@@ -157,11 +263,28 @@ fn png_with_alpha_and_tiff_are_supported() {
 #[test]
 fn heic_is_rejected_or_skipped() {
     let bytes = read("heic/samplefilehub.heif");
-    assert!(matches!(thumbnails(&bytes, &Config::default(), None), Err(ThumbError::Unsupported(_))));
-    let input = Input { claimed_type: "image/heic", bytes: &bytes, config: &[], facts: &[] };
-    assert_eq!(thumbnail::run(&input), Err(StageError::Rejected("thumbnails for HEIC are not supported yet".into())));
+    assert!(matches!(
+        thumbnails(&bytes, &Config::default(), None),
+        Err(ThumbError::Unsupported(_))
+    ));
+    let input = Input {
+        claimed_type: "image/heic",
+        bytes: &bytes,
+        config: &[],
+        facts: &[],
+    };
+    assert_eq!(
+        thumbnail::run(&input),
+        Err(StageError::Rejected(
+            "thumbnails for HEIC are not supported yet".into()
+        ))
+    );
     let skip = vec![("unsupported".to_string(), "skip".to_string())];
-    let out = thumbnail::run(&Input { config: &skip, ..input }).unwrap();
+    let out = thumbnail::run(&Input {
+        config: &skip,
+        ..input
+    })
+    .unwrap();
     assert!(out.renditions.is_empty() && out.warnings.len() == 1);
 }
 
@@ -177,8 +300,15 @@ fn broken_files_give_clean_results() {
         let bytes = std::fs::read(&f).unwrap();
         for cut in [bytes.len(), bytes.len() / 2, 200.min(bytes.len())] {
             let r = thumbnails(&bytes[..cut], &Config::default(), None);
-            println!("{} [..{cut}]: {:?}", f.display(), r.as_ref().map(|t| t.thumbs.len()));
+            println!(
+                "{} [..{cut}]: {:?}",
+                f.display(),
+                r.as_ref().map(|t| t.thumbs.len())
+            );
         }
     }
-    assert!(matches!(thumbnails(b"not an image", &Config::default(), None), Err(ThumbError::Corrupt(_) | ThumbError::Unsupported(_))));
+    assert!(matches!(
+        thumbnails(b"not an image", &Config::default(), None),
+        Err(ThumbError::Corrupt(_) | ThumbError::Unsupported(_))
+    ));
 }

@@ -87,7 +87,11 @@ pub fn detect(b: &[u8]) -> Option<Format> {
     if b.len() >= 12 && &b[0..4] == b"RIFF" && &b[8..12] == b"WEBP" {
         return Some(Format::WebP);
     }
-    if b.starts_with(b"II*\0") || b.starts_with(b"MM\0*") || b.starts_with(b"II+\0") || b.starts_with(b"MM\0+") {
+    if b.starts_with(b"II*\0")
+        || b.starts_with(b"MM\0*")
+        || b.starts_with(b"II+\0")
+        || b.starts_with(b"MM\0+")
+    {
         return Some(Format::Tiff);
     }
     if b.len() >= 12 && &b[4..8] == b"ftyp" {
@@ -99,7 +103,8 @@ pub fn detect(b: &[u8]) -> Option<Format> {
 /// Classifies an ISO-BMFF `ftyp` box by its major and compatible brands.
 fn heif_brand(b: &[u8]) -> Option<Format> {
     let size = be32(b, 0).ok()? as usize;
-    let end = size.clamp(16, b.len().min(4096));
+    // (Not `clamp(16, len)`: that panics on 12..15-byte files.)
+    let end = size.min(b.len()).min(4096);
     let mut brands = vec![&b[8..12]];
     // Compatible brands follow the 4-byte minor version.
     let mut i = 16;
@@ -111,7 +116,9 @@ fn heif_brand(b: &[u8]) -> Option<Format> {
     // AVIF first: AVIF files also list mif1.
     if has(&[b"avif", b"avis"]) {
         Some(Format::Avif)
-    } else if has(&[b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"]) {
+    } else if has(&[
+        b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
+    ]) {
         Some(Format::Heic)
     } else if has(&[b"mif1", b"msf1", b"mif2"]) {
         Some(Format::Heif)
@@ -162,7 +169,12 @@ pub fn describe_unknown(b: &[u8]) -> String {
         return s("a truncated JPEG start marker");
     }
     let head = &b[..b.len().min(1024)];
-    let text = head.iter().filter(|&&c| c == b'\n' || c == b'\r' || c == b'\t' || (0x20..0x7F).contains(&c) || c >= 0x80).count();
+    let text = head
+        .iter()
+        .filter(|&&c| {
+            c == b'\n' || c == b'\r' || c == b'\t' || (0x20..0x7F).contains(&c) || c >= 0x80
+        })
+        .count();
     if text * 100 >= head.len() * 95 {
         let lower = String::from_utf8_lossy(head).to_ascii_lowercase();
         if lower.contains("<svg") {
@@ -180,10 +192,14 @@ pub fn describe_unknown(b: &[u8]) -> String {
 pub type ParseResult<T> = Result<T, String>;
 
 fn be16(b: &[u8], at: usize) -> ParseResult<u16> {
-    b.get(at..at + 2).map(|s| u16::from_be_bytes([s[0], s[1]])).ok_or_else(|| "ends inside its header".to_string())
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .ok_or_else(|| "ends inside its header".to_string())
 }
 fn be32(b: &[u8], at: usize) -> ParseResult<u32> {
-    b.get(at..at + 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]])).ok_or_else(|| "ends inside its header".to_string())
+    b.get(at..at + 4)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| "ends inside its header".to_string())
 }
 fn be64(b: &[u8], at: usize) -> ParseResult<u64> {
     b.get(at..at + 8)
@@ -191,13 +207,19 @@ fn be64(b: &[u8], at: usize) -> ParseResult<u64> {
         .ok_or_else(|| "ends inside its header".to_string())
 }
 fn le16(b: &[u8], at: usize) -> ParseResult<u16> {
-    b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]])).ok_or_else(|| "ends inside its header".to_string())
+    b.get(at..at + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or_else(|| "ends inside its header".to_string())
 }
 fn le24(b: &[u8], at: usize) -> ParseResult<u32> {
-    b.get(at..at + 3).map(|s| u32::from_le_bytes([s[0], s[1], s[2], 0])).ok_or_else(|| "ends inside its header".to_string())
+    b.get(at..at + 3)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], 0]))
+        .ok_or_else(|| "ends inside its header".to_string())
 }
 fn le32(b: &[u8], at: usize) -> ParseResult<u32> {
-    b.get(at..at + 4).map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok_or_else(|| "ends inside its header".to_string())
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| "ends inside its header".to_string())
 }
 
 /// Reads the dimensions from the header only.
@@ -211,7 +233,10 @@ pub fn dimensions(f: Format, b: &[u8]) -> ParseResult<Dims> {
         Format::Heic | Format::Heif | Format::Avif => heif_dims(b)?,
     };
     if d.width == 0 || d.height == 0 {
-        return Err(format!("declares an empty size of {}x{} pixels", d.width, d.height));
+        return Err(format!(
+            "declares an empty size of {}x{} pixels",
+            d.width, d.height
+        ));
     }
     Ok(d)
 }
@@ -238,14 +263,18 @@ fn jpeg_header(b: &[u8]) -> ParseResult<(Dims, usize)> {
     let mut dims = None;
     loop {
         // Markers may be preceded by any number of 0xFF fill bytes.
-        let Some(&ff) = b.get(i) else { return Err("ends before the image data (truncated)".into()) };
+        let Some(&ff) = b.get(i) else {
+            return Err("ends before the image data (truncated)".into());
+        };
         if ff != 0xFF {
             return Err(format!("has a corrupt marker at byte {i}"));
         }
         while b.get(i) == Some(&0xFF) {
             i += 1;
         }
-        let Some(&m) = b.get(i) else { return Err("ends before the image data (truncated)".into()) };
+        let Some(&m) = b.get(i) else {
+            return Err("ends before the image data (truncated)".into());
+        };
         i += 1;
         match m {
             // Standalone markers without a length.
@@ -254,7 +283,8 @@ fn jpeg_header(b: &[u8]) -> ParseResult<(Dims, usize)> {
             0xD9 => return Err("ends (EOI) before any image data".into()),
             _ => {}
         }
-        let len = be16(b, i).map_err(|_| "ends inside a marker segment (truncated)".to_string())? as usize;
+        let len = be16(b, i).map_err(|_| "ends inside a marker segment (truncated)".to_string())?
+            as usize;
         if len < 2 || i + len > b.len() {
             return Err("ends inside a marker segment (truncated)".into());
         }
@@ -269,11 +299,16 @@ fn jpeg_header(b: &[u8]) -> ParseResult<(Dims, usize)> {
                 return Err("leaves its height to a DNL marker, which is not supported".into());
             }
             if dims.is_none() {
-                dims = Some(Dims { width: w, height: h });
+                dims = Some(Dims {
+                    width: w,
+                    height: h,
+                });
             }
         }
         if m == 0xDA {
-            let Some(d) = dims else { return Err("has no frame header (SOF) before its image data".into()) };
+            let Some(d) = dims else {
+                return Err("has no frame header (SOF) before its image data".into());
+            };
             return Ok((d, i + len));
         }
         i += len;
@@ -308,7 +343,10 @@ fn png_dims(b: &[u8]) -> ParseResult<Dims> {
     if w > i32::MAX as u32 || h > i32::MAX as u32 {
         return Err("declares an impossible size".into());
     }
-    Ok(Dims { width: w, height: h })
+    Ok(Dims {
+        width: w,
+        height: h,
+    })
 }
 
 fn png_integrity(b: &[u8]) -> ParseResult<()> {
@@ -316,9 +354,15 @@ fn png_integrity(b: &[u8]) -> ParseResult<()> {
     let mut i = 8usize;
     let mut seen_idat = false;
     loop {
-        let len = be32(b, i).map_err(|_| "ends without an IEND chunk (truncated)".to_string())? as usize;
-        let ty = b.get(i + 4..i + 8).ok_or("ends without an IEND chunk (truncated)")?;
-        let end = i.checked_add(12).and_then(|x| x.checked_add(len)).ok_or("has a corrupt chunk length")?;
+        let len =
+            be32(b, i).map_err(|_| "ends without an IEND chunk (truncated)".to_string())? as usize;
+        let ty = b
+            .get(i + 4..i + 8)
+            .ok_or("ends without an IEND chunk (truncated)")?;
+        let end = i
+            .checked_add(12)
+            .and_then(|x| x.checked_add(len))
+            .ok_or("has a corrupt chunk length")?;
         if end > b.len() {
             return Err("ends inside a chunk (truncated)".into());
         }
@@ -341,7 +385,11 @@ pub fn crc32(data: &[u8]) -> u32 {
     for &x in data {
         c ^= x as u32;
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -350,7 +398,10 @@ pub fn crc32(data: &[u8]) -> u32 {
 // ---------- GIF ----------
 
 fn gif_dims(b: &[u8]) -> ParseResult<Dims> {
-    Ok(Dims { width: le16(b, 6)? as u32, height: le16(b, 8)? as u32 })
+    Ok(Dims {
+        width: le16(b, 6)? as u32,
+        height: le16(b, 8)? as u32,
+    })
 }
 
 fn gif_integrity(b: &[u8]) -> ParseResult<()> {
@@ -399,16 +450,25 @@ fn webp_dims(b: &[u8]) -> ParseResult<Dims> {
             if b.get(23..26) != Some(&[0x9D, 0x01, 0x2A]) {
                 return Err("has a corrupt VP8 frame header".into());
             }
-            Ok(Dims { width: (le16(b, 26)? & 0x3FFF) as u32, height: (le16(b, 28)? & 0x3FFF) as u32 })
+            Ok(Dims {
+                width: (le16(b, 26)? & 0x3FFF) as u32,
+                height: (le16(b, 28)? & 0x3FFF) as u32,
+            })
         }
         b"VP8L" => {
             if b.get(20) != Some(&0x2F) {
                 return Err("has a corrupt VP8L header".into());
             }
             let v = le32(b, 21)?;
-            Ok(Dims { width: (v & 0x3FFF) + 1, height: ((v >> 14) & 0x3FFF) + 1 })
+            Ok(Dims {
+                width: (v & 0x3FFF) + 1,
+                height: ((v >> 14) & 0x3FFF) + 1,
+            })
         }
-        b"VP8X" => Ok(Dims { width: le24(b, 24)? + 1, height: le24(b, 27)? + 1 }),
+        b"VP8X" => Ok(Dims {
+            width: le24(b, 24)? + 1,
+            height: le24(b, 27)? + 1,
+        }),
         _ => Err("has an unknown first chunk".into()),
     }
 }
@@ -416,7 +476,11 @@ fn webp_dims(b: &[u8]) -> ParseResult<Dims> {
 fn webp_integrity(b: &[u8]) -> ParseResult<()> {
     let riff = le32(b, 4)? as usize;
     if riff.saturating_add(8) > b.len() {
-        return Err(format!("is {} bytes but its header says {} (truncated)", b.len(), riff + 8));
+        return Err(format!(
+            "is {} bytes but its header says {} (truncated)",
+            b.len(),
+            riff + 8
+        ));
     }
     // Every chunk must fit inside the RIFF payload.
     let end = riff + 8;
@@ -428,7 +492,10 @@ fn webp_integrity(b: &[u8]) -> ParseResult<()> {
         if matches!(ty, b"VP8 " | b"VP8L" | b"ANMF") {
             has_image = true;
         }
-        i = i.saturating_add(8).saturating_add(len).saturating_add(len & 1);
+        i = i
+            .saturating_add(8)
+            .saturating_add(len)
+            .saturating_add(len & 1);
         if i > end {
             return Err("ends inside a chunk (truncated)".into());
         }
@@ -451,7 +518,12 @@ struct Tiff<'a> {
 impl<'a> Tiff<'a> {
     fn new(b: &'a [u8]) -> ParseResult<Self> {
         let le = b.starts_with(b"II");
-        let mut t = Tiff { b, le, big: false, ifd0: 0 };
+        let mut t = Tiff {
+            b,
+            le,
+            big: false,
+            ifd0: 0,
+        };
         let magic = t.u16(2)?;
         if magic == 43 {
             t.big = true;
@@ -465,23 +537,41 @@ impl<'a> Tiff<'a> {
         Ok(t)
     }
     fn u16(&self, at: usize) -> ParseResult<u16> {
-        if self.le { le16(self.b, at) } else { be16(self.b, at) }
+        if self.le {
+            le16(self.b, at)
+        } else {
+            be16(self.b, at)
+        }
     }
     fn u32(&self, at: usize) -> ParseResult<u32> {
-        if self.le { le32(self.b, at) } else { be32(self.b, at) }
+        if self.le {
+            le32(self.b, at)
+        } else {
+            be32(self.b, at)
+        }
     }
     fn u64(&self, at: usize) -> ParseResult<u64> {
         if self.le {
-            self.b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8]))).ok_or_else(|| "ends inside its header".into())
+            self.b
+                .get(at..at + 8)
+                .map(|s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+                .ok_or_else(|| "ends inside its header".into())
         } else {
             be64(self.b, at)
         }
     }
 
     /// Calls `f(tag, type, count, value_offset_field_pos)` for each IFD0 entry.
-    fn entries(&self, mut f: impl FnMut(u16, u16, u64, usize) -> ParseResult<()>) -> ParseResult<()> {
+    fn entries(
+        &self,
+        mut f: impl FnMut(u16, u16, u64, usize) -> ParseResult<()>,
+    ) -> ParseResult<()> {
         let at = self.ifd0 as usize;
-        let (n, first, size) = if self.big { (self.u64(at)?, at + 8, 20) } else { (self.u16(at)? as u64, at + 2, 12) };
+        let (n, first, size) = if self.big {
+            (self.u64(at)?, at + 8, 20)
+        } else {
+            (self.u16(at)? as u64, at + 2, 12)
+        };
         if n == 0 || n > 4096 || first as u64 + n * size as u64 > self.b.len() as u64 {
             return Err("has a corrupt first directory (IFD0)".into());
         }
@@ -489,7 +579,11 @@ impl<'a> Tiff<'a> {
             let e = first + k * size;
             let tag = self.u16(e)?;
             let ty = self.u16(e + 2)?;
-            let count = if self.big { self.u64(e + 4)? } else { self.u32(e + 4)? as u64 };
+            let count = if self.big {
+                self.u64(e + 4)?
+            } else {
+                self.u32(e + 4)? as u64
+            };
             f(tag, ty, count, if self.big { e + 12 } else { e + 8 })?;
         }
         Ok(())
@@ -511,7 +605,8 @@ impl<'a> Tiff<'a> {
         } else {
             self.u32(field)? as u64
         };
-        let at = usize::try_from(base + idx * width).map_err(|_| "has an offset outside the file".to_string())?;
+        let at = usize::try_from(base + idx * width)
+            .map_err(|_| "has an offset outside the file".to_string())?;
         match width {
             2 => Ok(self.u16(at)? as u64),
             4 => Ok(self.u32(at)? as u64),
@@ -590,10 +685,15 @@ fn boxes(b: &[u8], range: std::ops::Range<usize>) -> ParseResult<Vec<BoxRef>> {
         };
         if size < hdr as u64 || size > (range.end - i) as u64 {
             let name = String::from_utf8_lossy(&ty).into_owned();
-            return Err(format!("has a '{name}' box that runs past its end (truncated)"));
+            return Err(format!(
+                "has a '{name}' box that runs past its end (truncated)"
+            ));
         }
         let end = i + size as usize;
-        out.push(BoxRef { ty, body: i + hdr..end });
+        out.push(BoxRef {
+            ty,
+            body: i + hdr..end,
+        });
         i = end;
         if out.len() > 100_000 {
             return Err("has too many boxes".into());
@@ -632,7 +732,11 @@ fn heif_dims(b: &[u8]) -> ParseResult<Dims> {
     let children = boxes(b, meta.start + 4..meta.end)?;
     let primary = find(&children, b"pitm").and_then(|p| {
         let v = *b.get(p.body.start)?;
-        if v == 0 { be16(b, p.body.start + 4).ok().map(u32::from) } else { be32(b, p.body.start + 4).ok() }
+        if v == 0 {
+            be16(b, p.body.start + 4).ok().map(u32::from)
+        } else {
+            be32(b, p.body.start + 4).ok()
+        }
     });
     let iprp = find(&children, b"iprp").ok_or("has no item properties ('iprp')")?;
     let iprp_children = boxes(b, iprp.body.clone())?;
@@ -640,7 +744,10 @@ fn heif_dims(b: &[u8]) -> ParseResult<Dims> {
     let props = boxes(b, ipco.body.clone())?;
     let ispe_of = |p: &BoxRef| -> Option<Dims> {
         // Full box header (4 bytes), then width and height.
-        Some(Dims { width: be32(b, p.body.start + 4).ok()?, height: be32(b, p.body.start + 8).ok()? })
+        Some(Dims {
+            width: be32(b, p.body.start + 4).ok()?,
+            height: be32(b, p.body.start + 8).ok()?,
+        })
     };
     // Preferred: the ispe associated with the primary item via ipma.
     if let (Some(primary), Some(ipma)) = (primary, find(&iprp_children, b"ipma")) {

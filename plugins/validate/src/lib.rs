@@ -36,7 +36,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_pixels: DEFAULT_MAX_PIXELS, max_bytes: DEFAULT_MAX_BYTES }
+        Limits {
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
     }
 }
 
@@ -67,10 +70,17 @@ pub fn parse_config(config: &[(String, String)]) -> Result<(Limits, Vec<String>)
 
 /// Parses a positive TOML integer (underscores allowed).
 fn parse_positive(key: &str, v: &str) -> Result<u64, String> {
-    let clean: String = v.trim().trim_matches('"').chars().filter(|&c| c != '_').collect();
+    let clean: String = v
+        .trim()
+        .trim_matches('"')
+        .chars()
+        .filter(|&c| c != '_')
+        .collect();
     match clean.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("validate: config {key} = {v:?} is not a positive whole number")),
+        _ => Err(format!(
+            "validate: config {key} = {v:?} is not a positive whole number"
+        )),
     }
 }
 
@@ -101,7 +111,11 @@ pub fn validate(bytes: &[u8], limits: &Limits) -> Result<Info, String> {
         ));
     }
     formats::integrity(format, bytes).map_err(|e| format!("the {name} file {e}"))?;
-    Ok(Info { format, width: dims.width, height: dims.height })
+    Ok(Info {
+        format,
+        width: dims.width,
+        height: dims.height,
+    })
 }
 
 /// The stage entry point in plain Rust: the WASM glue calls this, and so can
@@ -111,7 +125,13 @@ pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
     let info = validate(input.bytes, &limits).map_err(StageError::Rejected)?;
     let mime = info.format.mime();
     let mut warnings = Vec::new();
-    let claimed = input.claimed_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let claimed = input
+        .claimed_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     // Clients often send application/octet-stream; only flag a real mismatch.
     let same = claimed == mime
         || (claimed == "image/jpg" && mime == "image/jpeg")

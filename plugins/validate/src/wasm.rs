@@ -24,7 +24,11 @@ impl Guest for Component {
                 for line in &out.log {
                     log(LogLevel::Info, line);
                 }
-                Ok(Output { facts: out.facts.into_iter().map(to_wit).collect(), renditions: Vec::new(), warnings: out.warnings })
+                Ok(Output {
+                    facts: out.facts.into_iter().map(to_wit).collect(),
+                    renditions: Vec::new(),
+                    warnings: out.warnings,
+                })
             }
             Err(stage::StageError::Rejected(m)) => Err(StageError::Rejected(m)),
             Err(stage::StageError::Failed(m)) => Err(StageError::Failed(m)),

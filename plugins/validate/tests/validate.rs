@@ -95,8 +95,18 @@ fn sample_dimensions_match_exiftool() {
         ("tiff/Tless0.tiff", Format::Tiff, 643, 448),
         ("tiff/Arbitro.tiff", Format::Tiff, 174, 38),
         ("heic/samplefilehub.heif", Format::Heic, 640, 426),
-        ("heic/mobile/iphone_13_pro_max.HEIC", Format::Heic, 4032, 3024),
-        ("heic/mobile/HMD_Nokia_8.3_5G.heif", Format::Heic, 4608, 3456),
+        (
+            "heic/mobile/iphone_13_pro_max.HEIC",
+            Format::Heic,
+            4032,
+            3024,
+        ),
+        (
+            "heic/mobile/HMD_Nokia_8.3_5G.heif",
+            Format::Heic,
+            4608,
+            3456,
+        ),
         ("heic/IMG_5195.HEIC", Format::Heic, 2566, 3313),
     ];
     for (rel, f, w, h) in cases {
@@ -115,19 +125,28 @@ fn synthetic_headers_are_read() {
 fn png_bomb_is_rejected_from_the_header() {
     // 100000x100000 with a valid IHDR CRC and no real data behind it.
     let e = rejected(&png(100_000, 100_000, true));
-    assert!(e.contains("too large") && e.contains("10000000000 pixels"), "{e}");
+    assert!(
+        e.contains("too large") && e.contains("10000000000 pixels"),
+        "{e}"
+    );
 }
 
 #[test]
 fn pixel_limit_is_configurable() {
-    let limits = Limits { max_pixels: 5, ..Limits::default() };
+    let limits = Limits {
+        max_pixels: 5,
+        ..Limits::default()
+    };
     assert!(validate(&png(3, 2, true), &limits).is_err());
     assert!(validate(&png(5, 1, true), &limits).is_ok());
 }
 
 #[test]
 fn byte_limit_applies_first() {
-    let limits = Limits { max_bytes: 10, ..Limits::default() };
+    let limits = Limits {
+        max_bytes: 10,
+        ..Limits::default()
+    };
     let e = validate(b"hello world, not an image", &limits).unwrap_err();
     assert!(e.contains("too large"), "{e}");
 }
@@ -174,7 +193,11 @@ fn non_images_get_a_clear_reason() {
 
 #[test]
 fn every_prefix_of_a_sample_is_handled_without_panic() {
-    for rel in ["jpg/Canon_40D.jpg", "heic/samplefilehub.heif", "tiff/Arbitro.tiff"] {
+    for rel in [
+        "jpg/Canon_40D.jpg",
+        "heic/samplefilehub.heif",
+        "tiff/Arbitro.tiff",
+    ] {
         let b = read(rel);
         let step = (b.len() / 400).max(1);
         for cut in (0..b.len()).step_by(step) {
@@ -191,18 +214,35 @@ fn every_prefix_of_a_sample_is_handled_without_panic() {
 fn run_emits_facts_and_config_errors_fail() {
     let cfg = vec![("max_pixels".to_string(), "1_000".to_string())];
     let bytes = png(10, 10, true);
-    let input = Input { claimed_type: "image/jpeg", bytes: &bytes, config: &cfg, facts: &[] };
+    let input = Input {
+        claimed_type: "image/jpeg",
+        bytes: &bytes,
+        config: &cfg,
+        facts: &[],
+    };
     let out = validate::run(&input).unwrap();
     assert_eq!(
         out.facts,
         vec![
-            Fact { key: "content_type".into(), value: Value::Text("image/png".into()) },
-            Fact { key: "width".into(), value: Value::Integer(10) },
-            Fact { key: "height".into(), value: Value::Integer(10) },
+            Fact {
+                key: "content_type".into(),
+                value: Value::Text("image/png".into())
+            },
+            Fact {
+                key: "width".into(),
+                value: Value::Integer(10)
+            },
+            Fact {
+                key: "height".into(),
+                value: Value::Integer(10)
+            },
         ]
     );
     assert_eq!(out.warnings.len(), 1, "claimed type mismatch is a warning");
     let bad = vec![("max_pixels".to_string(), "lots".to_string())];
-    let input = Input { config: &bad, ..input };
+    let input = Input {
+        config: &bad,
+        ..input
+    };
     assert!(matches!(validate::run(&input), Err(StageError::Failed(_))));
 }

@@ -1,5 +1,6 @@
 //! `wrong-world`: a valid component that exports something other than
-//! `lumilio:pipeline/runner`, to test that `check` refuses it clearly.
+//! `lumilio:pipeline/runner` and imports an interface the host does not
+//! provide, to test that `check` names both problems.
 
 wit_bindgen::generate!({
     inline: "
@@ -9,7 +10,12 @@ wit_bindgen::generate!({
             analyze: func(data: list<u8>) -> string;
         }
 
+        interface clock {
+            now: func() -> u64;
+        }
+
         world other {
+            import clock;
             export analyzer;
         }
     ",
@@ -22,7 +28,11 @@ struct Wrong;
 
 impl Guest for Wrong {
     fn analyze(data: Vec<u8>) -> String {
-        format!("{} bytes", data.len())
+        format!(
+            "{} bytes at {}",
+            data.len(),
+            lumilio::elsewhere::clock::now()
+        )
     }
 }
 
