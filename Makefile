@@ -29,7 +29,7 @@ export LUMILIO_TESTDATA ?= $(LUMILIO_PHOTOS)
 # An assignment, not `eval "$(...)"`, so that a failing db.sh stops the recipe.
 WITH_DB = db_line=$$(scripts/db.sh); eval "$$db_line"; export DATABASE_URL
 
-.PHONY: help db db-stop psql host plugins build guests migrate run test bench clean-db
+.PHONY: help db db-stop psql host plugins build guests migrate run test bench soak clean-db
 
 help:
 	@echo "make run        database + build + migrate, then serve (127.0.0.1:8080)"
@@ -42,6 +42,7 @@ help:
 	@echo "make guests     hostile test guests (tests/guests/build.sh)"
 	@echo "make migrate    apply migrations on lines main and app"
 	@echo "make bench      scripts/bench.sh, else cargo bench if benches exist"
+	@echo "make soak       the full kill -9 loop: 200 uploads, 10 kills"
 
 db:
 	@scripts/db.sh
@@ -107,3 +108,7 @@ bench:
 	else
 	  echo "no benchmarks yet"
 	fi
+
+soak: build
+	$(WITH_DB)
+	LUMILIO_SOAK_UPLOADS=200 LUMILIO_SOAK_KILLS=10 $(CARGO) test --release -p lumilio --test e2e kill_9 -- --nocapture

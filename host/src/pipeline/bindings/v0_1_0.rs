@@ -27,13 +27,13 @@ pub const RUNNER_EXPORT: &str = "lumilio:pipeline/runner@0.1.0";
 /// The fully qualified name of the host interface a 0.1.0 stage may import.
 pub const HOST_IMPORT: &str = "lumilio:pipeline/host@0.1.0";
 
-use lumilio::pipeline::types as t;
+use self::lumilio::pipeline::types as t;
 
-impl lumilio::pipeline::types::Host for HostState {}
+impl self::lumilio::pipeline::types::Host for HostState {}
 
-impl lumilio::pipeline::host::Host for HostState {
-    fn log(&mut self, level: lumilio::pipeline::host::LogLevel, message: String) {
-        use lumilio::pipeline::host::LogLevel as L;
+impl self::lumilio::pipeline::host::Host for HostState {
+    fn log(&mut self, level: self::lumilio::pipeline::host::LogLevel, message: String) {
+        use self::lumilio::pipeline::host::LogLevel as L;
         let level = match level {
             L::Trace => LogLevel::Trace,
             L::Debug => LogLevel::Debug,
