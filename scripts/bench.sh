@@ -2,10 +2,10 @@
 # scripts/bench.sh: the benchmarks of `make bench` (see bench/README.md).
 #
 #   scripts/bench.sh            build what is needed, start the database, run
-#                               bench-plugins (issue 3) and bench-ingest (issue 4),
-#                               then print one summary table
+#                               bench-plugins (issue 3), bench-ingest (issue 4) and
+#                               bench-clip (issue 5), then print one summary table
 #   BENCH_QUICK=1 scripts/bench.sh   fewer rounds (same measures)
-#   BENCH_ONLY=plugins|ingest        run one of the two binaries
+#   BENCH_ONLY=plugins|ingest|clip   run one of the three binaries
 #
 # Every measure is printed beside a peer measured in the same run, with the ratio
 # and the target. A missed target prints MISSED; the script still exits 0, since
@@ -19,13 +19,14 @@ CARGO=${CARGO:-cargo}
 ONLY=${BENCH_ONLY:-all}
 log() { printf 'bench.sh: %s\n' "$*" >&2; }
 
-for tool in vipsthumbnail exiftool dd; do
+# bench-clip needs none of the peer tools (its peer is the one-worker setup).
+[ "$ONLY" = clip ] || for tool in vipsthumbnail exiftool dd; do
   command -v "$tool" >/dev/null || { log "error: $tool is not installed (apt-get install libvips-tools libimage-exiftool-perl coreutils)"; exit 1; }
 done
 
 started=$(date +%s)
-log "building host, plugins, the echo test guest and the benchmarks (release)"
-$CARGO build --release -p lumilio
+log "building host, inference server, plugins, the echo test guest and the benchmarks (release)"
+$CARGO build --release -p lumilio -p lumilio-infer
 plugins=()
 for manifest in plugins/*/Cargo.toml; do
   plugins+=(-p "$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n1)")
@@ -34,7 +35,7 @@ $CARGO build --release --target wasm32-wasip2 "${plugins[@]}"
 bash tests/guests/build.sh echo
 $CARGO build --release -p lumilio-bench
 
-if [ "$ONLY" != plugins ] && [ -z "${DATABASE_URL:-}" ]; then
+if [ "$ONLY" != plugins ] && [ "$ONLY" != clip ] && [ -z "${DATABASE_URL:-}" ]; then
   db_line=$(scripts/db.sh)
   eval "$db_line"
   export DATABASE_URL
@@ -50,6 +51,9 @@ if [ "$ONLY" = all ] || [ "$ONLY" = plugins ]; then
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = ingest ]; then
   target/release/bench-ingest || { status=$?; log "bench-ingest could not finish (exit $status)"; }
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = clip ]; then
+  target/release/bench-clip || { status=$?; log "bench-clip could not finish (exit $status)"; }
 fi
 
 echo

@@ -4,6 +4,7 @@
 mod assets_api;
 mod auth;
 mod clip;
+mod fuzz;
 mod harness;
 mod migrations;
 mod trust;

@@ -8,6 +8,7 @@ mod auth;
 mod error;
 mod files;
 mod jobs;
+mod metrics;
 mod openapi;
 mod search;
 mod upload;
@@ -51,6 +52,7 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
     vec![
         ("GET", "/health", get(health)),
         ("GET", "/api/openapi.json", get(openapi::document)),
+        ("GET", "/metrics", get(metrics::metrics)),
         ("POST", "/api/v1/assets", post(upload::single)),
         ("GET", "/api/v1/assets", get(assets::list)),
         ("POST", "/api/v1/assets/batch", post(upload::batch)),
@@ -91,6 +93,7 @@ pub fn router(state: AppState) -> Router {
     }
     router
         .fallback(|| async { ApiError::not_found("route") })
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -30,6 +30,7 @@ pub struct ErrorDetail {
     paths(
         super::health,
         document,
+        super::metrics::metrics,
         super::upload::single,
         super::upload::batch,
         super::upload::check,

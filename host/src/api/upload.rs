@@ -259,7 +259,27 @@ pub async fn batch(
 ) -> Result<(StatusCode, Json<BatchResponse>), ApiError> {
     let mut results = Vec::new();
     // Parts are handled one after another as they stream in; the batch is never buffered.
-    while let Some(mut field) = multipart.next_field().await.map_err(bad_multipart)? {
+    loop {
+        let mut field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if results.is_empty() => return Err(bad_multipart(e)),
+            Err(e) => {
+                // Parts before the break are stored: report them, and the break.
+                results.push(BatchItem {
+                    success: false,
+                    file_name: String::new(),
+                    content_hash: String::new(),
+                    status: None,
+                    task_id: None,
+                    asset_id: None,
+                    size: None,
+                    message: None,
+                    error: Some(bad_multipart(e).detail()),
+                });
+                break;
+            }
+        };
         let (file_name, content_type) = field_meta(&field);
         let claimed = field.name().unwrap_or("").to_owned();
         if results.len() >= state.max_batch_parts {

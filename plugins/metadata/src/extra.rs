@@ -53,10 +53,12 @@ impl Xmp {
             return None;
         }
         let body_start = after.find('>')? + 1;
-        let body = &after[body_start..after.find(&close)?];
+        // `get`, not indexing: a closing tag before the end of the opening
+        // one (`<a </a>>`, `<rdf:li</rdf:li>`) must not panic.
+        let body = after.get(body_start..after.find(&close)?)?;
         if let Some(li) = body.find("<rdf:li") {
             let li = &body[li..];
-            let v = &li[li.find('>')? + 1..li.find("</rdf:li>")?];
+            let v = li.get(li.find('>')? + 1..li.find("</rdf:li>")?)?;
             return clean(v);
         }
         clean(body)
@@ -264,17 +266,18 @@ impl PictureInfo {
                 continue;
             };
             let v = v.trim();
+            // `inf` and `NaN` parse as floats: only finite values are kept.
             match k.trim() {
                 "TimeDate" => out.taken_at = v.parse().ok().and_then(unix_to_iso),
                 "Shutter" => {
-                    out.exposure_time = v.parse::<f64>().ok().filter(|x| *x > 0.0).map(|x| x / 1e6)
+                    out.exposure_time = v.parse::<f64>().ok().filter(|x| *x > 0.0 && x.is_finite()).map(|x| x / 1e6)
                 }
                 "FNumber" => {
                     out.f_number = v
                         .trim_start_matches(['F', 'f'])
                         .parse()
                         .ok()
-                        .filter(|x: &f64| *x > 0.0)
+                        .filter(|x: &f64| *x > 0.0 && x.is_finite())
                 }
                 _ => {}
             }

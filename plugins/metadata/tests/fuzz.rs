@@ -70,7 +70,58 @@ fn regressions() -> Vec<(String, Vec<u8>)> {
     jpeg.extend_from_slice(&[0xFF, 0xD9]);
     v.push(("EXIF IFD0 pointing at itself, 65535 entries".into(), jpeg));
     v.push(("TIFF IFD0 pointing at itself".into(), t));
+    // Found by this test: XMP with a closing tag inside the opening one
+    // panicked slicing `begin > end` in `Xmp::get`.
+    v.push((
+        "XMP `<tiff:Make </tiff:Make>>`".into(),
+        b"<x:xmpmeta <tiff:Make </tiff:Make>></x:xmpmeta>".to_vec(),
+    ));
+    v.push((
+        "XMP `<rdf:li</rdf:li>`".into(),
+        b"<x:xmpmeta><exif:ISOSpeedRatings><rdf:li</rdf:li></exif:ISOSpeedRatings></x:xmpmeta>"
+            .to_vec(),
+    ));
+    // Found by this test: Olympus picture info `Shutter=inf` gave an
+    // infinite exposure_time fact (not representable in JSON).
+    v.push((
+        "picture info Shutter=inf, FNumber=Finf".into(),
+        picture_info("Shutter=inf\r\nFNumber=Finf\r\n"),
+    ));
     v
+}
+
+fn picture_info(text: &str) -> Vec<u8> {
+    let mut b = vec![0xFF, 0xD8];
+    let mut p = b"[picture info]\r\n".to_vec();
+    p.extend_from_slice(text.as_bytes());
+    b.extend(segment(0xEC, &p));
+    b.extend_from_slice(&[0xFF, 0xD9]);
+    b
+}
+
+#[test]
+fn metadata_regressions_give_clean_facts() {
+    for (what, bytes) in regressions() {
+        let out = call(&bytes).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        check(&Ok(out.clone())).unwrap_or_else(|e| panic!("{what}: {e}"));
+        if what.starts_with("picture info") {
+            assert!(
+                out.facts
+                    .iter()
+                    .all(|f| f.key != "exposure_time" && f.key != "f_number"),
+                "{what}: {:?}",
+                out.facts
+            );
+        }
+    }
+    let out = call(&picture_info("Shutter=2000\r\nFNumber=F2.8\r\n")).unwrap();
+    assert!(
+        out.facts
+            .iter()
+            .any(|f| f.key == "f_number" && f.value == Value::Float(2.8)),
+        "{:?}",
+        out.facts
+    );
 }
 
 #[test]
@@ -285,6 +336,7 @@ fn png(
     out
 }
 
+#[allow(dead_code)]
 /// A raw zlib stream of `n` zero bytes (stored blocks), i.e. an IDAT that
 /// inflates to exactly what a small image needs.
 fn zlib_stored(data: &[u8]) -> Vec<u8> {
@@ -872,6 +924,12 @@ fn fuzz<T: Send + 'static>(
     check: fn(&T) -> Result<(), String>,
 ) {
     let seed = seed();
+    // `LUMILIO_FUZZ_LIMIT_MS` overrides the per-case bound (to time a slow case).
+    let limit = std::env::var("LUMILIO_FUZZ_LIMIT_MS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(limit);
     let started = Instant::now();
     let mut total = 0;
     let failures_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-{plugin}"));
@@ -1012,6 +1070,7 @@ fn generate(
     fixed.into_iter().chain(random.take(rest))
 }
 
+#[allow(dead_code)]
 /// A `Result` from a stage is clean when it is `Ok` or carries a reason.
 fn clean_error(reason: &str) -> Result<(), String> {
     if reason.trim().is_empty() {

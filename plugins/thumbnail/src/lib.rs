@@ -270,6 +270,10 @@ fn decode(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
     ))
 }
 
+/// Largest JPEG (width × height) this stage decodes: validate's default
+/// `max_pixels`. (Other formats are bounded by `image`'s allocation limit.)
+pub const MAX_JPEG_PIXELS: u64 = 100_000_000;
+
 fn decode_jpeg(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
     let corrupt =
         |e: jpeg_decoder::Error| ThumbError::Corrupt(format!("the JPEG could not be decoded: {e}"));
@@ -283,6 +287,14 @@ fn decode_jpeg(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError
         return Err(ThumbError::Corrupt(
             "the JPEG declares an empty size".into(),
         ));
+    }
+    // A header claiming 65535x65535 over a few KB of data makes the decoder
+    // grind through billions of pixels (over a minute natively). `validate`
+    // rejects such files first, but this stage must not rely on that.
+    if w as u64 * h as u64 > MAX_JPEG_PIXELS {
+        return Err(ThumbError::Corrupt(format!(
+            "the image is too large to decode: {w}x{h} is over {MAX_JPEG_PIXELS} pixels"
+        )));
     }
     // The largest size any rendition needs, then the smallest IDCT scale
     // (k/8) that still covers it in both dimensions.

@@ -325,6 +325,7 @@ fn png(
     out
 }
 
+#[allow(dead_code)]
 /// A raw zlib stream of `n` zero bytes (stored blocks), i.e. an IDAT that
 /// inflates to exactly what a small image needs.
 fn zlib_stored(data: &[u8]) -> Vec<u8> {
@@ -912,6 +913,12 @@ fn fuzz<T: Send + 'static>(
     check: fn(&T) -> Result<(), String>,
 ) {
     let seed = seed();
+    // `LUMILIO_FUZZ_LIMIT_MS` overrides the per-case bound (to time a slow case).
+    let limit = std::env::var("LUMILIO_FUZZ_LIMIT_MS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(limit);
     let started = Instant::now();
     let mut total = 0;
     let failures_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-{plugin}"));
@@ -1052,6 +1059,7 @@ fn generate(
     fixed.into_iter().chain(random.take(rest))
 }
 
+#[allow(dead_code)]
 /// A `Result` from a stage is clean when it is `Ok` or carries a reason.
 fn clean_error(reason: &str) -> Result<(), String> {
     if reason.trim().is_empty() {
