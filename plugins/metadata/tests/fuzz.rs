@@ -718,7 +718,7 @@ fn extreme_header(rng: &mut Rng, b: &mut Vec<u8>) -> Option<String> {
             ]);
             b[at + 5..at + 7].copy_from_slice(&h.to_be_bytes());
             b[at + 7..at + 9].copy_from_slice(&w.to_be_bytes());
-            if rng.chance(30) {
+            if rng.chance(30) && at + 9 < b.len() {
                 b[at + 9] = *rng.pick(&[0u8, 2, 5, 255]); // component count
             }
             return Some(format!("SOF{:X} set to {w}x{h}", m & 0xF));
@@ -935,9 +935,17 @@ fn fuzz<T: Send + 'static>(
     let failures_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-{plugin}"));
     let mut failures = Vec::new();
     let mut slowest = (Duration::ZERO, String::new());
-    // Keep panic messages of caught panics short: the report lists them.
+    // Caught panics on the worker are listed in the report, not printed;
+    // any other panic (e.g. in this test itself) still prints.
     let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    std::panic::set_hook(Box::new(move |info| {
+        if !std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("fuzz-"))
+        {
+            default_hook(info)
+        }
+    }));
     let (to_worker, jobs) = mpsc::channel::<Vec<u8>>();
     let (to_main, results) = mpsc::channel::<(Outcome<T>, Duration)>();
     let worker = std::thread::Builder::new()
@@ -1012,7 +1020,7 @@ fn fuzz<T: Send + 'static>(
     if hung.is_none() {
         worker.join().unwrap();
     }
-    std::panic::set_hook(default_hook);
+    let _ = std::panic::take_hook();
     eprintln!(
         "fuzz {plugin}: {total} cases, seed {seed}, {:.1?} in all, slowest {:.1?}: {}",
         started.elapsed(),
