@@ -429,6 +429,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             }
         });
     }
+    queue::backfill::spawn(pool.clone(), storage.clone());
     let clip = start_clip(&cfg).await?;
     let settings = queue::QueueSettings {
         process_asset_workers: cfg.process_asset_workers,

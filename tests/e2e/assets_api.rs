@@ -387,10 +387,15 @@ async fn openapi_document_is_served() {
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
-    let r = reqwest::get(format!("{}/metrics", server.base)).await.unwrap();
+    let r = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let text = r.text().await.unwrap();
-    assert!(text.contains("# TYPE lumilio_jobs gauge") && text.contains("# TYPE lumilio_assets gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE lumilio_jobs gauge") && text.contains("# TYPE lumilio_assets gauge"),
+        "{text}"
+    );
     let (code, err) = server.get("/no/such/route").await;
     assert_eq!(code, 404);
     assert_eq!(err["error"]["code"], "not_found");

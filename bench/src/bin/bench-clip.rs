@@ -92,7 +92,14 @@ async fn main() -> Result<()> {
             ..cfg.clone()
         };
         let serial_items = if quick { 40 } else { 120 };
-        let serial = run(&serial_cfg, &images, 1, serial_items, Duration::from_secs(20)).await?;
+        let serial = run(
+            &serial_cfg,
+            &images,
+            1,
+            serial_items,
+            Duration::from_secs(20),
+        )
+        .await?;
         Ok::<_, anyhow::Error>((many, one, serial))
     }
     .await;
@@ -145,7 +152,8 @@ async fn main() -> Result<()> {
         status: Status::from(speedup >= 5.0),
     });
     summary.push(Row {
-        measure: "5b'' CLIP items/s, 16 workers vs 1 worker with batch size 1 (no window wait)".into(),
+        measure: "5b'' CLIP items/s, 16 workers vs 1 worker with batch size 1 (no window wait)"
+            .into(),
         ours: format!("{:.1} items/s", many.per_sec()),
         peer: format!("{:.1} items/s", serial.per_sec()),
         ratio: format!("{:.1}x", many.per_sec() / serial.per_sec()),
@@ -327,7 +335,10 @@ impl InferServer {
                 bail!("lumilio-infer exited with {st}:\n{}", s.log_tail(40));
             }
             if Instant::now() > deadline {
-                bail!("lumilio-infer not listening after 20 s:\n{}", s.log_tail(40));
+                bail!(
+                    "lumilio-infer not listening after 20 s:\n{}",
+                    s.log_tail(40)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

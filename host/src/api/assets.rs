@@ -43,9 +43,19 @@ fn summary(a: &Asset) -> Value {
         "height": a.height,
         "taken_at": a.taken_at,
         "taken_at_offset": a.taken_at_offset,
+        "taken_at_source": a.taken_at_source,
+        "sha1": a.sha1.as_deref().map(hex),
+        "file_created_at": a.file_created_at,
+        "file_modified_at": a.file_modified_at,
+        "is_favorite": a.is_favorite,
+        "visibility": a.visibility,
         "created_at": a.created_at,
         "updated_at": a.updated_at,
     })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Filters for the asset list.
@@ -160,6 +170,16 @@ pub async fn get_one(
     let clip = super::search::clip_view(&state, owner, asset.id).await?;
     body["predictions"] = clip["predictions"].clone();
     body["near_duplicates"] = clip["near_duplicates"].clone();
+    // The XMP sidecar as text (it is XML); the raw bytes are at `url`.
+    body["sidecar"] = match assets::sidecar(&state.pool, asset.id).await? {
+        Some(s) => json!({
+            "file_name": s.file_name,
+            "size": s.data.len(),
+            "url": format!("/api/v1/assets/{}/sidecar", asset.id),
+            "xmp": String::from_utf8_lossy(&s.data),
+        }),
+        None => Value::Null,
+    };
     Ok(Json(body))
 }
 

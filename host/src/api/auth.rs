@@ -16,7 +16,7 @@ use crate::db::users;
 pub struct Owner(pub Uuid);
 
 /// The key a request carries, if any.
-fn presented_key(parts: &Parts) -> Option<&str> {
+pub(super) fn presented_key(parts: &Parts) -> Option<&str> {
     if let Some(v) = parts
         .headers
         .get(AUTHORIZATION)
@@ -36,6 +36,20 @@ fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
 }
 
+/// 401 for a request without a key.
+pub(super) fn missing_key() -> ApiError {
+    unauthorized(
+        "send an API key as `Authorization: Bearer KEY` or `x-api-key: KEY`; `lumilio user create NAME` makes one",
+    )
+}
+
+/// 401 for a key that is not (or no longer) valid.
+pub(super) fn unknown_key() -> ApiError {
+    unauthorized(
+        "the API key is unknown or revoked; `lumilio user create-key NAME` makes a new one",
+    )
+}
+
 impl FromRequestParts<AppState> for Owner {
     type Rejection = ApiError;
 
@@ -43,14 +57,10 @@ impl FromRequestParts<AppState> for Owner {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = presented_key(parts).ok_or_else(|| {
-            unauthorized("send an API key as `Authorization: Bearer KEY`; `lumilio user create NAME` makes one")
-        })?;
+        let key = presented_key(parts).ok_or_else(missing_key)?;
         match users::authenticate(&state.pool, key).await? {
             Some(user) => Ok(Owner(user)),
-            None => Err(unauthorized(
-                "the API key is unknown or revoked; `lumilio user create-key NAME` makes a new one",
-            )),
+            None => Err(unknown_key()),
         }
     }
 }

@@ -138,22 +138,25 @@ async fn send(headers: &HeaderMap, f: FileResponse) -> Result<Response, ApiError
         HeaderValue::from_str(&f.content_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
-    if let Some(name) = f.file_name {
-        let encoded: String = name
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        if let Ok(v) = HeaderValue::from_str(&format!("inline; filename*=UTF-8''{encoded}")) {
-            h.insert(header::CONTENT_DISPOSITION, v);
-        }
+    if let Some(v) = f.file_name.as_deref().and_then(disposition) {
+        h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(res)
+}
+
+/// `inline; filename*=UTF-8''…`, percent-encoded so any stored name is a valid header.
+fn disposition(name: &str) -> Option<HeaderValue> {
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&format!("inline; filename*=UTF-8''{encoded}")).ok()
 }
 
 /// The uploaded file, byte for byte.
@@ -244,4 +247,29 @@ mod tests {
         assert_eq!(parse_range(h("bytes=0-1,3-4").as_ref(), 10), Range::Full);
         assert_eq!(parse_range(h("items=0-1").as_ref(), 10), Range::Full);
     }
+}
+
+/// The XMP sidecar uploaded with an asset, as it was sent.
+#[utoipa::path(get, path = "/api/v1/assets/{id}/sidecar", tag = "files",
+    params(("id" = Uuid, Path, description = "asset id")),
+    responses((status = 200, description = "The sidecar (`application/rdf+xml`)"),
+              (status = 404, description = "No such asset, or it has no sidecar", body = super::openapi::ErrorBody)))]
+pub async fn sidecar(
+    State(state): State<AppState>,
+    owner: Owner,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let asset = owned(&state, owner, &id).await?;
+    let sidecar = assets::sidecar(&state.pool, asset.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("sidecar"))?;
+    let mut res = (
+        [(header::CONTENT_TYPE, "application/rdf+xml")],
+        sidecar.data,
+    )
+        .into_response();
+    if let Some(v) = disposition(&sidecar.file_name) {
+        res.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
 }

@@ -14,16 +14,22 @@ use super::{ApiError, AppState};
     responses((status = 200, description = "Prometheus text: jobs by queue and state, assets by status, stage outcomes and durations, CLIP batches")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
-    let jobs: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT queue, state::text, count(*) FROM river_job GROUP BY 1, 2 ORDER BY 1, 2")
-            .fetch_all(&state.pool)
-            .await?;
+    let jobs: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT queue, state::text, count(*) FROM river_job GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&state.pool)
+    .await?;
     out.push_str("# HELP lumilio_jobs River jobs by queue and state.\n# TYPE lumilio_jobs gauge\n");
     for (queue, job_state, n) in jobs {
-        let _ = writeln!(out, "lumilio_jobs{{queue=\"{queue}\",state=\"{job_state}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "lumilio_jobs{{queue=\"{queue}\",state=\"{job_state}\"}} {n}"
+        );
     }
     let assets: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM assets GROUP BY 1 ORDER BY 1").fetch_all(&state.pool).await?;
+        sqlx::query_as("SELECT status, count(*) FROM assets GROUP BY 1 ORDER BY 1")
+            .fetch_all(&state.pool)
+            .await?;
     out.push_str("# HELP lumilio_assets Assets by status.\n# TYPE lumilio_assets gauge\n");
     for (status, n) in assets {
         let _ = writeln!(out, "lumilio_assets{{status=\"{status}\"}} {n}");
@@ -35,19 +41,37 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     .await?;
     out.push_str("# HELP lumilio_stage_runs Latest stage outcome per asset.\n# TYPE lumilio_stage_runs gauge\n");
     for (stage, outcome, n, _) in &stages {
-        let _ = writeln!(out, "lumilio_stage_runs{{stage=\"{stage}\",outcome=\"{outcome}\"}} {n}");
+        let _ = writeln!(
+            out,
+            "lumilio_stage_runs{{stage=\"{stage}\",outcome=\"{outcome}\"}} {n}"
+        );
     }
     out.push_str("# HELP lumilio_stage_duration_ms_sum Total wall time of those runs.\n# TYPE lumilio_stage_duration_ms_sum gauge\n");
     for (stage, outcome, _, ms) in &stages {
-        let _ = writeln!(out, "lumilio_stage_duration_ms_sum{{stage=\"{stage}\",outcome=\"{outcome}\"}} {ms}");
+        let _ = writeln!(
+            out,
+            "lumilio_stage_duration_ms_sum{{stage=\"{stage}\",outcome=\"{outcome}\"}} {ms}"
+        );
     }
     if let Some(clip) = &state.clip {
         let m = clip.metrics();
         out.push_str("# HELP lumilio_clip_batches_total Infer streams sent by this process.\n# TYPE lumilio_clip_batches_total counter\n");
         let _ = writeln!(out, "lumilio_clip_batches_total {}", m.batches_sent);
-        let _ = writeln!(out, "# TYPE lumilio_clip_items_total counter\nlumilio_clip_items_total {}", m.items_sent);
-        let _ = writeln!(out, "# TYPE lumilio_clip_items_failed_total counter\nlumilio_clip_items_failed_total {}", m.items_failed);
-        let _ = writeln!(out, "# TYPE lumilio_clip_batch_fill_ratio gauge\nlumilio_clip_batch_fill_ratio {}", m.mean_fill_ratio());
+        let _ = writeln!(
+            out,
+            "# TYPE lumilio_clip_items_total counter\nlumilio_clip_items_total {}",
+            m.items_sent
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE lumilio_clip_items_failed_total counter\nlumilio_clip_items_failed_total {}",
+            m.items_failed
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE lumilio_clip_batch_fill_ratio gauge\nlumilio_clip_batch_fill_ratio {}",
+            m.mean_fill_ratio()
+        );
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }

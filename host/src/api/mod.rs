@@ -7,6 +7,7 @@ mod assets;
 mod auth;
 mod error;
 mod files;
+mod immich;
 mod jobs;
 mod metrics;
 mod openapi;
@@ -72,7 +73,22 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ),
         ("GET", "/api/v1/assets/{id}/similar", get(search::similar)),
         ("POST", "/api/v1/search", post(search::search)),
+        ("GET", "/api/v1/assets/{id}/sidecar", get(files::sidecar)),
         ("GET", "/api/v1/jobs/{id}", get(jobs::get_job)),
+        // Immich compatibility, for `immich upload` (see immich.rs).
+        ("GET", "/.well-known/immich", get(immich::well_known)),
+        ("GET", "/api/users/me", get(immich::users_me)),
+        ("GET", "/api/api-keys/me", get(immich::api_key_me)),
+        ("GET", "/api/server/media-types", get(immich::media_types)),
+        ("GET", "/api/server/version", get(immich::version)),
+        ("GET", "/api/server/ping", get(immich::ping)),
+        ("GET", "/api/assets/statistics", get(immich::statistics)),
+        (
+            "POST",
+            "/api/assets/bulk-upload-check",
+            post(immich::bulk_upload_check),
+        ),
+        ("POST", "/api/assets", post(immich::upload_asset)),
     ]
 }
 

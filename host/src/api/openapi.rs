@@ -43,6 +43,16 @@ pub struct ErrorDetail {
         super::jobs::get_job,
         super::search::search,
         super::search::similar,
+        super::files::sidecar,
+        super::immich::well_known,
+        super::immich::users_me,
+        super::immich::api_key_me,
+        super::immich::media_types,
+        super::immich::version,
+        super::immich::ping,
+        super::immich::statistics,
+        super::immich::bulk_upload_check,
+        super::immich::upload_asset,
     ),
     components(schemas(ErrorBody, ErrorDetail))
 )]

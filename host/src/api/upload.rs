@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::auth::Owner;
 use super::{ApiError, AppState};
-use crate::db::assets::{self, Inserted, NewAsset};
+use crate::db::assets::{self, ClientFacts, Inserted, NewAsset, Sidecar};
 use crate::ingest::{self, Staged};
 use crate::queue::ProcessAsset;
 
@@ -50,7 +50,7 @@ fn parse_hash(raw: &str, what: &str) -> Result<String, ApiError> {
 }
 
 /// Streams one multipart field to staging and checks it against `expected`.
-async fn stage(
+pub(super) async fn stage(
     state: &AppState,
     field: &mut Field<'_>,
     expected: Option<&str>,
@@ -91,14 +91,34 @@ async fn stage(
     Ok(staged)
 }
 
-/// Records a staged upload and its job in one transaction.
-async fn accept(
+/// A staged file and what the client said about it.
+pub(super) struct Accepting<'a> {
+    /// The bytes, in staging.
+    pub staged: Staged,
+    /// Sanitised file name.
+    pub file_name: &'a str,
+    /// The client's content type.
+    pub content_type: &'a str,
+    /// File times and flags the client sent.
+    pub client: &'a ClientFacts,
+    /// An XMP sidecar sent with the file.
+    pub sidecar: Option<&'a Sidecar>,
+}
+
+/// Records a staged upload (every upload route ends here), its sidecar and
+/// its job in one transaction.
+pub(super) async fn accept(
     state: &AppState,
     owner: Owner,
-    staged: Staged,
-    file_name: &str,
-    content_type: &str,
+    upload: Accepting<'_>,
 ) -> Result<(StatusCode, UploadResponse), ApiError> {
+    let Accepting {
+        staged,
+        file_name,
+        content_type,
+        client,
+        sidecar,
+    } = upload;
     let size = staged.size;
     let content_hash = staged.content_hash.clone();
     let new = NewAsset {
@@ -108,6 +128,8 @@ async fn accept(
         content_type,
         size: size as i64,
         content_hash: &content_hash,
+        sha1: &staged.sha1,
+        client,
     };
     let response = |task_id, asset_id, status| UploadResponse {
         task_id,
@@ -132,6 +154,9 @@ async fn accept(
                 .await?;
             let task_id = job.job.row.id;
             assets::set_job(&mut tx, asset_id, task_id).await?;
+            if let Some(sidecar) = sidecar {
+                assets::save_sidecar(&mut tx, asset_id, sidecar).await?;
+            }
             // The file is in place before the row commits, so a worker never sees
             // a row without bytes; if the commit fails, the file is removed.
             let dest = state.storage.staged_path(asset_id);
@@ -152,7 +177,7 @@ async fn accept(
     }
 }
 
-fn bad_multipart(err: axum::extract::multipart::MultipartError) -> ApiError {
+pub(super) fn bad_multipart(err: axum::extract::multipart::MultipartError) -> ApiError {
     ApiError::new(
         err.status(),
         "bad_multipart",
@@ -163,7 +188,7 @@ fn bad_multipart(err: axum::extract::multipart::MultipartError) -> ApiError {
     )
 }
 
-fn field_meta(field: &Field<'_>) -> (String, String) {
+pub(super) fn field_meta(field: &Field<'_>) -> (String, String) {
     let name = ingest::sanitize_file_name(field.file_name().unwrap_or(""));
     let content_type = field
         .content_type()
@@ -198,7 +223,14 @@ pub async fn single(
         }
         let (file_name, content_type) = field_meta(&field);
         let staged = stage(&state, &mut field, expected.as_deref()).await?;
-        let (status, body) = accept(&state, owner, staged, &file_name, &content_type).await?;
+        let upload = Accepting {
+            staged,
+            file_name: &file_name,
+            content_type: &content_type,
+            client: &ClientFacts::default(),
+            sidecar: None,
+        };
+        let (status, body) = accept(&state, owner, upload).await?;
         return Ok((status, Json(body)));
     }
     Err(ApiError::bad_request(
@@ -303,7 +335,14 @@ pub async fn batch(
         let outcome = async {
             let expected = parse_hash(&claimed, "the part's field name")?;
             let staged = stage(&state, &mut field, Some(&expected)).await?;
-            accept(&state, owner, staged, &file_name, &content_type).await
+            let upload = Accepting {
+                staged,
+                file_name: &file_name,
+                content_type: &content_type,
+                client: &ClientFacts::default(),
+                sidecar: None,
+            };
+            accept(&state, owner, upload).await
         }
         .await;
         let broken_body = matches!(&outcome, Err(e) if e.code == "bad_multipart");

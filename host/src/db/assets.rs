@@ -61,8 +61,21 @@ pub struct Asset {
     pub taken_at: Option<NaiveDateTime>,
     /// UTC offset of `taken_at`, when the camera recorded one.
     pub taken_at_offset: Option<String>,
+    /// `metadata`, `sidecar` or `file_time`: where `taken_at` came from.
+    pub taken_at_source: Option<String>,
     /// All pipeline facts.
     pub facts: serde_json::Value,
+    /// SHA-1 of the bytes (absent for assets stored before it was recorded).
+    #[serde(skip)]
+    pub sha1: Option<Vec<u8>>,
+    /// The file's creation time, as the uploading client reported it.
+    pub file_created_at: Option<DateTime<Utc>>,
+    /// The file's modification time, as the uploading client reported it.
+    pub file_modified_at: Option<DateTime<Utc>>,
+    /// Marked as a favourite by the client.
+    pub is_favorite: bool,
+    /// `timeline`, `archive`, `hidden` or `locked`.
+    pub visibility: String,
     /// When it was uploaded.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -70,7 +83,8 @@ pub struct Asset {
 }
 
 const ASSET_COLUMNS: &str = "id, owner_id, file_name, content_type, size, content_hash, status, reason, job_id, \
-     width, height, taken_at, taken_at_offset, facts, created_at, updated_at";
+     width, height, taken_at, taken_at_offset, taken_at_source, facts, sha1, file_created_at, file_modified_at, \
+     is_favorite, visibility, created_at, updated_at";
 
 /// A new upload, already staged.
 #[derive(Debug, Clone)]
@@ -87,6 +101,23 @@ pub struct NewAsset<'a> {
     pub size: i64,
     /// BLAKE3 hex.
     pub content_hash: &'a str,
+    /// SHA-1 of the same bytes.
+    pub sha1: &'a [u8; 20],
+    /// What the client said about the file.
+    pub client: &'a ClientFacts,
+}
+
+/// What an uploading client may say about a file besides its bytes.
+#[derive(Debug, Clone, Default)]
+pub struct ClientFacts {
+    /// The file's creation time.
+    pub file_created_at: Option<DateTime<Utc>>,
+    /// The file's modification time.
+    pub file_modified_at: Option<DateTime<Utc>>,
+    /// A favourite.
+    pub is_favorite: bool,
+    /// `timeline` (the default), `archive`, `hidden` or `locked`.
+    pub visibility: Option<String>,
 }
 
 /// What inserting an upload did.
@@ -101,8 +132,9 @@ pub enum Inserted {
 /// Inserts an asset unless its owner already has the same content hash.
 pub async fn insert(conn: &mut PgConnection, a: &NewAsset<'_>) -> Result<Inserted, sqlx::Error> {
     let id: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO assets (id, owner_id, file_name, content_type, size, content_hash)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO assets (id, owner_id, file_name, content_type, size, content_hash, sha1,
+                             file_created_at, file_modified_at, is_favorite, visibility)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, COALESCE($11, 'timeline'))
          ON CONFLICT (owner_id, content_hash) DO NOTHING RETURNING id",
     )
     .bind(a.id)
@@ -111,6 +143,11 @@ pub async fn insert(conn: &mut PgConnection, a: &NewAsset<'_>) -> Result<Inserte
     .bind(a.content_type)
     .bind(a.size)
     .bind(a.content_hash)
+    .bind(&a.sha1[..])
+    .bind(a.client.file_created_at)
+    .bind(a.client.file_modified_at)
+    .bind(a.client.is_favorite)
+    .bind(&a.client.visibility)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
@@ -179,6 +216,8 @@ pub struct KnownFacts {
     pub taken_at: Option<NaiveDateTime>,
     /// UTC offset of `taken_at`, like `+02:00`, when known.
     pub taken_at_offset: Option<String>,
+    /// `metadata`, `sidecar` or `file_time`, when `taken_at` is set.
+    pub taken_at_source: Option<&'static str>,
     /// Camera make.
     pub make: Option<String>,
     /// Camera model.
@@ -326,7 +365,7 @@ pub async fn finish(
            taken_at = $8, taken_at_offset = $9, make = $10, model = $11, lens = $12,
            exposure_time = $13, f_number = $14, iso = $15, focal_length = $16,
            gps_latitude = $17, gps_longitude = $18, gps_altitude = $19, orientation = $20,
-           updated_at = now()
+           taken_at_source = $21, updated_at = now()
          WHERE id = $1",
     )
     .bind(id)
@@ -349,6 +388,7 @@ pub async fn finish(
     .bind(known.gps_longitude)
     .bind(known.gps_altitude)
     .bind(known.orientation)
+    .bind(known.taken_at_source)
     .execute(conn)
     .await?;
     Ok(())
@@ -409,6 +449,87 @@ pub async fn existing_hashes(
     .bind(hashes)
     .fetch_all(pool)
     .await
+}
+
+/// How many assets an owner has.
+pub async fn count(pool: &PgPool, owner: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM assets WHERE owner_id = $1")
+        .bind(owner)
+        .fetch_one(pool)
+        .await
+}
+
+/// Which of these SHA-1 digests the owner already has, as (digest, asset id).
+pub async fn existing_sha1(
+    pool: &PgPool,
+    owner: Uuid,
+    digests: &[Vec<u8>],
+) -> Result<Vec<(Vec<u8>, Uuid)>, sqlx::Error> {
+    sqlx::query_as("SELECT sha1, id FROM assets WHERE owner_id = $1 AND sha1 = ANY($2)")
+        .bind(owner)
+        .bind(digests)
+        .fetch_all(pool)
+        .await
+}
+
+/// Assets stored before SHA-1 was recorded, after `after`, by id.
+pub async fn missing_sha1(
+    pool: &PgPool,
+    after: Uuid,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, content_hash FROM assets WHERE sha1 IS NULL AND id > $1 ORDER BY id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Records the SHA-1 of an asset's bytes.
+pub async fn set_sha1(pool: &PgPool, id: Uuid, sha1: &[u8; 20]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE assets SET sha1 = $2 WHERE id = $1 AND sha1 IS NULL")
+        .bind(id)
+        .bind(&sha1[..])
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// An XMP sidecar kept with its asset.
+#[derive(Debug, Clone, FromRow)]
+pub struct Sidecar {
+    /// The sidecar's (sanitised) file name.
+    pub file_name: String,
+    /// Its bytes, as uploaded.
+    pub data: Vec<u8>,
+}
+
+/// Stores (or replaces) the sidecar of an asset.
+pub async fn save_sidecar(
+    conn: &mut PgConnection,
+    asset: Uuid,
+    sidecar: &Sidecar,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sidecars (asset_id, file_name, data) VALUES ($1, $2, $3)
+         ON CONFLICT (asset_id) DO UPDATE SET file_name = EXCLUDED.file_name, data = EXCLUDED.data",
+    )
+    .bind(asset)
+    .bind(&sidecar.file_name)
+    .bind(&sidecar.data)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The sidecar of an asset, if one was uploaded.
+pub async fn sidecar(pool: &PgPool, asset: Uuid) -> Result<Option<Sidecar>, sqlx::Error> {
+    sqlx::query_as("SELECT file_name, data FROM sidecars WHERE asset_id = $1")
+        .bind(asset)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Serialises work on one content hash across processes (storing versus

@@ -42,6 +42,12 @@ pub const APP_MIGRATIONS: &[AppMigration] = &[
         up: include_str!("../../../migrations/003_clip.up.sql"),
         down: include_str!("../../../migrations/003_clip.down.sql"),
     },
+    AppMigration {
+        version: 4,
+        name: "client_metadata",
+        up: include_str!("../../../migrations/004_client_metadata.up.sql"),
+        down: include_str!("../../../migrations/004_client_metadata.down.sql"),
+    },
 ];
 
 /// The app line records what it applied here, apart from River's

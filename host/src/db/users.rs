@@ -146,3 +146,33 @@ pub async fn authenticate(pool: &PgPool, key: &str) -> Result<Option<Uuid>, sqlx
         .fetch_optional(pool)
         .await
 }
+
+/// An active key and its user, for clients that ask who they are.
+#[derive(Debug, Clone, FromRow)]
+pub struct KeyView {
+    /// Key id.
+    pub key_id: Uuid,
+    /// The key's first characters, as listings show them.
+    pub prefix: String,
+    /// When the key was made.
+    pub key_created_at: DateTime<Utc>,
+    /// The user the key acts for.
+    pub user_id: Uuid,
+    /// The user's name.
+    pub user_name: String,
+    /// When the user was made.
+    pub user_created_at: DateTime<Utc>,
+}
+
+/// The active key `key` and its user.
+pub async fn describe_key(pool: &PgPool, key: &str) -> Result<Option<KeyView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT k.id AS key_id, k.prefix, k.created_at AS key_created_at,
+                u.id AS user_id, u.name AS user_name, u.created_at AS user_created_at
+         FROM api_keys k JOIN users u ON u.id = k.user_id
+         WHERE k.key_hash = $1 AND k.revoked_at IS NULL",
+    )
+    .bind(hash_key(key))
+    .fetch_optional(pool)
+    .await
+}

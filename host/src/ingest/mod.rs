@@ -1,13 +1,18 @@
-//! Streaming uploads to the staging directory while hashing them with BLAKE3.
+//! Streaming uploads to the staging directory while hashing them with BLAKE3
+//! (the content address) and SHA-1 (what Immich clients check duplicates by),
+//! both in the one pass over the bytes.
 //!
 //! A leaf: it sees chunks of bytes, never HTTP, rows or jobs. An [`Upload`]
 //! that is dropped before [`Upload::finish`], or a [`Staged`] file that is
 //! dropped before [`Staged::keep_as`], deletes its bytes, so an error at any
 //! point leaves nothing behind in staging.
 
+pub mod sidecar;
+
 use std::io;
 use std::path::{Path, PathBuf};
 
+use sha1::Digest as _;
 use tokio::fs::{self, File};
 use tokio::io::{AsyncWriteExt, BufWriter};
 use uuid::Uuid;
@@ -66,6 +71,7 @@ impl Staging {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             guard: Guard(Some(path)),
             hasher: blake3::Hasher::new(),
+            sha1: sha1::Sha1::new(),
             size: 0,
             limit,
             dir: self.dir.clone(),
@@ -98,6 +104,7 @@ pub struct Upload {
     file: Option<BufWriter<File>>,
     guard: Guard,
     hasher: blake3::Hasher,
+    sha1: sha1::Sha1,
     size: u64,
     limit: u64,
     dir: PathBuf,
@@ -114,6 +121,7 @@ impl Upload {
             return Err(IngestError::TooLarge { limit: self.limit });
         }
         self.hasher.update(chunk);
+        self.sha1.update(chunk);
         let file = self
             .file
             .as_mut()
@@ -149,6 +157,7 @@ impl Upload {
             guard: Guard(self.guard.0.take()),
             size: self.size,
             content_hash: self.hasher.finalize().to_hex().to_string(),
+            sha1: self.sha1.finalize().into(),
         })
     }
 }
@@ -161,6 +170,8 @@ pub struct Staged {
     pub size: u64,
     /// BLAKE3 of the bytes, lower-case hex.
     pub content_hash: String,
+    /// SHA-1 of the bytes.
+    pub sha1: [u8; 20],
 }
 
 impl Staged {
@@ -191,6 +202,10 @@ impl Staged {
 mod tests {
     use super::*;
 
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     #[tokio::test]
     async fn hashes_while_streaming_and_keeps() {
         let dir = std::env::temp_dir().join(format!("lumilio-ingest-{}", Uuid::new_v4()));
@@ -203,6 +218,11 @@ mod tests {
         assert_eq!(
             staged.content_hash,
             blake3::hash(b"hello world").to_hex().to_string()
+        );
+        assert_eq!(
+            hex(&staged.sha1),
+            "2aae6c35c94fcfb415dbe95f408b9ce91ee846ed",
+            "SHA-1 of the same bytes, from the same pass"
         );
         let dest = dir.join("kept");
         staged.keep_as(&dest).await.unwrap();

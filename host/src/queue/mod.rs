@@ -4,6 +4,7 @@
 //! original and its renditions, and records the outcome. Workers are the only
 //! place where pipeline results meet the database and storage.
 
+pub mod backfill;
 mod process_asset;
 mod process_clip;
 pub mod sweep;

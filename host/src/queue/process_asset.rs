@@ -80,6 +80,28 @@ impl ProcessAssetWorker {
             })
     }
 
+    /// For files whose own metadata has no date: the XMP sidecar's date,
+    /// else the file time the client reported (UTC).
+    async fn date_fallback(
+        &self,
+        asset: &assets::Asset,
+        known: &mut KnownFacts,
+    ) -> Result<(), ProcessError> {
+        if let Some(sidecar) = assets::sidecar(&self.deps.pool, asset.id).await?
+            && let Some(at) = crate::ingest::sidecar::taken_at(&sidecar.data)
+        {
+            (known.taken_at, known.taken_at_offset) = parse_taken_at(&at);
+            known.taken_at_source = known.taken_at.map(|_| "sidecar");
+            return Ok(());
+        }
+        if let Some(at) = asset.file_created_at.or(asset.file_modified_at) {
+            known.taken_at = Some(at.naive_utc());
+            known.taken_at_offset = Some("+00:00".into());
+            known.taken_at_source = Some("file_time");
+        }
+        Ok(())
+    }
+
     async fn process(
         &self,
         context: &WorkContext,
@@ -137,7 +159,12 @@ impl ProcessAssetWorker {
         };
         let report = self.deps.pipeline.run(facts, bytes).await;
         let results = stage_results(&report);
-        let (known, facts_json) = facts_of(&report);
+        let (mut known, facts_json) = facts_of(&report);
+        if known.taken_at.is_some() {
+            known.taken_at_source = Some("metadata");
+        } else {
+            self.date_fallback(&asset, &mut known).await?;
+        }
 
         let (status, reason) = match &report.verdict {
             Verdict::Ready => {

@@ -270,7 +270,11 @@ impl PictureInfo {
             match k.trim() {
                 "TimeDate" => out.taken_at = v.parse().ok().and_then(unix_to_iso),
                 "Shutter" => {
-                    out.exposure_time = v.parse::<f64>().ok().filter(|x| *x > 0.0 && x.is_finite()).map(|x| x / 1e6)
+                    out.exposure_time = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| *x > 0.0 && x.is_finite())
+                        .map(|x| x / 1e6)
                 }
                 "FNumber" => {
                     out.f_number = v
