@@ -60,6 +60,28 @@ async fn every_route_as_owner_other_user_and_anonymous() {
             202,
             404,
         ),
+        // No sidecar was uploaded, so 404 for the owner too; the Immich test
+        // checks one that exists.
+        (
+            Method::GET,
+            format!("/api/v1/assets/{id}/sidecar"),
+            None,
+            404,
+            404,
+        ),
+        // The Immich compatibility routes that need a key.
+        (Method::GET, "/api/users/me".into(), None, 200, 200),
+        (Method::GET, "/api/api-keys/me".into(), None, 200, 200),
+        (Method::GET, "/api/assets/statistics".into(), None, 200, 200),
+        (
+            Method::POST,
+            "/api/assets/bulk-upload-check".into(),
+            Some(
+                json!({"assets": [{"id": "a", "checksum": "0000000000000000000000000000000000000000"}]}),
+            ),
+            200,
+            200,
+        ),
     ];
     for (method, path, body, as_owner, as_other) in &routes {
         let send = |c: &reqwest::Client| {

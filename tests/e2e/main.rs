@@ -6,6 +6,7 @@ mod auth;
 mod clip;
 mod fuzz;
 mod harness;
+mod immich;
 mod migrations;
 mod trust;
 mod upload;
