@@ -231,29 +231,31 @@ pub async fn bulk_upload_check(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let found = assets::existing_sha1(&state.pool, owner.0, &digests).await?;
+    let found: std::collections::HashMap<Vec<u8>, Uuid> =
+        assets::existing_sha1(&state.pool, owner.0, &digests)
+            .await?
+            .into_iter()
+            .collect();
     let results = req
         .assets
         .into_iter()
         .zip(&digests)
-        .map(
-            |(item, digest)| match found.iter().find(|(d, _)| d == digest) {
-                Some((_, asset)) => BulkCheckResult {
-                    id: item.id,
-                    action: "reject",
-                    reason: Some("duplicate"),
-                    asset_id: Some(*asset),
-                    is_trashed: Some(false),
-                },
-                None => BulkCheckResult {
-                    id: item.id,
-                    action: "accept",
-                    reason: None,
-                    asset_id: None,
-                    is_trashed: None,
-                },
+        .map(|(item, digest)| match found.get(digest) {
+            Some(asset) => BulkCheckResult {
+                id: item.id,
+                action: "reject",
+                reason: Some("duplicate"),
+                asset_id: Some(*asset),
+                is_trashed: Some(false),
             },
-        )
+            None => BulkCheckResult {
+                id: item.id,
+                action: "accept",
+                reason: None,
+                asset_id: None,
+                is_trashed: None,
+            },
+        })
         .collect();
     Ok(Json(BulkCheckResponse { results }))
 }
@@ -317,6 +319,54 @@ fn parse_time(raw: &str, name: &str) -> Result<DateTime<Utc>, ApiError> {
         })
 }
 
+/// Immich's text fields, as sent.
+#[derive(Debug, Default)]
+struct TextFields {
+    file_created_at: Option<String>,
+    file_modified_at: Option<String>,
+    file_size: Option<String>,
+    is_favorite: Option<String>,
+    visibility: Option<String>,
+}
+
+impl TextFields {
+    /// The client's facts and its claimed file size, or what is wrong with them.
+    fn parse(self) -> Result<(ClientFacts, Option<u64>), ApiError> {
+        let bad = |message: String| ApiError::bad_request("bad_field", message);
+        let time =
+            |raw: Option<String>, name: &str| raw.map(|raw| parse_time(&raw, name)).transpose();
+        let file_size = self
+            .file_size
+            .map(|raw| {
+                raw.parse::<u64>()
+                    .map_err(|_| bad(format!("`fileSize` must be a byte count, got {raw:?}")))
+            })
+            .transpose()?;
+        let is_favorite = match self.is_favorite.as_deref() {
+            Some("true") => true,
+            None | Some("false" | "") => false,
+            Some(other) => {
+                return Err(bad(format!("`isFavorite` is true or false, got {other:?}")));
+            }
+        };
+        if let Some(v) = &self.visibility
+            && !VISIBILITIES.contains(&v.as_str())
+        {
+            return Err(bad(format!(
+                "`visibility` is one of {}, got {v:?}",
+                VISIBILITIES.join(", ")
+            )));
+        }
+        let client = ClientFacts {
+            file_created_at: time(self.file_created_at, "fileCreatedAt")?,
+            file_modified_at: time(self.file_modified_at, "fileModifiedAt")?,
+            is_favorite,
+            visibility: self.visibility,
+        };
+        Ok((client, file_size))
+    }
+}
+
 /// Upload one file as Immich clients do: multipart `assetData` (the file)
 /// with `fileCreatedAt`, `fileModifiedAt`, `fileSize`, `isFavorite`, and
 /// optional `visibility` and `sidecarData` (XMP). Other fields are ignored.
@@ -335,17 +385,18 @@ pub async fn upload_asset(
     headers: axum::http::HeaderMap,
     mut multipart: Multipart,
 ) -> Result<(StatusCode, Json<ImmichUploadResponse>), ApiError> {
-    let mut client = ClientFacts::default();
+    let mut fields = TextFields::default();
     let mut file: Option<(Staged, String, String)> = None;
     let mut sidecar = None;
-    let mut claimed_size: Option<u64> = None;
+    // The whole body is read before the text fields are judged, so a client
+    // told "bad field" receives the answer rather than a reset connection.
     while let Some(mut field) = multipart
         .next_field()
         .await
         .map_err(upload::bad_multipart)?
     {
         let name = field.name().unwrap_or("").to_owned();
-        match name.as_str() {
+        let slot = match name.as_str() {
             "assetData" => {
                 if file.is_some() {
                     return Err(ApiError::bad_request(
@@ -356,54 +407,23 @@ pub async fn upload_asset(
                 let (file_name, content_type) = upload::field_meta(&field);
                 let staged = upload::stage(&state, &mut field, None).await?;
                 file = Some((staged, file_name, content_type));
+                continue;
             }
-            "sidecarData" => sidecar = Some(sidecar_field(&mut field).await?),
-            "fileCreatedAt" => {
-                client.file_created_at =
-                    Some(parse_time(&text_field(&mut field, &name).await?, &name)?)
+            "sidecarData" => {
+                sidecar = Some(sidecar_field(&mut field).await?);
+                continue;
             }
-            "fileModifiedAt" => {
-                client.file_modified_at =
-                    Some(parse_time(&text_field(&mut field, &name).await?, &name)?)
-            }
-            "fileSize" => {
-                let raw = text_field(&mut field, &name).await?;
-                claimed_size = Some(raw.parse().map_err(|_| {
-                    ApiError::bad_request(
-                        "bad_field",
-                        format!("`fileSize` must be a byte count, got {raw:?}"),
-                    )
-                })?);
-            }
-            "isFavorite" => {
-                client.is_favorite = match text_field(&mut field, &name).await?.as_str() {
-                    "true" => true,
-                    "false" | "" => false,
-                    other => {
-                        return Err(ApiError::bad_request(
-                            "bad_field",
-                            format!("`isFavorite` is true or false, got {other:?}"),
-                        ));
-                    }
-                }
-            }
-            "visibility" => {
-                let v = text_field(&mut field, &name).await?;
-                if !VISIBILITIES.contains(&v.as_str()) {
-                    return Err(ApiError::bad_request(
-                        "bad_field",
-                        format!(
-                            "`visibility` is one of {}, got {v:?}",
-                            VISIBILITIES.join(", ")
-                        ),
-                    ));
-                }
-                client.visibility = Some(v);
-            }
+            "fileCreatedAt" => &mut fields.file_created_at,
+            "fileModifiedAt" => &mut fields.file_modified_at,
+            "fileSize" => &mut fields.file_size,
+            "isFavorite" => &mut fields.is_favorite,
+            "visibility" => &mut fields.visibility,
             // deviceAssetId, deviceId, duration, filename, ...: nothing to keep.
-            _ => {}
-        }
+            _ => continue,
+        };
+        *slot = Some(text_field(&mut field, &name).await?);
     }
+    let (client, claimed_size) = fields.parse()?;
     let Some((staged, file_name, content_type)) = file else {
         return Err(ApiError::bad_request(
             "missing_file",
