@@ -28,10 +28,10 @@ fn install_cli() -> String {
 }
 
 /// Runs the client with a clean environment; returns its output.
-async fn immich(cli: &str, home: &Path, args: &[&str]) -> Output {
+async fn immich(cli: &str, home: &Path, args: impl AsRef<[&str]>) -> Output {
     let mut cmd = tokio::process::Command::new(cli);
     cmd.args(["--config-directory", &home.join("immich").to_string_lossy()])
-        .args(args)
+        .args(args.as_ref())
         .env("HOME", home)
         .env_remove("IMMICH_INSTANCE_URL")
         .env_remove("IMMICH_API_KEY")
@@ -138,7 +138,7 @@ async fn immich_cli_uploads_a_folder() {
     let path_of = |name: &str| lib.path().join(name).to_string_lossy().into_owned();
 
     // Login: discovery through /.well-known/immich, then users/me and api-keys/me.
-    let login = immich(&cli, home.path(), &["login", &server.base, &server.key]).await;
+    let login = immich(&cli, home.path(), ["login", &server.base, &server.key]).await;
     let out = text(&login);
     println!("$ immich login {} KEY\n{out}", server.base);
     assert!(login.status.success(), "{out}");
@@ -151,20 +151,13 @@ async fn immich_cli_uploads_a_folder() {
 
     // First run: everything is new; the copy is answered as a duplicate of
     // the original when it arrives.
-    let first = immich(
-        &cli,
-        home.path(),
-        &[
-            "upload",
-            "--recursive",
-            "--json-output",
-            "--no-progress",
-            "--concurrency",
-            "4",
-            &lib_dir,
-        ],
-    )
-    .await;
+    let upload = |extra: &'static [&'static str]| {
+        let mut args = vec!["upload", "--recursive", "--json-output", "--no-progress"];
+        args.extend(extra);
+        args.push(&lib_dir);
+        immich(&cli, home.path(), args)
+    };
+    let first = upload(&["--concurrency", "4"]).await;
     let out = text(&first);
     println!("$ immich upload --recursive --json-output ...\n{out}");
     assert!(first.status.success(), "{out}");
@@ -288,18 +281,7 @@ async fn immich_cli_uploads_a_folder() {
     assert_eq!(scan["file_created_at"], "2010-01-02T03:04:05Z");
 
     // Second run: nothing new, every file named as a duplicate of its asset.
-    let second = immich(
-        &cli,
-        home.path(),
-        &[
-            "upload",
-            "--recursive",
-            "--json-output",
-            "--no-progress",
-            &lib_dir,
-        ],
-    )
-    .await;
+    let second = upload(&[]).await;
     let out = text(&second);
     println!("$ immich upload --recursive --json-output ... (again)\n{out}");
     assert!(out.contains("Found 0 new files and 5 duplicates"), "{out}");
@@ -323,7 +305,7 @@ async fn immich_cli_uploads_a_folder() {
         .unwrap();
     assert_eq!(rows, 4, "the second run stored nothing");
 
-    let info = immich(&cli, home.path(), &["server-info"]).await;
+    let info = immich(&cli, home.path(), ["server-info"]).await;
     let out = text(&info);
     println!("$ immich server-info\n{out}");
     assert!(info.status.success(), "{out}");

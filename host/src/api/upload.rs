@@ -105,6 +105,27 @@ pub(super) struct Accepting<'a> {
     pub sidecar: Option<&'a Sidecar>,
 }
 
+/// What a client that says nothing besides the file name and type says.
+static NO_CLIENT_FACTS: ClientFacts = ClientFacts {
+    file_created_at: None,
+    file_modified_at: None,
+    is_favorite: false,
+    visibility: None,
+};
+
+impl<'a> Accepting<'a> {
+    /// A file with nothing else to record (the native API's uploads).
+    pub fn bare(staged: Staged, file_name: &'a str, content_type: &'a str) -> Self {
+        Self {
+            staged,
+            file_name,
+            content_type,
+            client: &NO_CLIENT_FACTS,
+            sidecar: None,
+        }
+    }
+}
+
 /// Records a staged upload (every upload route ends here), its sidecar and
 /// its job in one transaction.
 pub(super) async fn accept(
@@ -223,13 +244,7 @@ pub async fn single(
         }
         let (file_name, content_type) = field_meta(&field);
         let staged = stage(&state, &mut field, expected.as_deref()).await?;
-        let upload = Accepting {
-            staged,
-            file_name: &file_name,
-            content_type: &content_type,
-            client: &ClientFacts::default(),
-            sidecar: None,
-        };
+        let upload = Accepting::bare(staged, &file_name, &content_type);
         let (status, body) = accept(&state, owner, upload).await?;
         return Ok((status, Json(body)));
     }
@@ -335,13 +350,7 @@ pub async fn batch(
         let outcome = async {
             let expected = parse_hash(&claimed, "the part's field name")?;
             let staged = stage(&state, &mut field, Some(&expected)).await?;
-            let upload = Accepting {
-                staged,
-                file_name: &file_name,
-                content_type: &content_type,
-                client: &ClientFacts::default(),
-                sidecar: None,
-            };
+            let upload = Accepting::bare(staged, &file_name, &content_type);
             accept(&state, owner, upload).await
         }
         .await;
