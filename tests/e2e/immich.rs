@@ -379,23 +379,13 @@ async fn immich_routes_check_what_they_are_sent() {
             "{path}"
         );
     }
-    let me: Value = client
-        .get(url("/api/api-keys/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get_json = |c: &reqwest::Client, path: &str| {
+        let r = c.get(url(path)).send();
+        async move { r.await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let me = get_json(&client, "/api/api-keys/me").await;
     assert_eq!(me["permissions"], json!(["all"]));
-    let types: Value = anonymous
-        .get(url("/api/server/media-types"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let types = get_json(&anonymous, "/api/server/media-types").await;
     assert!(
         types["image"].as_array().unwrap().contains(&json!(".jpg")),
         "{types}"
