@@ -38,6 +38,23 @@ async fn jpeg_becomes_ready_and_text_is_rejected() {
         reason.starts_with("validate: "),
         "the reason names the stage: {reason}"
     );
+    // A rejected file is still kept, as it was sent: the client may have
+    // deleted its copy once the upload was accepted.
+    let r = server
+        .client()
+        .get(format!(
+            "{}/api/v1/assets/{}/original",
+            server.base,
+            text["asset_id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        &r.bytes().await.unwrap()[..],
+        b"just some text, not a photo\n"
+    );
 
     // The job is finished and the staged bytes are gone; the original is stored by hash.
     let staging = server.data.path().join("staging");

@@ -188,7 +188,7 @@ pub async fn get_one(
     params(("id" = Uuid, Path, description = "asset id")),
     responses((status = 202, description = "Queued; `task_id` is the new job"),
               (status = 404, body = super::openapi::ErrorBody),
-              (status = 409, description = "the original is not kept (rejected uploads)", body = super::openapi::ErrorBody)))]
+              (status = 409, description = "the original is not on disk (uploads rejected by earlier builds)", body = super::openapi::ErrorBody)))]
 pub async fn reprocess(
     State(state): State<AppState>,
     owner: Owner,
@@ -204,7 +204,7 @@ pub async fn reprocess(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "original_not_kept",
-            "the original of this asset is not kept (rejected uploads are discarded); upload the file again",
+            "the original of this asset is not on disk (earlier builds discarded rejected uploads); upload the file again",
         ));
     }
     let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;

@@ -86,6 +86,15 @@ const ASSET_COLUMNS: &str = "id, owner_id, file_name, content_type, size, conten
      width, height, taken_at, taken_at_offset, taken_at_source, facts, sha1, file_created_at, file_modified_at, \
      is_favorite, visibility, created_at, updated_at";
 
+/// [`ASSET_COLUMNS`] qualified by a table alias, for queries that join assets.
+pub(crate) fn asset_columns_of(alias: &str) -> String {
+    ASSET_COLUMNS
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A new upload, already staged.
 #[derive(Debug, Clone)]
 pub struct NewAsset<'a> {

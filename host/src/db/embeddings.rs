@@ -105,16 +105,15 @@ pub async fn nearest(
         asset: Asset,
         distance: f64,
     }
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT a.id, a.owner_id, a.file_name, a.content_type, a.size, a.content_hash, a.status, a.reason, a.job_id,
-                a.width, a.height, a.taken_at, a.taken_at_offset, a.facts, a.created_at, a.updated_at,
-                (e.embedding <=> $2) AS distance
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {}, (e.embedding <=> $2) AS distance
          FROM embeddings e JOIN assets a ON a.id = e.asset_id
          WHERE a.owner_id = $1 AND e.model_id = $3 AND ($4::uuid IS NULL OR a.id <> $4)
            AND ($5::float8 IS NULL OR (e.embedding <=> $2) < $5)
          ORDER BY e.embedding <=> $2, a.id
          OFFSET $6 LIMIT $7",
-    )
+        super::assets::asset_columns_of("a")
+    )))
     .bind(owner)
     .bind(query)
     .bind(model_id)

@@ -80,6 +80,27 @@ impl ProcessAssetWorker {
             })
     }
 
+    /// Moves the staged bytes into storage. Rejected files are kept too: the
+    /// upload was accepted, and a client may already have deleted its copy
+    /// (`immich upload --delete`); `reprocess` can try them again.
+    async fn keep_original(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        asset: &assets::Asset,
+    ) -> Result<(), ProcessError> {
+        // Under the hash lock, so a concurrent delete of another asset with
+        // the same bytes cannot remove the original we are about to rely on.
+        assets::lock_hash(tx, &asset.content_hash).await?;
+        let staged = self.deps.storage.staged_path(asset.id);
+        if tokio::fs::try_exists(&staged).await.unwrap_or(false) {
+            self.deps
+                .storage
+                .put_original(&staged, &asset.content_hash)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// For files whose own metadata has no date: the XMP sidecar's date,
     /// else the file time the client reported (UTC).
     async fn date_fallback(
@@ -134,6 +155,7 @@ impl ProcessAssetWorker {
                 stage.memory_limit_mb
             );
             let mut tx = riverqueue::database::begin_postgres(&self.deps.pool).await?;
+            self.keep_original(&mut tx, &asset).await?;
             assets::finish(
                 &mut tx,
                 id,
@@ -169,16 +191,7 @@ impl ProcessAssetWorker {
         let (status, reason) = match &report.verdict {
             Verdict::Ready => {
                 let mut tx = riverqueue::database::begin_postgres(pool).await?;
-                // Under the hash lock, so a concurrent delete of another asset with
-                // the same bytes cannot remove the original we are about to rely on.
-                assets::lock_hash(&mut tx, &asset.content_hash).await?;
-                let staged = self.deps.storage.staged_path(id);
-                if tokio::fs::try_exists(&staged).await.unwrap_or(false) {
-                    self.deps
-                        .storage
-                        .put_original(&staged, &asset.content_hash)
-                        .await?;
-                }
+                self.keep_original(&mut tx, &asset).await?;
                 let mut rows = Vec::with_capacity(report.renditions.len());
                 for r in &report.renditions {
                     self.deps
@@ -219,6 +232,7 @@ impl ProcessAssetWorker {
             Verdict::Rejected { stage, reason } => {
                 let reason = format!("{stage}: {reason}");
                 let mut tx = riverqueue::database::begin_postgres(pool).await?;
+                self.keep_original(&mut tx, &asset).await?;
                 let outcome = Outcome {
                     status: Status::Rejected,
                     reason: Some(&reason),
