@@ -527,3 +527,35 @@ async fn immich_routes_check_what_they_are_sent() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sha1_of_older_assets_is_filled_in_at_start() {
+    let db = TestDb::new().await;
+    db.migrate();
+    let mut server = Server::start(&db).await;
+    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let (code, up) = server.upload("gps.jpg", jpeg.clone(), "image/jpeg").await;
+    assert_eq!(code, 201, "{up}");
+    let id = up["asset_id"].as_str().unwrap().to_owned();
+    server.wait_done(&id).await;
+    // As if stored before migration 004 recorded SHA-1.
+    let mut conn = db.conn().await;
+    sqlx::query("UPDATE assets SET sha1 = NULL")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    server.restart().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, asset) = server.get(&format!("/api/v1/assets/{id}")).await;
+        if asset["sha1"] == sha1_hex(&jpeg).as_str() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sha1 not filled in after 30 s: {asset}\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
