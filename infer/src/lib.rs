@@ -23,10 +23,7 @@ pub mod service;
 pub mod text;
 
 /// Generated protobuf and gRPC code (server, and a client for tests and tools).
-#[allow(clippy::all, missing_docs)]
-pub mod pb {
-    tonic::include_proto!("home_native.v1");
-}
+pub use lumilio_proto as pb;
 
 /// `Capability.service_name`.
 pub const SERVICE_NAME: &str = "lumilio-infer";

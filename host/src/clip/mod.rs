@@ -26,10 +26,7 @@ use std::time::Duration;
 pub use dispatcher::Dispatcher;
 
 /// Code generated from `proto/inference.proto`; private so callers see only plain types.
-#[allow(clippy::all, missing_docs)]
-mod pb {
-    tonic::include_proto!("home_native.v1");
-}
+use lumilio_proto as pb;
 
 /// Where the inference service is and how submissions are batched.
 #[derive(Debug, Clone)]
