@@ -16,20 +16,14 @@ WASM_TARGET := wasm32-wasip2
 RUN_ARGS    ?=
 TEST_ARGS   ?=
 
-# Plugin packages: one per plugins/*/Cargo.toml present now (its [package] name).
+# Plugin packages: one per plugins/*/Cargo.toml (its [package] name).
 PLUGINS = $(foreach f,$(wildcard plugins/*/Cargo.toml),$(shell sed -n 's/^name *= *"\([^"]*\)".*/\1/p' $(f) | head -n1))
-
-# The sample photos tests and benchmarks read (see ../shared/testdata/photos/SOURCE.md):
-# beside the checkout, else the workplace's copy. Set LUMILIO_PHOTOS to override.
-LUMILIO_PHOTOS ?= $(abspath $(firstword $(wildcard ../shared/testdata/photos /work/shared/testdata/photos)))
-export LUMILIO_PHOTOS
-export LUMILIO_TESTDATA ?= $(LUMILIO_PHOTOS)
 
 # Start (or reuse) the database and export DATABASE_URL into the recipe's shell.
 # An assignment, not `eval "$(...)"`, so that a failing db.sh stops the recipe.
 WITH_DB = db_line=$$(scripts/db.sh); eval "$$db_line"; export DATABASE_URL
 
-.PHONY: help db db-stop psql host plugins build guests migrate run test bench soak clean-db
+.PHONY: help db db-stop psql host plugins wasm-target build guests migrate run test test-tools bench soak clean-db exiftool-refs
 
 help:
 	@echo "make run        database + build + migrate, then serve (127.0.0.1:8080)"
@@ -41,7 +35,8 @@ help:
 	@echo "make build      host (target/release/lumilio) + plugins (target/$(WASM_TARGET)/release/*.wasm)"
 	@echo "make guests     hostile test guests (tests/guests/build.sh)"
 	@echo "make migrate    apply migrations on lines main and app"
-	@echo "make bench      scripts/bench.sh, else cargo bench if benches exist"
+	@echo "make bench      scripts/bench.sh (installs its peers vips, exiftool, heif-convert when root)"
+	@echo "make exiftool-refs  regenerate tests/data/photos/exiftool-refs.json with exiftool"
 	@echo "make soak       the full kill -9 loop: 200 uploads, 10 kills"
 
 db:
@@ -59,20 +54,27 @@ clean-db:
 host:
 	$(CARGO) build --release
 
-plugins:
-	@plugins="$(PLUGINS)"
-	if [ -z "$$plugins" ]; then echo "no plugins/*/Cargo.toml yet; skipping plugins"; exit 0; fi
-	if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx $(WASM_TARGET); then
-	  echo "the $(WASM_TARGET) target is missing: rustup target add $(WASM_TARGET) (.ci/run does this)" >&2
+# The plugins' target, added with rustup when it is missing.
+wasm-target:
+	@if ! command -v rustup >/dev/null; then
+	  if rustc --print target-list 2>/dev/null | grep -qx $(WASM_TARGET) && \
+	     [ -d "$$(rustc --print sysroot)/lib/rustlib/$(WASM_TARGET)" ]; then exit 0; fi
+	  echo "error: the $(WASM_TARGET) target is missing and there is no rustup to add it." >&2
+	  echo "Install Rust with rustup (https://rustup.rs), then: rustup target add $(WASM_TARGET)" >&2
 	  exit 1
 	fi
-	set -x
+	if ! rustup target list --installed | grep -qx $(WASM_TARGET); then
+	  echo "adding the Rust target $(WASM_TARGET) (rustup target add $(WASM_TARGET))"
+	  rustup target add $(WASM_TARGET)
+	fi
+
+plugins: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach p,$(PLUGINS),-p $(p))
 
 build: host plugins
 
-guests:
-	@if [ -f tests/guests/build.sh ]; then bash tests/guests/build.sh; else echo "no tests/guests/build.sh; skipping guests"; fi
+guests: wasm-target
+	bash tests/guests/build.sh
 
 migrate: host
 	$(WITH_DB)
@@ -82,9 +84,10 @@ migrate: host
 run: build migrate
 	$(WITH_DB)
 	key=$$(target/release/lumilio user dev-key dev --file .local/dev-api-key)
+	listen=$${LUMILIO_LISTEN:-127.0.0.1:8080}
 	echo "dev user's API key (kept in .local/dev-api-key):"
 	echo "  $$key"
-	echo "  curl -H 'Authorization: Bearer $$key' -F file=@photo.jpg http://127.0.0.1:8080/api/v1/assets"
+	echo "  curl -H 'Authorization: Bearer $$key' -F file=@photo.jpg http://$$listen/api/v1/assets"
 	# Without an inference service of your own, run the reference one beside the host.
 	if [ -z "$${ML_SERVICE_ADDR:-}" ]; then
 	  target/release/lumilio-infer --listen 127.0.0.1:50051 &
@@ -94,20 +97,21 @@ run: build migrate
 	fi
 	target/release/lumilio serve $(RUN_ARGS)
 
-test: build guests
+# What the tests need beyond the build, installed into .local/ (git-ignored):
+# Node 22+ and the Immich CLI for the Immich e2e test.
+test-tools:
+	scripts/immich-cli.sh >/dev/null
+
+test: build guests test-tools
 	$(WITH_DB)
 	$(CARGO) test --release --workspace $(TEST_ARGS)
 
-bench:
-	@if [ -f scripts/bench.sh ]; then
-	  $(WITH_DB)
-	  exec bash scripts/bench.sh
-	elif compgen -G 'host/benches/*.rs' >/dev/null || compgen -G 'plugins/*/benches/*.rs' >/dev/null; then
-	  $(WITH_DB)
-	  exec $(CARGO) bench --workspace
-	else
-	  echo "no benchmarks yet"
-	fi
+bench: wasm-target test-tools
+	$(WITH_DB)
+	exec bash scripts/bench.sh
+
+exiftool-refs:
+	scripts/exiftool-refs.sh
 
 soak: build
 	$(WITH_DB)

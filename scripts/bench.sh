@@ -20,9 +20,9 @@ ONLY=${BENCH_ONLY:-all}
 log() { printf 'bench.sh: %s\n' "$*" >&2; }
 
 # bench-clip needs none of the peer tools (its peer is the one-worker setup).
-[ "$ONLY" = clip ] || for tool in vipsthumbnail exiftool dd; do
-  command -v "$tool" >/dev/null || { log "error: $tool is not installed (apt-get install libvips-tools libimage-exiftool-perl coreutils)"; exit 1; }
-done
+# The peers come from Debian: installed here when root, else the command to run is printed.
+[ "$ONLY" = clip ] || scripts/apt-need.sh vipsthumbnail:libvips-tools exiftool:libimage-exiftool-perl \
+  heif-convert:libheif-examples dd:coreutils
 
 started=$(date +%s)
 log "building host, inference server, plugins, the echo test guest and the benchmarks (release)"

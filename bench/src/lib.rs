@@ -21,30 +21,9 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The sample photo folder: `$LUMILIO_TESTDATA`, else `<repo>/../shared/testdata/photos`,
-/// else `/work/shared/testdata/photos`.
+/// The sample photo folder in this checkout (`tests/data/photos`).
 pub fn testdata() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("LUMILIO_TESTDATA") {
-        let p = PathBuf::from(p);
-        if p.is_dir() {
-            return Ok(p);
-        }
-        bail!("LUMILIO_TESTDATA={} is not a directory", p.display());
-    }
-    let candidates = [
-        repo().join("../shared/testdata/photos"),
-        PathBuf::from("/work/shared/testdata/photos"),
-    ];
-    for c in &candidates {
-        if c.join("jpg").is_dir() {
-            return Ok(c.canonicalize().unwrap_or_else(|_| c.clone()));
-        }
-    }
-    bail!(
-        "sample photos not found: set LUMILIO_TESTDATA to the photos folder (tried {} and {})",
-        candidates[0].display(),
-        candidates[1].display()
-    )
+    Ok(testdata::dir())
 }
 
 /// True when `BENCH_QUICK=1`: fewer rounds, same measures.

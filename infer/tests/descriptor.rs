@@ -1,31 +1,14 @@
 //! The descriptor behaves like an image-similarity embedding: a re-encoded,
 //! resized copy is closer to its original than a different photo is.
 
-use std::path::PathBuf;
-
 use image::{
     DynamicImage, ImageEncoder, RgbImage, codecs::jpeg::JpegEncoder, imageops::FilterType,
 };
 use lumilio_infer::descriptor::{self, DIM, cosine};
 use lumilio_infer::{labels, text};
 
-/// The sample photos: `$LUMILIO_PHOTOS`, else `shared/` beside the checkout (as the plugins' tests).
-fn photos() -> PathBuf {
-    match std::env::var_os("LUMILIO_PHOTOS") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/photos"),
-    }
-}
-
 fn photo(rel: &str) -> Vec<u8> {
-    let path = photos().join("jpg").join(rel);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "test photo {} is missing ({e}); put the shared test photos beside the checkout \
-             (shared/testdata/photos) or set LUMILIO_PHOTOS",
-            path.display()
-        )
-    })
+    testdata::read(&format!("jpg/{rel}"))
 }
 
 /// Resizes to `w`×`h` and re-encodes as JPEG at `quality`, like the host's `clip` rendition.

@@ -4,11 +4,8 @@
 use reqwest::header;
 use serde_json::{Value, json};
 
-use crate::harness::{Server, TestDb, repo};
+use crate::harness::{Server, TestDb};
 
-fn photo(name: &str) -> Vec<u8> {
-    std::fs::read(repo().join("tests/data").join(name)).unwrap()
-}
 
 fn hash(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex().to_string()
@@ -24,7 +21,7 @@ async fn started() -> (TestDb, Server) {
 #[tokio::test(flavor = "multi_thread")]
 async fn client_hash_is_verified() {
     let (db, server) = started().await;
-    let jpeg = photo("gps.jpg");
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let client = server.client();
     let form = || {
         reqwest::multipart::Form::new().part(
@@ -79,8 +76,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_reports_each_part_and_check_finds_them() {
     let (_db, server) = started().await;
-    let a = photo("gps.jpg");
-    let b = photo("landscape_6.jpg");
+    let a = testdata::read("jpg/gps/DSCN0010.jpg");
+    let b = testdata::read("jpg/orientation/landscape_6.jpg");
     let form = reqwest::multipart::Form::new()
         .part(
             hash(&a),
@@ -140,7 +137,7 @@ async fn batch_reports_each_part_and_check_finds_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn processed_asset_serves_original_renditions_and_job() {
     let (db, server) = started().await;
-    let jpeg = photo("landscape_6.jpg");
+    let jpeg = testdata::read("jpg/orientation/landscape_6.jpg");
     let (code, up) = server
         .upload("landscape_6.jpg", jpeg.clone(), "image/jpeg")
         .await;
@@ -275,12 +272,12 @@ async fn processed_asset_serves_original_renditions_and_job() {
 #[tokio::test(flavor = "multi_thread")]
 async fn list_pages_and_filters() {
     let (_db, server) = started().await;
-    let (_, a) = server.upload("a.jpg", photo("gps.jpg"), "image/jpeg").await;
+    let (_, a) = server.upload("a.jpg", testdata::read("jpg/gps/DSCN0010.jpg"), "image/jpeg").await;
     let (_, t) = server
         .upload("t.txt", b"hello".to_vec(), "text/plain")
         .await;
     let (_, b) = server
-        .upload("b.jpg", photo("landscape_6.jpg"), "image/jpeg")
+        .upload("b.jpg", testdata::read("jpg/orientation/landscape_6.jpg"), "image/jpeg")
         .await;
     for x in [&a, &t, &b] {
         server.wait_done(x["asset_id"].as_str().unwrap()).await;
@@ -320,7 +317,7 @@ async fn list_pages_and_filters() {
 #[tokio::test(flavor = "multi_thread")]
 async fn reprocess_and_delete() {
     let (db, server) = started().await;
-    let jpeg = photo("gps.jpg");
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let (_, up) = server.upload("gps.jpg", jpeg.clone(), "image/jpeg").await;
     let id = up["asset_id"].as_str().unwrap().to_owned();
     server.wait_done(&id).await;

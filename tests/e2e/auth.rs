@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Server, TestDb, repo};
+use crate::harness::{Server, TestDb};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_as_owner_other_user_and_anonymous() {
@@ -12,7 +12,7 @@ async fn every_route_as_owner_other_user_and_anonymous() {
     db.migrate();
     let server = Server::start(&db).await;
     let bob = db.user("bob");
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let hash = blake3::hash(&jpeg).to_hex().to_string();
     let (code, up) = server.upload("gps.jpg", jpeg.clone(), "image/jpeg").await;
     assert_eq!(code, 201);

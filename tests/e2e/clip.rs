@@ -86,8 +86,8 @@ async fn embeddings_predictions_similar_and_search() {
         ],
     )
     .await;
-    let a = std::fs::read(repo().join("tests/data/landscape_6.jpg")).unwrap();
-    let other = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let a = testdata::read("jpg/orientation/landscape_6.jpg");
+    let other = testdata::read("jpg/gps/DSCN0010.jpg");
     let mut ids = Vec::new();
     for (name, bytes) in [
         ("a.jpg", a.clone()),
@@ -179,7 +179,7 @@ async fn ml_outage_delays_clip_but_not_uploads() {
         ],
     )
     .await;
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let (_, up) = server.upload("gps.jpg", jpeg, "image/jpeg").await;
     let id = up["asset_id"].as_str().unwrap().to_owned();
     assert_eq!(

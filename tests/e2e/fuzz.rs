@@ -18,13 +18,13 @@
 //! their bodies saved under `target/tmp/fuzz-multipart/`.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::harness::{Server, TestDb, repo};
+use crate::harness::{Server, TestDb, files_under};
 
 const DEFAULT_SEED: u64 = 0x1u64 << 40 | 0x6c75_6d69;
 
@@ -329,18 +329,6 @@ fn judge(batch: bool, status: u16, body: &[u8]) -> Result<Vec<String>, String> {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            out.extend(files_under(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn multipart_fuzz_never_breaks_the_server() {
     let seed = env_num("LUMILIO_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
@@ -348,7 +336,7 @@ async fn multipart_fuzz_never_breaks_the_server() {
     let db = TestDb::new().await;
     db.migrate();
     let mut server = Server::start(&db).await;
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let started = Instant::now();
 
     let mut headers = reqwest::header::HeaderMap::new();

@@ -8,6 +8,20 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 
+/// Every file under `dir`, recursively (none when it does not exist): staged
+/// leftovers and stored files, for the tests that count them.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

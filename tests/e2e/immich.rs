@@ -101,22 +101,18 @@ async fn immich_cli_uploads_a_folder() {
     // an XMP sidecar, and a file the client must not pick up.
     let lib = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let photos = std::env::var_os("LUMILIO_PHOTOS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/testdata/photos"));
-    let gps = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let gps = testdata::read("jpg/gps/DSCN0010.jpg");
     let files: Vec<(&str, Vec<u8>)> = vec![
         ("gps.jpg", gps.clone()),
         ("copies/gps-copy.jpg", gps.clone()),
         (
             "landscape_6.jpg",
-            without_metadata(&std::fs::read(repo().join("tests/data/landscape_6.jpg")).unwrap()),
+            without_metadata(&testdata::read("jpg/orientation/landscape_6.jpg")),
         ),
         ("landscape_6.xmp", SIDECAR.as_bytes().to_vec()),
         (
             "Canon_40D.jpg",
-            std::fs::read(photos.join("jpg/Canon_40D.jpg"))
-                .expect("sample photos: set LUMILIO_PHOTOS (make test does)"),
+            testdata::read("jpg/Canon_40D.jpg"),
         ),
         ("scan.jpg", without_metadata(&gps)),
         ("notes.txt", b"not a photo".to_vec()),
@@ -340,7 +336,7 @@ async fn immich_routes_check_what_they_are_sent() {
     let key = server.key.clone();
     let client = immich_client(Some(&key));
     let url = |p: &str| format!("{}{p}", server.base);
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let sha1 = sha1::Sha1::digest(&jpeg);
     let hex = sha1_hex(&jpeg);
     let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sha1);
@@ -512,7 +508,7 @@ async fn immich_routes_check_what_they_are_sent() {
         r["results"][0]["action"], "accept",
         "another user's photos are not duplicates"
     );
-    let landscape = std::fs::read(repo().join("tests/data/landscape_6.jpg")).unwrap();
+    let landscape = testdata::read("jpg/orientation/landscape_6.jpg");
     let (code, _) = server
         .upload("landscape_6.jpg", landscape.clone(), "image/jpeg")
         .await;
@@ -533,7 +529,7 @@ async fn sha1_of_older_assets_is_filled_in_at_start() {
     let db = TestDb::new().await;
     db.migrate();
     let mut server = Server::start(&db).await;
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let (code, up) = server.upload("gps.jpg", jpeg.clone(), "image/jpeg").await;
     assert_eq!(code, 201, "{up}");
     let id = up["asset_id"].as_str().unwrap().to_owned();

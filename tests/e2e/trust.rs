@@ -3,42 +3,16 @@
 //! half-stored, nothing lost.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use crate::harness::{Proxy, Server, TestDb, repo};
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                out.extend(files_under(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
+use crate::harness::{Proxy, Server, TestDb, files_under, repo};
 
 async fn count(conn: &mut PgConnection, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
-}
-
-fn photos() -> PathBuf {
-    let p = std::env::var_os("LUMILIO_PHOTOS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/testdata/photos"));
-    assert!(
-        p.is_dir(),
-        "sample photos not found at {}: set LUMILIO_PHOTOS (make test does)",
-        p.display()
-    );
-    p
 }
 
 fn crc32(bytes: &[u8]) -> u32 {
@@ -98,17 +72,14 @@ async fn hostile_and_broken_files_end_rejected_with_a_reason() {
     let db = TestDb::new().await;
     db.migrate();
     let server = Server::start(&db).await;
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let mut cases: Vec<(String, Vec<u8>, bool)> = vec![
         ("bomb.png".into(), png_bomb(), true),
         ("bomb.zip".into(), zip_bomb(), true),
         ("half.jpg".into(), jpeg[..jpeg.len() / 2].to_vec(), true),
     ];
-    let root = photos().join("jpg");
-    let mut odd: Vec<PathBuf> = [root.join("corrupted.jpg")].into();
-    for dir in ["invalid", "tests"] {
-        odd.extend(files_under(&root.join(dir)));
-    }
+    let mut odd = testdata::files_under("jpg/invalid");
+    odd.extend(testdata::files_under("jpg/tests"));
     for p in odd {
         // Odd files may still be images a stage can use; they must end, not crash or stick.
         cases.push((
@@ -190,7 +161,7 @@ async fn request_errors_are_clear_and_leave_nothing() {
     assert_eq!(body["results"].as_array().unwrap().len(), 2);
 
     // A content type that lies: validate decides.
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let (_, up) = server.upload("photo.txt", jpeg.clone(), "text/plain").await;
     let done = server.wait_done(up["asset_id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "ready", "{done}");
@@ -259,7 +230,7 @@ async fn database_outage_answers_503_and_recovers() {
     let proxy = Proxy::start(&db.url).await;
     let server =
         Server::start_at(&proxy.url(&db.url), &db, &repo().join("pipeline.toml"), &[]).await;
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
 
     proxy.set_down(true);
     let part = || reqwest::multipart::Part::bytes(jpeg.clone()).file_name("gps.jpg");
@@ -309,7 +280,7 @@ async fn sigterm_stops_within_bounds() {
     let db = TestDb::new().await;
     db.migrate();
     let mut server = Server::start(&db).await;
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let (_, up) = server.upload("gps.jpg", jpeg, "image/jpeg").await;
     let status = server
         .terminate(Duration::from_secs(40))
@@ -348,9 +319,9 @@ async fn kill_9_while_jobs_run_loses_and_duplicates_nothing() {
         ("LUMILIO_STALE_UPLOAD_SECS", "1"),
     ];
     let mut server = Server::start_with(&db, &repo().join("pipeline.toml"), &env).await;
-    let base: Vec<Vec<u8>> = ["gps.jpg", "landscape_6.jpg"]
+    let base: Vec<Vec<u8>> = ["jpg/gps/DSCN0010.jpg", "jpg/orientation/landscape_6.jpg"]
         .iter()
-        .map(|n| std::fs::read(repo().join("tests/data").join(n)).unwrap())
+        .map(|n| testdata::read(n))
         .collect();
     let mut accepted = Vec::new();
     for i in 0..uploads {

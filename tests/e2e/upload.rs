@@ -1,6 +1,6 @@
 //! Upload → River job → WASM stages → Postgres.
 
-use crate::harness::{Server, TestDb, repo};
+use crate::harness::{Server, TestDb};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jpeg_becomes_ready_and_text_is_rejected() {
@@ -8,7 +8,7 @@ async fn jpeg_becomes_ready_and_text_is_rejected() {
     db.migrate();
     let server = Server::start(&db).await;
 
-    let jpeg = std::fs::read(repo().join("tests/data/gps.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let (code, up) = server.upload("gps.jpg", jpeg.clone(), "image/jpeg").await;
     assert_eq!(code, 201, "{up}");
     assert_eq!(up["status"], "processing");
@@ -85,7 +85,7 @@ async fn same_bytes_twice_is_a_duplicate_without_a_job() {
     let db = TestDb::new().await;
     db.migrate();
     let server = Server::start(&db).await;
-    let jpeg = std::fs::read(repo().join("tests/data/landscape_6.jpg")).unwrap();
+    let jpeg = testdata::read("jpg/orientation/landscape_6.jpg");
     let (code, first) = server.upload("a.jpg", jpeg.clone(), "image/jpeg").await;
     assert_eq!(code, 201, "{first}");
     let (code, second) = server.upload("b.jpg", jpeg, "image/jpeg").await;

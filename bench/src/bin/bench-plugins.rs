@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
-use lumilio::pipeline::{AssetFacts, Pipeline, Runtime, Verdict};
+use lumilio::pipeline::{AssetFacts, Pipeline, Runtime, RuntimeOptions, Verdict};
 use lumilio_bench::{Row, Status, Summary, fmt_bytes, median, ms};
 use thumbnail::{Kind, stage};
 
@@ -329,6 +329,34 @@ fn metadata(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> R
     Ok(())
 }
 
+/// 3d, aside: the per-call cost with wasmtime's `linear_memory_keep_resident`
+/// at 0, 64 KiB and 1 MiB, interleaved in one process so that the figures are
+/// comparable on a shared machine. Printed only; the default (0) was chosen from it.
+fn keep_resident_variants(tmp: &Path, pipeline_file: &Path) -> Result<()> {
+    let variants = [0usize, 64 << 10, 1 << 20];
+    let pipelines = variants
+        .iter()
+        .map(|&k| {
+            let options = RuntimeOptions { keep_resident_bytes: k, ..RuntimeOptions::default() };
+            let rt = Runtime::with_options(tmp.join(format!("cache-keep-{k}")), options)?;
+            Ok(Pipeline::load(pipeline_file, &rt)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    println!("  keep_resident (µs per call, 3 interleaved rounds):");
+    for round in 0..3 {
+        let line: Vec<String> = variants
+            .iter()
+            .zip(&pipelines)
+            .map(|(k, p)| {
+                let t = lumilio::pipeline::bench::call_overhead(p, 2000);
+                format!("{}={:.1}", fmt_bytes(*k as u64), t.as_secs_f64() * 1e6)
+            })
+            .collect();
+        println!("    round {round}: {}", line.join("  "));
+    }
+    Ok(())
+}
+
 /// 3d.
 fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
     let guest = lumilio_bench::repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
@@ -344,7 +372,8 @@ fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
     let mut config = toml::Table::new();
     config.insert("noop".into(), "1".into());
     stage.insert("config".into(), config.into());
-    let pipeline = Pipeline::load(&lumilio_bench::write_pipeline(tmp, "empty", stage)?, rt)?;
+    let pipeline_file = lumilio_bench::write_pipeline(tmp, "empty", stage)?;
+    let pipeline = Pipeline::load(&pipeline_file, rt)?;
     let iterations = lumilio_bench::rounds(5000, 1000) as u32;
     println!(
         "\n[3d] empty stage (guest_echo, noop): fresh Store + instantiate + call, {iterations} calls x 3 runs"
@@ -360,6 +389,7 @@ fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
             .join(", ")
     );
     let us = median(runs);
+    keep_resident_variants(tmp, &pipeline_file)?;
     summary.push(Row {
         measure: "3d runtime overhead: instantiate + call, empty stage".into(),
         ours: format!("{us:.1} us"),

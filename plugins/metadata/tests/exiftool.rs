@@ -2,31 +2,24 @@
 //! and prints the agreement per field. Run with
 //! `cargo test --release -p metadata --test exiftool -- --nocapture`.
 //!
+//! exiftool's answers are data in the repository
+//! (`tests/data/photos/exiftool-refs.json`, written by `make exiftool-refs`),
+//! so the test needs no exiftool; a sample without a reference fails it.
+//!
 //! A field counts as compared when either side has it, so a value that only
 //! one side finds is a disagreement. Floats agree within a relative 1e-4.
 
 use metadata::stage::{Fact, Value};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
-/// The sample photos: `$LUMILIO_PHOTOS`, else `shared/` beside the checkout.
-fn photos() -> PathBuf {
-    match std::env::var_os("LUMILIO_PHOTOS") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/photos"),
-    }
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            walk(&p, out)
-        } else if p.extension().is_some_and(|x| x != "md") {
-            out.push(p)
-        }
+/// exiftool's reference objects by sample path (`"jpg/Canon_40D.jpg"`).
+fn references() -> serde_json::Map<String, Json> {
+    let path = testdata::path("exiftool-refs.json");
+    let doc: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    match doc.get("files") {
+        Some(Json::Object(m)) => m.clone(),
+        _ => panic!("{}: no \"files\" object; run make exiftool-refs", path.display()),
     }
 }
 
@@ -175,23 +168,12 @@ const STRICT: [&str; 7] = [
 
 #[test]
 fn agrees_with_exiftool() {
-    if Command::new("exiftool")
-        .arg("-ver")
-        .output()
-        .map(|o| !o.status.success())
-        .unwrap_or(true)
-    {
-        panic!(
-            "exiftool is not installed: apt-get install libimage-exiftool-perl (CI installs it)"
-        );
-    }
-    let mut files = Vec::new();
-    walk(&photos(), &mut files);
-    files.sort();
+    let refs = references();
+    let files = testdata::files_under("");
     assert!(
-        files.len() >= 80,
+        files.len() >= 70,
         "expected the sample photos under {}",
-        photos().display()
+        testdata::dir().display()
     );
 
     // (compared, agreed) per field.
@@ -201,18 +183,10 @@ fn agrees_with_exiftool() {
         let bytes = std::fs::read(file).unwrap();
         let ex = metadata::extract(&bytes);
         let got = ours(&ex.metadata.facts());
-        let out = Command::new("exiftool")
-            .args(["-j", "-n"])
-            .arg(file)
-            .output()
-            .expect("exiftool runs");
-        let list: Json = serde_json::from_slice(&out.stdout).unwrap_or(Json::Null);
-        let want = list.get(0).map(theirs).unwrap_or_default();
-        let rel = file
-            .strip_prefix(photos())
-            .unwrap_or(file)
-            .display()
-            .to_string();
+        let rel = testdata::rel(file);
+        let want = theirs(refs.get(&rel).unwrap_or_else(|| {
+            panic!("{rel} has no exiftool reference: run make exiftool-refs and commit the result")
+        }));
         for f in FIELDS {
             let (a, b) = (got.get(f), want.get(f));
             if a.is_none() && b.is_none() {
@@ -265,9 +239,7 @@ fn agrees_with_exiftool() {
 
 #[test]
 fn never_panics_on_broken_files() {
-    let mut files = Vec::new();
-    walk(&photos(), &mut files);
-    for file in files {
+    for file in testdata::files_under("") {
         let bytes = std::fs::read(&file).unwrap();
         // Every prefix length class: whole, most, half, header-only.
         for cut in [

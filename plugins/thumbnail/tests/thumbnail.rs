@@ -2,22 +2,11 @@
 //! eight, against the upright `_1` sample), no upscaling, non-JPEG input,
 //! HEIC handling and robustness on broken files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
+use testdata::read;
 use thumbnail::stage::{Fact, Input, StageError, Value};
 use thumbnail::{Config, ThumbError, parse_config, thumbnails};
-
-/// The sample photos: `$LUMILIO_PHOTOS`, else `shared/` beside the checkout.
-fn photos() -> PathBuf {
-    match std::env::var_os("LUMILIO_PHOTOS") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/photos"),
-    }
-}
-
-fn read(rel: &str) -> Vec<u8> {
-    std::fs::read(photos().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
 
 fn sizes(t: &thumbnail::Thumbnails) -> Vec<(&str, u32, u32)> {
     t.thumbs
@@ -68,11 +57,11 @@ fn similarity(a: &[u8], b: &[u8], w: u32, h: u32) -> f64 {
 
 #[test]
 fn default_sizes_from_a_large_jpeg() {
-    let bytes = read("jpg/mobile/jolla.jpg"); // 3264x2448
+    let bytes = read("jpg/hdr/iphone_hdr_NO.jpg"); // 3264x2448
     let start = Instant::now();
     let t = thumbnails(&bytes, &Config::default(), None).unwrap();
     println!(
-        "jolla.jpg, 4 renditions: {:?} (decoded at {})",
+        "iphone_hdr_NO.jpg, 4 renditions: {:?} (decoded at {})",
         start.elapsed(),
         t.source_scale
     );
@@ -288,25 +277,37 @@ fn heic_is_rejected_or_skipped() {
     assert!(out.renditions.is_empty() && out.warnings.len() == 1);
 }
 
+/// Broken and truncated files end in a clean error or in renditions that
+/// really decode at their stated size; a 200-byte prefix never yields any.
 #[test]
 fn broken_files_give_clean_results() {
-    let mut files = vec![photos().join("jpg/corrupted.jpg")];
-    for dir in ["jpg/invalid", "jpg/tests"] {
-        for e in std::fs::read_dir(photos().join(dir)).unwrap() {
-            files.push(e.unwrap().path());
-        }
-    }
+    let mut files = testdata::files_under("jpg/invalid");
+    files.extend(testdata::files_under("jpg/tests"));
+    assert!(files.len() >= 10, "broken samples: {files:?}");
+    let (mut ok, mut err) = (0, 0);
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
         for cut in [bytes.len(), bytes.len() / 2, 200.min(bytes.len())] {
-            let r = thumbnails(&bytes[..cut], &Config::default(), None);
-            println!(
-                "{} [..{cut}]: {:?}",
-                f.display(),
-                r.as_ref().map(|t| t.thumbs.len())
-            );
+            let name = format!("{} [..{cut}]", testdata::rel(&f));
+            match thumbnails(&bytes[..cut], &Config::default(), None) {
+                Ok(t) => {
+                    assert!(cut > 200, "{name}: thumbnails from a 200-byte prefix");
+                    assert!(!t.thumbs.is_empty(), "{name}: Ok with no renditions");
+                    for th in &t.thumbs {
+                        decode(&th.jpeg, th.width, th.height);
+                    }
+                    ok += 1;
+                }
+                Err(ThumbError::Corrupt(m) | ThumbError::Unsupported(m)) => {
+                    assert!(!m.is_empty(), "{name}: an error without a reason");
+                    err += 1;
+                }
+                Err(e) => panic!("{name}: not the file's fault? {e:?}"),
+            }
         }
     }
+    println!("broken files: {ok} gave renditions, {err} clean errors");
+    assert!(err > 0 && ok > 0, "{ok} ok / {err} errors: the samples should give both");
     assert!(matches!(
         thumbnails(b"not an image", &Config::default(), None),
         Err(ThumbError::Corrupt(_) | ThumbError::Unsupported(_))

@@ -4,7 +4,7 @@
 //! time bound, saving failing cases. Dev-only: plugins list it under
 //! `[dev-dependencies]`, so it is never built for wasm32.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -91,58 +91,14 @@ impl Rng {
     }
 }
 
-/// The sample photos: `$LUMILIO_PHOTOS`, else `shared/` beside the checkout,
-/// else `/work/shared/testdata/photos`.
-pub fn photos() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("LUMILIO_PHOTOS").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/photos")),
-        Some(PathBuf::from("/work/shared/testdata/photos")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.is_dir())
-}
-
-/// Every image under the photo directory of at most `max_size` bytes, sorted
+/// Every image among the sample photos of at most `max_size` bytes, sorted
 /// by path so the case stream is the same on every run.
 pub fn samples(max_size: u64) -> Vec<(String, Vec<u8>)> {
-    let Some(root) = photos() else {
-        eprintln!("fuzz: no sample photos found (set LUMILIO_PHOTOS); using synthetic inputs only");
-        return Vec::new();
-    };
-    let mut paths = Vec::new();
-    let mut stack = vec![root.clone()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if e
-                .metadata()
-                .map(|m| m.len() <= max_size && m.len() > 0)
-                .unwrap_or(false)
-            {
-                let ext = p
-                    .extension()
-                    .and_then(|x| x.to_str())
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                if [
-                    "jpg", "jpeg", "png", "gif", "webp", "tif", "tiff", "heic", "heif", "avif",
-                ]
-                .contains(&ext.as_str())
-                {
-                    paths.push(p);
-                }
-            }
-        }
-    }
-    paths.sort();
-    paths
+    let exts = ["jpg", "jpeg", "png", "gif", "webp", "tif", "tiff", "heic", "heif", "avif"];
+    testdata::files_with("", &exts)
         .into_iter()
-        .filter_map(|p| {
-            let rel = p.strip_prefix(&root).unwrap_or(&p).display().to_string();
-            std::fs::read(&p).ok().map(|b| (rel, b))
-        })
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() <= max_size && m.len() > 0))
+        .map(|p| (testdata::rel(&p), std::fs::read(&p).expect("reading a sample photo")))
         .collect()
 }
 
