@@ -25,6 +25,6 @@ fn main() {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&[&proto], &[dir])
+        .compile_protos(&[proto.clone()], &[dir.to_path_buf()])
         .unwrap_or_else(|e| panic!("compiling proto/inference.proto with {}: {e}", protoc.display()));
 }
