@@ -8,7 +8,7 @@
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 
-use super::super::runtime::HostState;
+use super::super::host_state::HostState;
 use super::super::{AssetFacts, FactValue, Rendition, StageOutput};
 use super::{GuestError, LogLevel};
 
