@@ -24,8 +24,6 @@ wasmtime::component::bindgen!({
 pub const VERSION: &str = "0.1.0";
 /// The fully qualified name of the exported interface a 0.1.0 stage has.
 pub const RUNNER_EXPORT: &str = "lumilio:pipeline/runner@0.1.0";
-/// The fully qualified name of the host interface a 0.1.0 stage may import.
-pub const HOST_IMPORT: &str = "lumilio:pipeline/host@0.1.0";
 
 use self::lumilio::pipeline::types as t;
 
