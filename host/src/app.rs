@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::config::ServeConfig;
+use crate::config::{DEFAULT_MAX_UPLOAD_BYTES, ServeConfig};
 use crate::db::migrate::{self, Line};
 use crate::queue::{
     PROCESS_ASSET_QUEUE, PROCESS_CLIP_QUEUE, ProcessAssetWorker, ProcessClipWorker, QueueSettings,
@@ -109,6 +109,10 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         }
     })?;
     info!(pipeline = %cfg.pipeline.display(), stages = pipeline.stages().len(), "pipeline loaded");
+    let max_upload_bytes = cfg
+        .max_upload_bytes
+        .or_else(|| pipeline.max_input_bytes())
+        .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES);
     let storage = storage::Storage::open(&cfg.staging_path, &cfg.storage_path).await?;
     let staging = ingest::Staging::open(cfg.staging_path.join("incoming")).await?;
 
@@ -143,7 +147,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         river,
         staging,
         storage,
-        max_upload_bytes: cfg.max_upload_bytes,
+        max_upload_bytes,
         max_batch_parts: cfg.max_batch_parts,
         clip,
         near_duplicate_distance: cfg.near_duplicate_distance,
@@ -154,7 +158,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             addr: cfg.listen,
             source,
         })?;
-    info!(listen = %cfg.listen, "serving");
+    info!(listen = %cfg.listen, max_upload_bytes, "serving");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
