@@ -35,9 +35,10 @@ pub struct ServeConfig {
     /// Where compiled WASM components are cached across restarts.
     #[arg(long, env = "LUMILIO_CACHE_PATH", default_value = "data/cache")]
     pub cache_path: PathBuf,
-    /// Largest accepted upload in bytes (default 4 GiB, enough for videos).
-    #[arg(long, env = "LUMILIO_MAX_UPLOAD_BYTES", default_value_t = 4 << 30)]
-    pub max_upload_bytes: u64,
+    /// Largest accepted upload in bytes. Default: the largest `max_bytes` a
+    /// stage of the pipeline sets (larger files would be rejected anyway), else 256 MiB.
+    #[arg(long, env = "LUMILIO_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
     /// Most files in one batch upload.
     #[arg(long, env = "LUMILIO_MAX_BATCH_PARTS", default_value_t = 1000)]
     pub max_batch_parts: usize,
@@ -70,3 +71,6 @@ pub struct ServeConfig {
     #[arg(long, env = "LUMILIO_JOB_TIMEOUT_SECS", default_value_t = 60)]
     pub job_timeout_secs: u64,
 }
+
+/// The upload limit when neither the flag nor a stage's `max_bytes` sets one.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 256 << 20;

@@ -5,11 +5,15 @@
 //! job ([`queue`]). Workers run the WASM stages listed in `pipeline.toml`
 //! ([`pipeline`]) and keep originals and renditions on disk ([`storage`]).
 //!
+//! [`app`] assembles them into the running service; the `lumilio` binary
+//! (`src/bin/lumilio/`) is only its command line.
+//!
 //! Data flows one way: `api` → `ingest`/`queue` → `pipeline` → `storage`/`db`.
-//! `pipeline`, `db`, `storage` and `ingest` are leaves that use no other
-//! module of the host.
+//! `pipeline`, `clip`, `db`, `storage` and `ingest` are leaves that use no
+//! other module of the host.
 
 pub mod api;
+pub mod app;
 pub mod clip;
 pub mod config;
 pub mod db;

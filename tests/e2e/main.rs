@@ -8,5 +8,6 @@ mod fuzz;
 mod harness;
 mod immich;
 mod migrations;
+mod queue_guide;
 mod trust;
 mod upload;

@@ -181,6 +181,9 @@ impl Server {
             .env("LUMILIO_CACHE_PATH", repo().join("target/bench-cache"))
             // The default, stated so the peer in 4g can match it.
             .env("LUMILIO_PROCESS_ASSET_WORKERS", "5")
+            // 4e streams a file larger than the default limit (the pipeline's
+            // max_bytes): it measures ingest, not the pipeline.
+            .env("LUMILIO_MAX_UPLOAD_BYTES", (8u64 << 30).to_string())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()

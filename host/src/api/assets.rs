@@ -1,7 +1,7 @@
 //! Looking up, listing, reprocessing and deleting assets.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -12,18 +12,13 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::Owner;
+use super::extract::AssetId;
 use super::{ApiError, AppState};
 use crate::db::assets::{self, Asset, ListQuery};
 use crate::queue::ProcessAsset;
 
-/// Parses an asset id; a malformed id is simply not found.
-pub(super) fn asset_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::not_found("asset"))
-}
-
 /// Loads an asset of the caller, or 404.
-pub(super) async fn owned(state: &AppState, owner: Owner, raw_id: &str) -> Result<Asset, ApiError> {
-    let id = asset_id(raw_id)?;
+pub(super) async fn owned(state: &AppState, owner: Owner, AssetId(id): AssetId) -> Result<Asset, ApiError> {
     assets::get(&state.pool, owner.0, id)
         .await?
         .ok_or_else(|| ApiError::not_found("asset"))
@@ -158,9 +153,9 @@ pub async fn list(
 pub async fn get_one(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
+    id: AssetId,
 ) -> Result<Json<Value>, ApiError> {
-    let asset = owned(&state, owner, &id).await?;
+    let asset = owned(&state, owner, id).await?;
     let renditions = assets::renditions(&state.pool, asset.id).await?;
     let stages = assets::stage_results(&state.pool, asset.id).await?;
     let mut body = summary(&asset);
@@ -192,9 +187,9 @@ pub async fn get_one(
 pub async fn reprocess(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
+    id: AssetId,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let asset = owned(&state, owner, &id).await?;
+    let asset = owned(&state, owner, id).await?;
     let staged = state.storage.staged_path(asset.id);
     let original = state
         .storage
@@ -229,9 +224,8 @@ pub async fn reprocess(
 pub async fn remove(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
+    AssetId(id): AssetId,
 ) -> Result<StatusCode, ApiError> {
-    let id = asset_id(&id)?;
     let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;
     let Some(hash) = assets::delete(&mut tx, owner.0, id).await? else {
         return Err(ApiError::not_found("asset"));

@@ -13,6 +13,7 @@ use tokio_util::io::ReaderStream;
 
 use super::assets::owned;
 use super::auth::Owner;
+use super::extract::AssetId;
 use super::{ApiError, AppState};
 use crate::db::assets;
 
@@ -170,10 +171,10 @@ fn disposition(name: &str) -> Option<HeaderValue> {
 pub async fn original(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
+    id: AssetId,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let asset = owned(&state, owner, &id).await?;
+    let asset = owned(&state, owner, id).await?;
     let stored = state
         .storage
         .original_path(&asset.content_hash)
@@ -193,6 +194,13 @@ pub async fn original(
     send(&headers, f).await
 }
 
+/// The rest of a rendition's path, beside its [`AssetId`].
+#[derive(serde::Deserialize)]
+pub struct RenditionPath {
+    /// The rendition's name.
+    name: String,
+}
+
 /// A rendition (thumbnail) by name.
 #[utoipa::path(get, path = "/api/v1/assets/{id}/renditions/{name}", tag = "files",
     params(("id" = Uuid, Path, description = "asset id"), ("name" = String, Path, description = "e.g. small, medium, large, clip"),
@@ -202,10 +210,11 @@ pub async fn original(
 pub async fn rendition(
     State(state): State<AppState>,
     owner: Owner,
-    Path((id, name)): Path<(String, String)>,
+    id: AssetId,
+    Path(RenditionPath { name }): Path<RenditionPath>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let asset = owned(&state, owner, &id).await?;
+    let asset = owned(&state, owner, id).await?;
     let list = assets::renditions(&state.pool, asset.id).await?;
     let r = list
         .into_iter()
@@ -257,9 +266,9 @@ mod tests {
 pub async fn sidecar(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
+    id: AssetId,
 ) -> Result<Response, ApiError> {
-    let asset = owned(&state, owner, &id).await?;
+    let asset = owned(&state, owner, id).await?;
     let sidecar = assets::sidecar(&state.pool, asset.id)
         .await?
         .ok_or_else(|| ApiError::not_found("sidecar"))?;

@@ -4,7 +4,7 @@
 //!
 //! A thin layer: requests are translated into the same calls `/api/v1`
 //! makes. Uploads go through the same staging, per-user dedup, pipeline and
-//! jobs ([`super::upload::accept`]); the duplicate check looks up the SHA-1
+//! jobs ([`super::intake`]); the duplicate check looks up the SHA-1
 //! every upload records beside its BLAKE3 hash. Answers use Immich's field
 //! names (camelCase); errors keep this host's JSON error shape.
 
@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::{self, Owner};
-use super::upload::{self, Accepting};
+use super::intake::{self, Accepting, Intake, bad_multipart};
 use super::{ApiError, AppState};
 use crate::db::assets::{self, ClientFacts, Sidecar};
 use crate::db::users::{self, KeyView};
@@ -37,7 +37,7 @@ const IMAGE_EXTENSIONS: &[&str] = &[
 const MAX_CHECK_ITEMS: usize = 10_000;
 
 /// Largest XMP sidecar kept (they are kilobytes; this bounds memory).
-const MAX_SIDECAR_BYTES: usize = 16 << 20;
+pub(super) const MAX_SIDECAR_BYTES: usize = 16 << 20;
 
 /// Visibilities Immich knows.
 const VISIBILITIES: &[&str] = &["timeline", "archive", "hidden", "locked"];
@@ -272,7 +272,7 @@ pub struct ImmichUploadResponse {
 /// Reads a small text field, refusing long ones.
 async fn text_field(field: &mut Field<'_>, name: &str) -> Result<String, ApiError> {
     let mut out = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(upload::bad_multipart)? {
+    while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
         out.extend_from_slice(&chunk);
         if out.len() > 1024 {
             return Err(ApiError::bad_request(
@@ -290,7 +290,7 @@ async fn text_field(field: &mut Field<'_>, name: &str) -> Result<String, ApiErro
 async fn sidecar_field(field: &mut Field<'_>) -> Result<Sidecar, ApiError> {
     let file_name = ingest::sanitize_file_name(field.file_name().unwrap_or("sidecar.xmp"));
     let mut data = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(upload::bad_multipart)? {
+    while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
         data.extend_from_slice(&chunk);
         if data.len() > MAX_SIDECAR_BYTES {
             return Err(ApiError::new(
@@ -393,7 +393,7 @@ pub async fn upload_asset(
     while let Some(mut field) = multipart
         .next_field()
         .await
-        .map_err(upload::bad_multipart)?
+        .map_err(bad_multipart)?
     {
         let name = field.name().unwrap_or("").to_owned();
         let slot = match name.as_str() {
@@ -404,8 +404,8 @@ pub async fn upload_asset(
                         "send one `assetData` per request",
                     ));
                 }
-                let (file_name, content_type) = upload::field_meta(&field);
-                let staged = upload::stage(&state, &mut field, None).await?;
+                let (file_name, content_type) = intake::field_meta(&field);
+                let staged = intake::stage(&state, &mut field, None).await?;
                 file = Some((staged, file_name, content_type));
                 continue;
             }
@@ -460,17 +460,16 @@ pub async fn upload_asset(
         client: &client,
         sidecar: sidecar.as_ref(),
     };
-    let (status, body) = upload::accept(&state, owner, accepting).await?;
-    let status_text = if status == StatusCode::CREATED {
-        "created"
-    } else {
-        "duplicate"
+    let taken = intake::accept(&state, owner, accepting).await?;
+    let (status, text) = match taken {
+        Intake::New { .. } => (StatusCode::CREATED, "created"),
+        Intake::Duplicate { .. } => (StatusCode::OK, "duplicate"),
     };
     Ok((
         status,
         Json(ImmichUploadResponse {
-            id: body.asset_id,
-            status: status_text,
+            id: taken.asset(),
+            status: text,
         }),
     ))
 }

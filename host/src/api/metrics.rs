@@ -8,17 +8,14 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use super::{ApiError, AppState};
+use crate::db::metrics;
 
 /// Service metrics in the Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text: jobs by queue and state, assets by status, stage outcomes and durations, CLIP batches")))]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let mut out = String::new();
-    let jobs: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT queue, state::text, count(*) FROM river_job GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let jobs = metrics::jobs_by_queue_and_state(&state.pool).await?;
     out.push_str("# HELP lumilio_jobs River jobs by queue and state.\n# TYPE lumilio_jobs gauge\n");
     for (queue, job_state, n) in jobs {
         let _ = writeln!(
@@ -26,19 +23,12 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             "lumilio_jobs{{queue=\"{queue}\",state=\"{job_state}\"}} {n}"
         );
     }
-    let assets: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM assets GROUP BY 1 ORDER BY 1")
-            .fetch_all(&state.pool)
-            .await?;
+    let assets = metrics::assets_by_status(&state.pool).await?;
     out.push_str("# HELP lumilio_assets Assets by status.\n# TYPE lumilio_assets gauge\n");
     for (status, n) in assets {
         let _ = writeln!(out, "lumilio_assets{{status=\"{status}\"}} {n}");
     }
-    let stages: Vec<(String, String, i64, f64)> = sqlx::query_as(
-        "SELECT stage, outcome, count(*), coalesce(sum(duration_ms), 0) FROM stage_results GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let stages = metrics::stage_runs(&state.pool).await?;
     out.push_str("# HELP lumilio_stage_runs Latest stage outcome per asset.\n# TYPE lumilio_stage_runs gauge\n");
     for (stage, outcome, n, _) in &stages {
         let _ = writeln!(

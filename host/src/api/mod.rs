@@ -6,8 +6,10 @@
 mod assets;
 mod auth;
 mod error;
+mod extract;
 mod files;
 mod immich;
+mod intake;
 mod jobs;
 mod metrics;
 mod openapi;
@@ -94,17 +96,38 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
 
 /// The service's router.
 pub fn router(state: AppState) -> Router {
-    // Multipart framing adds a little to the file itself; the exact limit is
-    // enforced on the file's bytes while streaming. Batches are bounded per file.
+    // Each file is bounded while it streams (and single-file routes check
+    // Content-Length up front); the body limit only has to let a full batch
+    // through, and bounds the JSON bodies.
     let body_limit = usize::try_from(
         state
             .max_upload_bytes
-            .saturating_mul(2)
+            .saturating_mul(state.max_batch_parts.max(2) as u64)
             .saturating_add(1 << 20),
     )
     .unwrap_or(usize::MAX);
+    let native = intake::LengthLimit {
+        file: state.max_upload_bytes,
+        extra: 0,
+    };
+    let immich = intake::LengthLimit {
+        extra: immich::MAX_SIDECAR_BYTES as u64,
+        ..native
+    };
     let mut router = Router::new();
-    for (_, path, handler) in routes() {
+    for (method, path, handler) in routes() {
+        let limit = match (method, path) {
+            ("POST", "/api/v1/assets") => Some(native),
+            ("POST", "/api/assets") => Some(immich),
+            _ => None,
+        };
+        let handler = match limit {
+            Some(limit) => handler.layer(axum::middleware::from_fn_with_state(
+                limit,
+                intake::refuse_oversize,
+            )),
+            None => handler,
+        };
         router = router.route(path, handler);
     }
     router
@@ -120,6 +143,6 @@ pub fn router(state: AppState) -> Router {
     responses((status = 200, description = "The service and its database answer"),
               (status = 503, description = "The database is unreachable", body = openapi::ErrorBody)))]
 async fn health(State(state): State<AppState>) -> Result<axum::Json<Value>, ApiError> {
-    sqlx::query("SELECT 1").execute(&state.pool).await?;
+    crate::db::ping(&state.pool).await?;
     Ok(axum::Json(json!({ "status": "ok", "database": "ok" })))
 }

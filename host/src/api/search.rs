@@ -2,7 +2,7 @@
 //! own embedding), ranked by cosine distance over the caller's assets.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use pgvector::Vector;
@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::assets::owned;
 use super::auth::Owner;
+use super::extract::AssetId;
 use super::{ApiError, AppState};
 use crate::db::embeddings::{self, Hit};
 
@@ -144,11 +145,11 @@ pub struct SimilarParams {
 pub async fn similar(
     State(state): State<AppState>,
     owner: Owner,
-    Path(id): Path<String>,
+    id: AssetId,
     Query(p): Query<SimilarParams>,
 ) -> Result<Json<SearchPage>, ApiError> {
     let (limit, offset) = page_bounds(p.limit, p.cursor.as_deref())?;
-    let asset = owned(&state, owner, &id).await?;
+    let asset = owned(&state, owner, id).await?;
     let (vector, model) = embeddings::embedding_of(&state.pool, asset.id)
         .await?
         .ok_or_else(|| {

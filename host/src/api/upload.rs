@@ -1,19 +1,16 @@
 //! Uploads: single, batch, and the pre-upload hash check.
 
 use axum::Json;
-use axum::extract::multipart::Field;
 use axum::extract::{Multipart, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
-use tracing::info;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::Owner;
+use super::intake::{self, Accepting, Intake, IntakeError, bad_multipart, field_meta};
 use super::{ApiError, AppState};
-use crate::db::assets::{self, ClientFacts, Inserted, NewAsset, Sidecar};
-use crate::ingest::{self, Staged};
-use crate::queue::ProcessAsset;
+use crate::db::assets;
 
 /// The answer to an accepted single upload.
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,8 +30,24 @@ pub struct UploadResponse {
     pub content_hash: String,
 }
 
-/// How much of a refused upload is still read, so the client receives the answer.
-const DRAIN_AFTER_ERROR: usize = 16 << 20;
+impl UploadResponse {
+    /// The status and answer for what the intake made of a file.
+    fn new(intake: Intake, file_name: String, size: u64, content_hash: String) -> (StatusCode, Self) {
+        let (status, task_id, text) = match intake {
+            Intake::New { job, .. } => (StatusCode::CREATED, Some(job), "processing"),
+            Intake::Duplicate { .. } => (StatusCode::OK, None, "duplicate"),
+        };
+        let body = UploadResponse {
+            task_id,
+            asset_id: intake.asset(),
+            status: text,
+            file_name,
+            size,
+            content_hash,
+        };
+        (status, body)
+    }
+}
 
 /// Normalises a client-supplied BLAKE3 hex digest.
 fn parse_hash(raw: &str, what: &str) -> Result<String, ApiError> {
@@ -47,175 +60,6 @@ fn parse_hash(raw: &str, what: &str) -> Result<String, ApiError> {
             format!("{what} must be a BLAKE3 digest in hex (64 characters), got {raw:?}"),
         ))
     }
-}
-
-/// Streams one multipart field to staging and checks it against `expected`.
-pub(super) async fn stage(
-    state: &AppState,
-    field: &mut Field<'_>,
-    expected: Option<&str>,
-) -> Result<Staged, ApiError> {
-    let mut upload = state.staging.begin(state.max_upload_bytes).await?;
-    while let Some(chunk) = field.chunk().await.map_err(bad_multipart)? {
-        if let Err(e) = upload.write(&chunk).await {
-            // The bytes so far are already deleted. Read (and drop) a little
-            // more so that the client sees the 413 instead of a reset.
-            let mut drained = 0usize;
-            while drained < DRAIN_AFTER_ERROR
-                && let Ok(Some(chunk)) = field.chunk().await
-            {
-                drained += chunk.len();
-            }
-            return Err(e.into());
-        }
-    }
-    if upload.size() == 0 {
-        return Err(ApiError::bad_request(
-            "empty_file",
-            "the file is empty; send the file's bytes",
-        ));
-    }
-    let staged = upload.finish().await?;
-    if let Some(expected) = expected
-        && expected != staged.content_hash
-    {
-        // `staged` is dropped on return, deleting the bytes.
-        return Err(ApiError::bad_request(
-            "hash_mismatch",
-            format!(
-                "the client's hash {expected} does not match the received bytes ({}); nothing was stored, upload again",
-                staged.content_hash
-            ),
-        ));
-    }
-    Ok(staged)
-}
-
-/// A staged file and what the client said about it.
-pub(super) struct Accepting<'a> {
-    /// The bytes, in staging.
-    pub staged: Staged,
-    /// Sanitised file name.
-    pub file_name: &'a str,
-    /// The client's content type.
-    pub content_type: &'a str,
-    /// File times and flags the client sent.
-    pub client: &'a ClientFacts,
-    /// An XMP sidecar sent with the file.
-    pub sidecar: Option<&'a Sidecar>,
-}
-
-/// What a client that says nothing besides the file name and type says.
-static NO_CLIENT_FACTS: ClientFacts = ClientFacts {
-    file_created_at: None,
-    file_modified_at: None,
-    is_favorite: false,
-    visibility: None,
-};
-
-impl<'a> Accepting<'a> {
-    /// A file with nothing else to record (the native API's uploads).
-    pub fn bare(staged: Staged, file_name: &'a str, content_type: &'a str) -> Self {
-        Self {
-            staged,
-            file_name,
-            content_type,
-            client: &NO_CLIENT_FACTS,
-            sidecar: None,
-        }
-    }
-}
-
-/// Records a staged upload (every upload route ends here), its sidecar and
-/// its job in one transaction.
-pub(super) async fn accept(
-    state: &AppState,
-    owner: Owner,
-    upload: Accepting<'_>,
-) -> Result<(StatusCode, UploadResponse), ApiError> {
-    let Accepting {
-        staged,
-        file_name,
-        content_type,
-        client,
-        sidecar,
-    } = upload;
-    let size = staged.size;
-    let content_hash = staged.content_hash.clone();
-    let new = NewAsset {
-        id: Uuid::new_v4(),
-        owner_id: owner.0,
-        file_name,
-        content_type,
-        size: size as i64,
-        content_hash: &content_hash,
-        sha1: &staged.sha1,
-        client,
-    };
-    let response = |task_id, asset_id, status| UploadResponse {
-        task_id,
-        asset_id,
-        status,
-        file_name: file_name.to_owned(),
-        size,
-        content_hash: content_hash.clone(),
-    };
-    let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;
-    match assets::insert(&mut tx, &new).await? {
-        Inserted::Duplicate(existing) => {
-            // `staged` is dropped here, deleting the second copy; no job is inserted.
-            tx.rollback().await?;
-            Ok((StatusCode::OK, response(None, existing, "duplicate")))
-        }
-        Inserted::New(asset_id) => {
-            let job = state
-                .river
-                .insert(ProcessAsset { asset_id })
-                .tx(&mut tx)
-                .await?;
-            let task_id = job.job.row.id;
-            assets::set_job(&mut tx, asset_id, task_id).await?;
-            if let Some(sidecar) = sidecar {
-                assets::save_sidecar(&mut tx, asset_id, sidecar).await?;
-            }
-            // The file is in place before the row commits, so a worker never sees
-            // a row without bytes; if the commit fails, the file is removed.
-            let dest = state.storage.staged_path(asset_id);
-            staged
-                .keep_as(&dest)
-                .await
-                .map_err(|e| ApiError::internal("could not keep the staged upload", e))?;
-            if let Err(e) = tx.commit().await {
-                let _ = tokio::fs::remove_file(&dest).await;
-                return Err(e.into());
-            }
-            info!(asset = %asset_id, task_id, size, "upload accepted");
-            Ok((
-                StatusCode::CREATED,
-                response(Some(task_id), asset_id, "processing"),
-            ))
-        }
-    }
-}
-
-pub(super) fn bad_multipart(err: axum::extract::multipart::MultipartError) -> ApiError {
-    ApiError::new(
-        err.status(),
-        "bad_multipart",
-        format!(
-            "the multipart body could not be read ({}); nothing of this file was stored",
-            err.body_text()
-        ),
-    )
-}
-
-pub(super) fn field_meta(field: &Field<'_>) -> (String, String) {
-    let name = ingest::sanitize_file_name(field.file_name().unwrap_or(""));
-    let content_type = field
-        .content_type()
-        .unwrap_or("application/octet-stream")
-        .to_owned();
-    (name, content_type)
 }
 
 /// Upload one photo as multipart field `file`.
@@ -243,9 +87,11 @@ pub async fn single(
             continue;
         }
         let (file_name, content_type) = field_meta(&field);
-        let staged = stage(&state, &mut field, expected.as_deref()).await?;
+        let staged = intake::stage(&state, &mut field, expected.as_deref()).await?;
+        let (size, content_hash) = (staged.size, staged.content_hash.clone());
         let upload = Accepting::bare(staged, &file_name, &content_type);
-        let (status, body) = accept(&state, owner, upload).await?;
+        let intake = intake::accept(&state, owner, upload).await?;
+        let (status, body) = UploadResponse::new(intake, file_name, size, content_hash);
         return Ok((status, Json(body)));
     }
     Err(ApiError::bad_request(
@@ -283,6 +129,23 @@ pub struct BatchItem {
     pub error: Option<super::openapi::ErrorDetail>,
 }
 
+impl BatchItem {
+    /// A part that was refused, with why.
+    fn refused(file_name: String, content_hash: String, error: ApiError) -> Self {
+        BatchItem {
+            success: false,
+            file_name,
+            content_hash,
+            status: None,
+            task_id: None,
+            asset_id: None,
+            size: None,
+            message: None,
+            error: Some(error.detail()),
+        }
+    }
+}
+
 /// The answer to a batch upload.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchResponse {
@@ -313,17 +176,7 @@ pub async fn batch(
             Err(e) if results.is_empty() => return Err(bad_multipart(e)),
             Err(e) => {
                 // Parts before the break are stored: report them, and the break.
-                results.push(BatchItem {
-                    success: false,
-                    file_name: String::new(),
-                    content_hash: String::new(),
-                    status: None,
-                    task_id: None,
-                    asset_id: None,
-                    size: None,
-                    message: None,
-                    error: Some(bad_multipart(e).detail()),
-                });
+                results.push(BatchItem::refused(String::new(), String::new(), bad_multipart(e)));
                 break;
             }
         };
@@ -347,41 +200,41 @@ pub async fn batch(
                 }),
             ));
         }
+        let expected = match parse_hash(&claimed, "the part's field name") {
+            Ok(h) => h,
+            Err(e) => {
+                results.push(BatchItem::refused(file_name, claimed, e));
+                continue;
+            }
+        };
         let outcome = async {
-            let expected = parse_hash(&claimed, "the part's field name")?;
-            let staged = stage(&state, &mut field, Some(&expected)).await?;
+            let staged = intake::stage(&state, &mut field, Some(&expected)).await?;
+            let (size, content_hash) = (staged.size, staged.content_hash.clone());
             let upload = Accepting::bare(staged, &file_name, &content_type);
-            accept(&state, owner, upload).await
+            let intake = intake::accept(&state, owner, upload).await?;
+            Ok::<_, IntakeError>((intake, size, content_hash))
         }
         .await;
-        let broken_body = matches!(&outcome, Err(e) if e.code == "bad_multipart");
+        let broken_body = matches!(outcome, Err(IntakeError::BadMultipart(_)));
         results.push(match outcome {
-            Ok((_, r)) => BatchItem {
-                success: true,
-                file_name,
-                message: Some(if r.status == "duplicate" {
-                    "already uploaded".into()
-                } else {
-                    "queued for processing".into()
-                }),
-                content_hash: r.content_hash,
-                status: Some(r.status),
-                task_id: r.task_id,
-                asset_id: Some(r.asset_id),
-                size: Some(r.size),
-                error: None,
-            },
-            Err(e) => BatchItem {
-                success: false,
-                file_name,
-                content_hash: claimed,
-                status: None,
-                task_id: None,
-                asset_id: None,
-                size: None,
-                message: None,
-                error: Some(e.detail()),
-            },
+            Ok((intake, size, content_hash)) => {
+                let (_, r) = UploadResponse::new(intake, file_name.clone(), size, content_hash);
+                BatchItem {
+                    success: true,
+                    file_name,
+                    message: Some(match intake {
+                        Intake::Duplicate { .. } => "already uploaded".into(),
+                        Intake::New { .. } => "queued for processing".into(),
+                    }),
+                    content_hash: r.content_hash,
+                    status: Some(r.status),
+                    task_id: r.task_id,
+                    asset_id: Some(r.asset_id),
+                    size: Some(r.size),
+                    error: None,
+                }
+            }
+            Err(e) => BatchItem::refused(file_name, claimed, e.into()),
         });
         if broken_body {
             // The body broke mid-part: what came before is kept and reported.

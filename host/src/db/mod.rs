@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod embeddings;
+pub mod metrics;
 pub mod migrate;
 pub mod users;
 
@@ -34,6 +35,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectE
             url: redact(url),
             source,
         })
+}
+
+/// One round trip, to tell whether the database answers.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
 
 /// Hides the password in a connection URL so it can be logged.

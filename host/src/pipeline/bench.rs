@@ -1,4 +1,6 @@
-//! Measuring the host's per-call overhead (for `make bench`).
+//! Measuring the host's per-call overhead (for `make bench`). Not part of
+//! the library's API: built for tests and behind the `bench` feature, which
+//! only the `bench/` crate enables.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ pub fn call_overhead(pipeline: &Pipeline, iterations: u32) -> Duration {
         content_hash: String::new(),
     };
     let iterations = iterations.max(1);
-    super::block_on(async {
+    super::run::block_on(async {
         // Warm up the pooling allocator's slots and caches.
         for _ in 0..iterations.min(50) {
             let _ = inner.runtime.call(stage, &asset, &[], &[]).await;

@@ -30,7 +30,7 @@ pub mod v0_1_0;
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Engine, Store};
 
-use super::runtime::HostState;
+use super::host_state::HostState;
 use super::{AssetFacts, FactValue, StageOutput};
 
 /// The package whose `runner` interface a stage must export.

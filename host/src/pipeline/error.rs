@@ -31,7 +31,7 @@ pub enum StageError {
         stage: String,
         /// The panic message (the text after `panicked at FILE:LINE:COL:`).
         message: String,
-        /// Everything the guest wrote to stderr (truncated to 64 KiB).
+        /// Everything the guest wrote to stderr (the last 256 KiB by default: `RuntimeOptions::max_output_bytes`).
         stderr: String,
     },
     /// The guest trapped (e.g. `unreachable`, out-of-bounds access).
@@ -41,7 +41,7 @@ pub enum StageError {
         stage: String,
         /// The trap as wasmtime describes it.
         message: String,
-        /// Everything the guest wrote to stderr (truncated to 64 KiB).
+        /// Everything the guest wrote to stderr (the last 256 KiB by default: `RuntimeOptions::max_output_bytes`).
         stderr: String,
     },
     /// The stage returned `stage-error::failed` (the job may be retried).

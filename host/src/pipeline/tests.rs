@@ -852,7 +852,7 @@ fn content_type_patterns() {
 
 #[test]
 fn panic_message_extraction() {
-    use runtime::panic_message as pm;
+    use fault::panic_message as pm;
     let new = "\nthread '<unnamed>' panicked at src/lib.rs:17:9:\nguest gave up\nsecond line\nnote: run with `RUST_BACKTRACE=1`\n";
     assert_eq!(pm(new).as_deref(), Some("guest gave up\nsecond line"));
     let one = "thread 'main' panicked at src/lib.rs:1:2: inline message\n";

@@ -25,8 +25,9 @@ async fn sha1_of(path: &std::path::Path) -> std::io::Result<[u8; 20]> {
     }
 }
 
-/// Hashes every asset without a SHA-1 whose bytes are still on disk (rejected
-/// uploads keep none); returns how many were filled in.
+/// Hashes every asset without a SHA-1 whose bytes are on disk (the stored
+/// original, else the staged copy; an asset with neither is skipped);
+/// returns how many were filled in.
 pub async fn backfill_sha1(pool: &PgPool, storage: &Storage) -> Result<usize, sqlx::Error> {
     let mut after = Uuid::nil();
     let mut filled = 0;

@@ -1,8 +1,11 @@
 //! The River client, job arguments and workers.
 //!
 //! `process_asset` runs the configured WASM pipeline on an upload, stores the
-//! original and its renditions, and records the outcome. Workers are the only
-//! place where pipeline results meet the database and storage.
+//! original and its renditions, and records the outcome; `process_clip`
+//! embeds a ready asset's `clip` rendition. Workers are the only place where
+//! pipeline results meet the database and storage. [`Queues`] builds the
+//! client from the queues `app::queues` registers (docs/adding-a-queue.md);
+//! `sweep` and `backfill` are the start-up and background chores.
 
 pub mod backfill;
 mod process_asset;
@@ -84,42 +87,60 @@ pub struct WorkerDeps {
     pub clip: Option<Dispatcher>,
 }
 
-/// Builds a client that can insert jobs but works none (for the API alone and for tests).
-pub fn insert_only_client(pool: PgPool) -> Result<Client, riverqueue::Error> {
-    Client::builder(pool).build()
+/// The queues a River client works, each with its worker and worker count,
+/// plus the client-wide settings: the one place a queue is registered
+/// (`app::queues` adds the service's; docs/adding-a-queue.md).
+pub struct Queues {
+    pool: PgPool,
+    settings: QueueSettings,
+    workers: Workers,
+    queues: Vec<(&'static str, usize)>,
 }
 
-/// Builds the client that works every queue.
-pub fn worker_client(
-    deps: WorkerDeps,
-    settings: &QueueSettings,
-) -> Result<Client, riverqueue::Error> {
-    let mut workers = Workers::new();
-    workers.add(ProcessAssetWorker::new(deps.clone()))?;
-    let maintenance =
-        riverqueue::MaintenanceConfig::default().with_rescue_after(settings.rescue_after);
-    let mut builder = Client::builder(deps.pool.clone());
-    if let Some(dispatcher) = &deps.clip {
-        workers.add(ProcessClipWorker::new(
-            deps.pool.clone(),
-            deps.storage.clone(),
-            dispatcher.clone(),
-        ))?;
-        // One worker blocks on its own submission, so a batch holds at most as
-        // many items as there are workers: never run fewer than a batch.
-        let n = settings
-            .process_clip_workers
-            .max(dispatcher.config().batch_size);
-        builder = builder.queue(PROCESS_CLIP_QUEUE, QueueConfig::new(n));
+impl Queues {
+    /// No queues yet; `settings` gives the rescue delay and job timeout.
+    pub fn new(pool: PgPool, settings: &QueueSettings) -> Self {
+        Self {
+            pool,
+            settings: settings.clone(),
+            workers: Workers::new(),
+            queues: Vec::new(),
+        }
     }
-    builder
-        .workers(workers)
-        .queue(
-            PROCESS_ASSET_QUEUE,
-            QueueConfig::new(settings.process_asset_workers),
-        )
-        .job_timeout(settings.job_timeout)
-        .maintenance(maintenance)
-        .soft_stop_timeout(Duration::from_secs(20))
-        .build()
+
+    /// Works jobs of `A`'s kind on `queue` with `worker`, `count` at a time.
+    /// A kind registered twice is an error; a queue named twice keeps the
+    /// larger count (several kinds may share one queue).
+    pub fn add<A, W>(
+        &mut self,
+        queue: &'static str,
+        count: usize,
+        worker: W,
+    ) -> Result<&mut Self, riverqueue::Error>
+    where
+        A: riverqueue::JobArgs,
+        W: riverqueue::Worker<A>,
+    {
+        self.workers.add(worker)?;
+        match self.queues.iter_mut().find(|(q, _)| *q == queue) {
+            Some((_, n)) => *n = (*n).max(count),
+            None => self.queues.push((queue, count)),
+        }
+        Ok(self)
+    }
+
+    /// The client that works every added queue (start it with `start()`).
+    pub fn build(self) -> Result<Client, riverqueue::Error> {
+        let maintenance =
+            riverqueue::MaintenanceConfig::default().with_rescue_after(self.settings.rescue_after);
+        let mut builder = Client::builder(self.pool).workers(self.workers);
+        for (queue, count) in self.queues {
+            builder = builder.queue(queue, QueueConfig::new(count));
+        }
+        builder
+            .job_timeout(self.settings.job_timeout)
+            .maintenance(maintenance)
+            .soft_stop_timeout(Duration::from_secs(20))
+            .build()
+    }
 }

@@ -1,7 +1,8 @@
 //! Cleans staging after crashes: `.part` files of uploads that died
-//! mid-stream, and staged files whose upload never committed.
+//! mid-stream, and staged files whose upload never committed. [`spawn`]
+//! sweeps once at start-up and then periodically in the background.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use sqlx::PgPool;
@@ -79,4 +80,18 @@ pub async fn sweep_staging(
         );
     }
     swept
+}
+
+/// Sweeps once (before the host accepts uploads), then every minute in the
+/// background, or every `age` when that is shorter.
+pub async fn spawn(pool: PgPool, storage: Storage, incoming: PathBuf, age: Duration) {
+    sweep_staging(&pool, &storage, &incoming, age).await;
+    tokio::spawn(async move {
+        let mut every =
+            tokio::time::interval(Duration::from_secs(60).min(age.max(Duration::from_secs(1))));
+        loop {
+            every.tick().await;
+            sweep_staging(&pool, &storage, &incoming, age).await;
+        }
+    });
 }

@@ -8,7 +8,7 @@
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 
-use super::super::runtime::HostState;
+use super::super::host_state::HostState;
 use super::super::{AssetFacts, FactValue, Rendition, StageOutput};
 use super::{GuestError, LogLevel};
 
@@ -24,8 +24,6 @@ wasmtime::component::bindgen!({
 pub const VERSION: &str = "0.1.0";
 /// The fully qualified name of the exported interface a 0.1.0 stage has.
 pub const RUNNER_EXPORT: &str = "lumilio:pipeline/runner@0.1.0";
-/// The fully qualified name of the host interface a 0.1.0 stage may import.
-pub const HOST_IMPORT: &str = "lumilio:pipeline/host@0.1.0";
 
 use self::lumilio::pipeline::types as t;
 

@@ -1,0 +1,172 @@
+//! `lumilio plugin check` and `lumilio plugin run`: trying WASM stages
+//! without a database.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Subcommand;
+use lumilio::{ingest, pipeline};
+
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Validate a pipeline file: keys, limits, files, and that each component implements the world.
+    Check {
+        /// The pipeline file.
+        #[arg(env = "LUMILIO_PIPELINE", default_value = "pipeline.toml")]
+        pipeline: PathBuf,
+        /// Compiled-component cache.
+        #[arg(long, env = "LUMILIO_CACHE_PATH", default_value = "data/cache")]
+        cache_path: PathBuf,
+    },
+    /// Run one component on one file, without a database; print facts as JSON.
+    Run {
+        /// The component (.wasm).
+        plugin: PathBuf,
+        /// The input file.
+        file: PathBuf,
+        /// A config entry passed to the plugin, `key=value`; repeatable.
+        #[arg(long = "config", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// Write renditions into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The content type to claim (default: guessed from the extension).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Compiled-component cache.
+        #[arg(long, env = "LUMILIO_CACHE_PATH", default_value = "data/cache")]
+        cache_path: PathBuf,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+/// Runs one `plugin` command; exit code 2 when the stage did not succeed.
+pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PluginCommand::Check {
+            pipeline: path,
+            cache_path,
+        } => {
+            let runtime = pipeline::Runtime::new(cache_path)?;
+            match pipeline::check(&path, &runtime) {
+                Ok(stages) => {
+                    for s in stages {
+                        let cached = if s.from_cache { ", cached" } else { "" };
+                        println!(
+                            "ok  {:<16} {} (world {}, {} ms, {} MiB{cached})",
+                            s.name,
+                            s.component.display(),
+                            s.world_version,
+                            s.timeout_ms,
+                            s.memory_limit_mb
+                        );
+                    }
+                    println!("{}: pipeline is valid", path.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    for m in errors.messages() {
+                        eprintln!("{m}");
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        PluginCommand::Run {
+            plugin,
+            file,
+            config,
+            out,
+            content_type,
+            cache_path,
+        } => {
+            let runtime = pipeline::Runtime::new(cache_path)?;
+            let bytes: Arc<[u8]> = std::fs::read(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .into();
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("input");
+            let asset = pipeline::AssetFacts {
+                id: uuid::Uuid::new_v4().to_string(),
+                file_name: ingest::sanitize_file_name(name),
+                content_type: content_type.unwrap_or_else(|| guess_content_type(name).to_owned()),
+                size: bytes.len() as u64,
+                content_hash: blake3::hash(&bytes).to_hex().to_string(),
+            };
+            let run = pipeline::run_single(&runtime, &plugin, asset, bytes, config).await?;
+            let mut renditions = Vec::new();
+            if let Some(output) = &run.output {
+                if let Some(dir) = &out {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                for r in &output.renditions {
+                    let mut entry = serde_json::json!({
+                        "name": r.name, "content_type": r.content_type,
+                        "width": r.width, "height": r.height, "size": r.bytes.len(),
+                    });
+                    if let Some(dir) = &out {
+                        let ext = if r.content_type == "image/webp" {
+                            "webp"
+                        } else {
+                            "jpg"
+                        };
+                        let path = dir.join(format!("{}.{ext}", r.name));
+                        std::fs::write(&path, &r.bytes)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                        entry["path"] = path.display().to_string().into();
+                    }
+                    renditions.push(entry);
+                }
+            }
+            let (outcome, error) = match &run.report.outcome {
+                pipeline::StageOutcome::Ok => ("ok", None),
+                pipeline::StageOutcome::Skipped => ("skipped", None),
+                pipeline::StageOutcome::Rejected(r) => ("rejected", Some(r.clone())),
+                pipeline::StageOutcome::Failed(e) => ("failed", Some(e.to_string())),
+            };
+            let facts: serde_json::Map<String, serde_json::Value> = run
+                .output
+                .iter()
+                .flat_map(|o| &o.facts)
+                .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+                .collect();
+            let report = serde_json::json!({
+                "stage": run.report.name,
+                "outcome": outcome,
+                "error": error,
+                "duration_ms": run.report.duration.as_secs_f64() * 1e3,
+                "facts": facts,
+                "renditions": renditions,
+                "warnings": run.report.warnings,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(if outcome == "ok" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+    }
+}
+
+fn guess_content_type(name: &str) -> &'static str {
+    let ext = name.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "tif" | "tiff" => "image/tiff",
+        "heic" | "heif" => "image/heic",
+        "avif" => "image/avif",
+        _ => "application/octet-stream",
+    }
+}
+

@@ -1,0 +1,369 @@
+//! The wasmtime engine: one [`Engine`] per process with the pooling
+//! allocator, the epoch ticker thread for deadlines, the shared [`Linker`],
+//! checking a component against the world, and running one stage call in a
+//! fresh [`Store`] under its limits.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::bindings::{self, GuestError, StagePre};
+use super::capture::CapturePipe;
+use super::config::StageSpec;
+use super::error::{RuntimeError, StageError};
+use super::fault::{chain, classify};
+use super::host_state::HostState;
+use super::{AssetFacts, FactValue, StageOutput};
+
+/// The process-wide WebAssembly runtime: engine, pooling allocator, epoch
+/// ticker and compile cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+impl Runtime {
+    /// Creates the runtime with default options, caching compiled components
+    /// in `cache_dir` (created if missing).
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        Self::with_options(cache_dir, RuntimeOptions::default())
+    }
+
+    /// Creates the runtime with explicit [`RuntimeOptions`].
+    pub fn with_options(
+        cache_dir: impl Into<PathBuf>,
+        options: RuntimeOptions,
+    ) -> Result<Self, RuntimeError> {
+        Ok(Runtime {
+            inner: RuntimeInner::new(cache_dir.into(), options)?,
+        })
+    }
+
+    /// How many components this runtime compiled and how many it took from the cache.
+    pub fn load_stats(&self) -> LoadStats {
+        self.inner.stats()
+    }
+
+    /// The compile cache directory.
+    pub fn cache_dir(&self) -> &Path {
+        self.inner.cache_dir()
+    }
+
+    /// The shared state pipelines and single runs call through.
+    pub(crate) fn inner(&self) -> &Arc<RuntimeInner> {
+        &self.inner
+    }
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cache_dir", &self.inner.cache_dir())
+            .finish()
+    }
+}
+
+/// Tunables of a [`Runtime`]; [`Default`] suits a small server.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// How many stage instances may be alive at once (across all pipelines).
+    /// Each reserves (but does not commit) 4 GiB + guard of address space
+    /// per linear memory: 64 instances ≈ 0.5 TiB of *virtual* space, no RAM.
+    pub max_instances: u32,
+    /// Epoch tick; deadlines are enforced to within one tick.
+    pub epoch_tick: Duration,
+    /// Bytes of guest stderr (and, separately, stdout) kept per call; the
+    /// tail is kept, and writing more never fails the guest.
+    pub max_output_bytes: usize,
+    /// Bytes of each memory reset with memset rather than madvise when an
+    /// instance slot is reused (wasmtime's `linear_memory_keep_resident`).
+    /// 0 by default: 1 MiB measured slower here (the memset dominates).
+    pub keep_resident_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            max_instances: 64,
+            epoch_tick: Duration::from_millis(10),
+            max_output_bytes: 256 * 1024,
+            keep_resident_bytes: 0,
+        }
+    }
+}
+
+/// Counters of how components were obtained, for tests and start-up logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LoadStats {
+    /// Components compiled with cranelift (cache miss).
+    pub compiled: u64,
+    /// Components deserialized from the on-disk cache (cache hit).
+    pub cache_hits: u64,
+}
+
+/// The shared state behind [`Runtime`] and every pipeline.
+pub(crate) struct RuntimeInner {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    cache_dir: PathBuf,
+    engine_hash: String,
+    tick: Duration,
+    max_output_bytes: usize,
+    stop: Arc<AtomicBool>,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+    pub(super) compiled: AtomicU64,
+    pub(super) cache_hits: AtomicU64,
+    /// One permit per instance the pool can hold; `Pipeline::run` waits
+    /// for one instead of failing when the pool is busy.
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl RuntimeInner {
+    pub(crate) fn new(
+        cache_dir: PathBuf,
+        opts: RuntimeOptions,
+    ) -> Result<Arc<RuntimeInner>, RuntimeError> {
+        std::fs::create_dir_all(&cache_dir).map_err(|source| RuntimeError::CacheDir {
+            path: cache_dir.clone(),
+            source,
+        })?;
+
+        let n = opts.max_instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            // A Rust wasm32-wasip2 component has a handful of core instances
+            // (main module, WASI adapter, shims) and one or two memories.
+            .total_core_instances(n * 16)
+            .max_core_instances_per_component(64)
+            .total_memories(n * 2)
+            .max_memories_per_component(4)
+            .max_memories_per_module(1)
+            .total_tables(n * 8)
+            // One fiber stack per concurrent async call.
+            .total_stacks(n)
+            .max_tables_per_component(16)
+            .max_tables_per_module(4)
+            // The upper bound of memory_limit_mb; the per-stage cap is
+            // enforced by the store's limiter.
+            .max_memory_size(4096 << 20)
+            // Reset small memories/tables with memset instead of madvise on
+            // reuse: cheaper for the typical stage that touches little.
+            .linear_memory_keep_resident(opts.keep_resident_bytes)
+            .table_keep_resident(opts.keep_resident_bytes.min(1 << 16));
+
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .parallel_compilation(true);
+        let engine = Engine::new(&cfg).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+
+        let engine_hash = super::cache::engine_hash(&engine);
+
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
+        bindings::add_to_linker(&mut linker).map_err(|e| RuntimeError::Linker(format!("{e:#}")))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            let tick = opts.epoch_tick;
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?
+        };
+
+        Ok(Arc::new(RuntimeInner {
+            engine,
+            linker,
+            cache_dir,
+            engine_hash,
+            tick: opts.epoch_tick,
+            max_output_bytes: opts.max_output_bytes,
+            stop,
+            ticker: Mutex::new(Some(ticker)),
+            compiled: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            permits: Arc::new(tokio::sync::Semaphore::new(n as usize)),
+        }))
+    }
+
+    pub(crate) fn stats(&self) -> LoadStats {
+        LoadStats {
+            compiled: self.compiled.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// The engine's compatibility hash, part of every cached artefact's name.
+    pub(super) fn engine_hash(&self) -> &str {
+        &self.engine_hash
+    }
+
+    /// Checks a component against the world and pre-instantiates it. Both a
+    /// missing export and an unsatisfied import are reported if both occur.
+    pub(crate) fn prepare(&self, component: &Component) -> Result<StagePre, String> {
+        let version = bindings::detect(component, &self.engine);
+        let pre = bindings::check_imports(component, &self.engine).and_then(|()| {
+            self.linker.instantiate_pre(component).map_err(
+                |e| // The outermost message names the import; the causes
+                // below it only add noise.
+                format!("imports something the host does not provide: {e}"),
+            )
+        });
+        match (version, pre) {
+            (Ok(version), Ok(pre)) => StagePre::new(version, pre).map_err(|e| {
+                format!(
+                    "does not implement world `lumilio:pipeline/stage@{version}`: {}",
+                    chain(&e)
+                )
+            }),
+            (Err(export), Err(import)) => Err(format!("{export}; and it {import}")),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        }
+    }
+
+    /// Runs one call of one stage in a fresh store, under its limits.
+    ///
+    /// Two guards enforce `timeout_ms`: the epoch deadline traps wasm code
+    /// that runs past it (checked on loop back-edges and function entries),
+    /// and a `tokio` timeout drops the call (cancelling its fiber) if the
+    /// guest is blocked in a host call, e.g. sleeping through `wasi:io/poll`.
+    /// Must be polled on a tokio runtime (timers, WASI's async host calls).
+    pub(crate) async fn call(
+        &self,
+        stage: &PreparedStage,
+        asset: &AssetFacts,
+        bytes: &[u8],
+        facts: &[(String, FactValue)],
+    ) -> CallResult {
+        let spec = &stage.spec;
+        let stderr = CapturePipe::new(self.max_output_bytes);
+        let stdout = CapturePipe::new(self.max_output_bytes);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for (k, v) in &stage.env {
+            wasi.env(k, v);
+        }
+        for dir in &spec.read_only_dirs {
+            let guest = dir.to_string_lossy();
+            if let Err(e) = wasi.preopened_dir(dir, guest.as_ref(), FsPerms::ReadOnly) {
+                return CallResult::failed(StageError::Host {
+                    stage: spec.name.clone(),
+                    message: format!("cannot open read_only_dirs entry {}: {e}", dir.display()),
+                });
+            }
+        }
+        let limit_bytes = (spec.memory_limit_mb as usize) << 20;
+        let state = HostState::new(
+            wasi.build(),
+            limit_bytes,
+            stage.spec.name.clone(),
+            asset.id.clone(),
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let tick_ms = self.tick.as_millis().max(1) as u64;
+        store.set_epoch_deadline(spec.timeout_ms.div_ceil(tick_ms) + 1);
+        store.epoch_deadline_trap();
+
+        let started = Instant::now();
+        // The epoch trap normally fires first; the timer is a backstop with
+        // one tick of grace.
+        let limit = Duration::from_millis(spec.timeout_ms) + self.tick;
+        let call = stage
+            .pre
+            .call(&mut store, asset, bytes, &spec.config, facts);
+        let result = match tokio::time::timeout(limit, call).await {
+            Ok(r) => r,
+            Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
+        };
+        let duration = started.elapsed();
+
+        let out = stdout.text();
+        if !out.trim().is_empty() {
+            tracing::debug!(stage = %spec.name, asset = %asset.id, stdout = %out.trim_end(), "stage stdout");
+        }
+        let err_text = stderr.text();
+        let outcome = match result {
+            Ok(Ok(output)) => Ok(output),
+            Ok(Err(GuestError::Rejected(reason))) => Err(CallFailure::Rejected(reason)),
+            Ok(Err(GuestError::Failed(reason))) => Err(CallFailure::Error(StageError::Failed {
+                stage: spec.name.clone(),
+                reason,
+            })),
+            Err(e) => Err(CallFailure::Error(classify(
+                &e,
+                spec,
+                store.data().memory_exceeded(),
+                err_text.clone(),
+            ))),
+        };
+        if !err_text.trim().is_empty() && outcome.is_ok() {
+            tracing::debug!(stage = %spec.name, asset = %asset.id, stderr = %err_text.trim_end(), "stage stderr");
+        }
+        CallResult { duration, outcome }
+    }
+}
+
+/// A stage that passed every check: its spec, bindings and snapshot of the
+/// environment it was granted.
+pub(crate) struct PreparedStage {
+    pub(crate) spec: StageSpec,
+    pub(crate) pre: StagePre,
+    pub(crate) env: Vec<(String, String)>,
+}
+
+/// What went wrong in one call.
+pub(crate) enum CallFailure {
+    /// The stage returned `rejected`.
+    Rejected(String),
+    /// Anything else.
+    Error(StageError),
+}
+
+/// The result of one call of one stage.
+pub(crate) struct CallResult {
+    pub(crate) duration: Duration,
+    pub(crate) outcome: Result<StageOutput, CallFailure>,
+}
+
+impl CallResult {
+    fn failed(e: StageError) -> CallResult {
+        CallResult {
+            duration: Duration::ZERO,
+            outcome: Err(CallFailure::Error(e)),
+        }
+    }
+}
