@@ -10,3 +10,4 @@ mod immich;
 mod migrations;
 mod trust;
 mod upload;
+mod web;
