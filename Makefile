@@ -88,6 +88,7 @@ run: build migrate
 	echo "dev user's API key (kept in .local/dev-api-key):"
 	echo "  $$key"
 	echo "  curl -H 'Authorization: Bearer $$key' -F file=@photo.jpg http://$$listen/api/v1/assets"
+	echo "web app: open http://$$listen/ and paste the key above to sign in"
 	# Without an inference service of your own, run the reference one beside the host.
 	if [ -z "$${ML_SERVICE_ADDR:-}" ]; then
 	  target/release/lumilio-infer --listen 127.0.0.1:50051 &
@@ -97,10 +98,12 @@ run: build migrate
 	fi
 	target/release/lumilio serve $(RUN_ARGS)
 
-# What the tests need beyond the build, installed into .local/ (git-ignored):
-# Node 22+ and the Immich CLI for the Immich e2e test.
+# What the tests need beyond the build: Node 22+ and the Immich CLI for the
+# Immich e2e test, into .local/ (git-ignored); Debian's Chromium and its
+# WebDriver for the browser tests (apt-get when root, else the command to run).
 test-tools:
 	scripts/immich-cli.sh >/dev/null
+	scripts/apt-need.sh chromium:chromium chromedriver:chromium-driver
 
 test: build guests test-tools
 	$(WITH_DB)

@@ -132,6 +132,20 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         job_timeout: Duration::from_secs(cfg.job_timeout_secs),
         process_clip_workers: cfg.clip_workers,
     };
+    // What the status page shows of each stage.
+    let stages: Arc<[api::StageLimits]> = pipeline
+        .stages()
+        .iter()
+        .map(|s| api::StageLimits {
+            name: s.name.clone(),
+            world_version: s.world_version.clone(),
+            timeout_ms: s.timeout_ms,
+            memory_limit_mb: s.memory_limit_mb,
+            content_types: s.content_types.clone(),
+            read_only_dirs: s.read_only_dirs.iter().map(|d| d.display().to_string()).collect(),
+            env: s.env.clone(),
+        })
+        .collect();
     let deps = WorkerDeps {
         pool: pool.clone(),
         pipeline: Arc::new(pipeline),
@@ -151,6 +165,7 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         max_batch_parts: cfg.max_batch_parts,
         clip,
         near_duplicate_distance: cfg.near_duplicate_distance,
+        stages,
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -69,6 +69,16 @@ async fn every_route_as_owner_other_user_and_anonymous() {
             404,
             404,
         ),
+        // The web app's routes: status and events are the caller's own.
+        (Method::GET, "/api/v1/status".into(), None, 200, 200),
+        (Method::GET, "/api/v1/events".into(), None, 200, 200),
+        (
+            Method::POST,
+            format!("/api/v1/assets/{id}/favorite"),
+            Some(json!({"favorite": true})),
+            200,
+            404,
+        ),
         // The Immich compatibility routes that need a key.
         (Method::GET, "/api/users/me".into(), None, 200, 200),
         (Method::GET, "/api/api-keys/me".into(), None, 200, 200),
@@ -256,6 +266,22 @@ async fn every_route_as_owner_other_user_and_anonymous() {
             .status()
             .as_u16(),
         200
+    );
+    // The web app's files are public (the page asks for a key itself).
+    for path in ["/", "/web/main.js", "/web/app.css"] {
+        let r = anonymous.get(url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert!(r.headers().contains_key("content-security-policy"), "{path}");
+    }
+    assert_eq!(
+        anonymous
+            .get(url("/web/nope.js"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
     );
     // x-api-key works as well as Bearer.
     let r = reqwest::Client::new()

@@ -151,12 +151,15 @@ async fn embeddings_predictions_similar_and_search() {
     let r = server
         .client()
         .post(format!("{}/api/v1/search", server.base))
-        .json(&json!({ "query": "blue sky", "limit": 2 }))
+        .json(&json!({ "query": "grey brown dark", "limit": 2 }))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let page: Value = r.json().await.unwrap();
+    // Colours these photos have: ranked, and paged. (A colour they lack, such
+    // as "blue sky", ranks none of them: `unranked`, see web::search_says_when_it_is_not_semantic.)
+    assert_eq!(page["semantic"], false, "{page}");
     assert_eq!(page["results"].as_array().unwrap().len(), 2, "{page}");
     assert!(
         page["next_cursor"].is_string(),

@@ -11,3 +11,4 @@ mod migrations;
 mod queue_guide;
 mod trust;
 mod upload;
+mod web;

@@ -68,6 +68,15 @@ pub struct ListParams {
     cursor: Option<String>,
     /// Page size, 1-500 (default 50).
     limit: Option<i64>,
+    /// Camera make contains this (case-insensitive), e.g. `canon`.
+    make: Option<String>,
+    /// Camera model contains this (case-insensitive), e.g. `40D`.
+    model: Option<String>,
+    /// `true`: only assets with GPS coordinates; `false`: only those without.
+    has_location: Option<bool>,
+    /// `uploaded` (default): newest upload first; `taken`: newest first by when
+    /// the photo was taken (assets without a date by upload time), as the web app's timeline.
+    order: Option<String>,
 }
 
 /// A page of assets.
@@ -83,6 +92,29 @@ pub struct AssetPage {
 fn encode_cursor(a: &Asset) -> String {
     let raw = format!("{}|{}", a.created_at.timestamp_micros(), a.id);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// A cursor of `order=taken`: its key is `db::assets::TAKEN_KEY`, marked `t` so
+/// that it is never mistaken for an upload-order cursor.
+fn encode_taken_cursor(a: &Asset) -> String {
+    let key = a.taken_at.map(|t| t.and_utc()).unwrap_or(a.created_at);
+    let raw = format!("t{}|{}", key.timestamp_micros(), a.id);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_taken_cursor(c: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.strip_prefix('t').map(str::to_owned))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "bad_cursor",
+                "the cursor is not one this server returned for this order; start without it",
+            )
+        })?;
+    decode_cursor(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
 }
 
 fn decode_cursor(c: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
@@ -124,24 +156,56 @@ pub async fn list(
             "limit is between 1 and 500",
         ));
     }
+    let by_taken = match p.order.as_deref() {
+        None | Some("uploaded") => false,
+        Some("taken") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "bad_order",
+                "order is `uploaded` (the default) or `taken`",
+            ));
+        }
+    };
+    let decode: fn(&str) -> Result<(DateTime<Utc>, Uuid), ApiError> = if by_taken {
+        decode_taken_cursor
+    } else {
+        decode_cursor
+    };
     let q = ListQuery {
         status: p.status,
         content_type: p.content_type,
         taken_from: p.taken_from,
         taken_to: p.taken_to,
-        after: p.cursor.as_deref().map(decode_cursor).transpose()?,
+        after: p.cursor.as_deref().map(decode).transpose()?,
         limit: limit + 1,
+        make: p.make.filter(|s| !s.trim().is_empty()),
+        model: p.model.filter(|s| !s.trim().is_empty()),
+        has_location: p.has_location,
+        by_taken,
     };
     let mut rows = assets::list(&state.pool, owner.0, &q).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = if more {
-        rows.last().map(encode_cursor)
-    } else {
+    let next_cursor = if !more {
         None
+    } else if by_taken {
+        rows.last().map(encode_taken_cursor)
+    } else {
+        rows.last().map(encode_cursor)
     };
+    // Which renditions each has, so a client asks only for ones that exist.
+    let ids: Vec<Uuid> = rows.iter().map(|a| a.id).collect();
+    let mut names = crate::db::browse::rendition_names(&state.pool, &ids).await?;
+    let assets = rows
+        .iter()
+        .map(|a| {
+            let mut v = summary(a);
+            v["renditions"] = names.remove(&a.id).unwrap_or_default().into();
+            v
+        })
+        .collect();
     Ok(Json(AssetPage {
-        assets: rows.iter().map(summary).collect(),
+        assets,
         next_cursor,
     }))
 }

@@ -6,7 +6,9 @@
 mod assets;
 mod auth;
 mod error;
+mod events;
 mod extract;
+mod favorite;
 mod files;
 mod immich;
 mod intake;
@@ -14,7 +16,9 @@ mod jobs;
 mod metrics;
 mod openapi;
 mod search;
+mod status;
 mod upload;
+mod web;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -24,6 +28,7 @@ use sqlx::PgPool;
 
 pub use error::ApiError;
 pub use openapi::ApiDoc;
+pub use status::StageLimits;
 
 use crate::ingest::Staging;
 use crate::storage::Storage;
@@ -47,6 +52,8 @@ pub struct AppState {
     pub clip: Option<crate::clip::Dispatcher>,
     /// Cosine distance below which assets are listed as near-duplicates.
     pub near_duplicate_distance: f64,
+    /// The pipeline's stages and their limits, for `GET /api/v1/status`.
+    pub stages: std::sync::Arc<[StageLimits]>,
 }
 
 /// Every route as (method, path, handler): the one list both the router and
@@ -77,6 +84,16 @@ pub fn routes() -> Vec<(&'static str, &'static str, MethodRouter<AppState>)> {
         ("POST", "/api/v1/search", post(search::search)),
         ("GET", "/api/v1/assets/{id}/sidecar", get(files::sidecar)),
         ("GET", "/api/v1/jobs/{id}", get(jobs::get_job)),
+        // The web app and what it needs beyond the routes above.
+        ("GET", "/", get(web::index)),
+        ("GET", "/web/{file}", get(web::file)),
+        ("GET", "/api/v1/events", get(events::events)),
+        ("GET", "/api/v1/status", get(status::status)),
+        (
+            "POST",
+            "/api/v1/assets/{id}/favorite",
+            post(favorite::set_favorite),
+        ),
         // Immich compatibility, for `immich upload` (see immich.rs).
         ("GET", "/.well-known/immich", get(immich::well_known)),
         ("GET", "/api/users/me", get(immich::users_me)),

@@ -25,6 +25,22 @@ pub struct SearchRequest {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// Only assets with this status.
+    pub status: Option<String>,
+    /// Only this content type, e.g. `image/jpeg`.
+    pub content_type: Option<String>,
+    /// Taken at or after this time (`2024-05-01T00:00:00`).
+    #[schema(value_type = Option<String>)]
+    pub taken_from: Option<chrono::NaiveDateTime>,
+    /// Taken before this time.
+    #[schema(value_type = Option<String>)]
+    pub taken_to: Option<chrono::NaiveDateTime>,
+    /// Camera make contains this (case-insensitive).
+    pub make: Option<String>,
+    /// Camera model contains this (case-insensitive).
+    pub model: Option<String>,
+    /// With (`true`) or without (`false`) GPS coordinates.
+    pub has_location: Option<bool>,
 }
 
 /// Ranked results.
@@ -35,6 +51,30 @@ pub struct SearchPage {
     pub results: Vec<Value>,
     /// Pass as `cursor` for the next page; absent on the last page.
     pub next_cursor: Option<String>,
+    /// Text search only: whether the inference service's text embedding means
+    /// what the words say (`false` for the bundled `lumilio-infer`, which
+    /// matches colour words by colour; `null` when the service does not say,
+    /// and for similar-photo search, which needs no words).
+    pub semantic: Option<bool>,
+    /// Text search only: photos that were left out because the query says
+    /// nothing about them (cosine distance 1: no signal, so no rank either).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unranked: Option<i64>,
+    /// Text search only: what a person should know about these results.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
+}
+
+/// A distance this close to 1 is an orthogonal vector: the query carries no
+/// information about the photo.
+const NO_SIGNAL: f64 = 1.0 - 1e-6;
+
+/// Splits off the hits the query says nothing about; returns the rest and how many went.
+fn without_signal_dropped<T>(hits: Vec<T>, distance: impl Fn(&T) -> f64) -> (Vec<T>, usize) {
+    let total = hits.len();
+    let kept: Vec<T> = hits.into_iter().filter(|h| distance(h) < NO_SIGNAL).collect();
+    let dropped = total - kept.len();
+    (kept, dropped)
 }
 
 fn page_bounds(limit: Option<i64>, cursor: Option<&str>) -> Result<(i64, i64), ApiError> {
@@ -81,6 +121,9 @@ fn page(mut hits: Vec<Hit>, limit: i64, offset: i64) -> SearchPage {
     SearchPage {
         results,
         next_cursor,
+        semantic: None,
+        unranked: None,
+        notice: None,
     }
 }
 
@@ -114,18 +157,51 @@ pub async fn search(
         )
     })?;
     let query = Vector::from(embedding.vector);
-    let hits = embeddings::nearest(
+    let filter = crate::db::browse::Filter {
+        status: req.status.filter(|s| !s.is_empty()),
+        content_type: req.content_type.filter(|s| !s.is_empty()),
+        taken_from: req.taken_from,
+        taken_to: req.taken_to,
+        make: req.make.filter(|s| !s.trim().is_empty()),
+        model: req.model.filter(|s| !s.trim().is_empty()),
+        has_location: req.has_location,
+    };
+    let hits = crate::db::browse::nearest_filtered(
         &state.pool,
         owner.0,
         &query,
         &embedding.model_id,
-        None,
-        None,
+        &filter,
         offset,
         limit + 1,
     )
     .await?;
-    Ok(Json(page(hits, limit, offset)))
+    // Hits are sorted by distance, so the ones without signal come last: they
+    // are counted, not listed, and there is no page after them.
+    let (hits, dropped) = without_signal_dropped(hits, |h: &Hit| h.distance);
+    let mut answer = page(hits, limit, offset);
+    if dropped > 0 {
+        answer.next_cursor = None;
+        answer.unranked = Some(dropped.min(limit as usize) as i64);
+    }
+    let semantic = super::status::inference(&state).await["semantic"].as_bool();
+    answer.semantic = semantic;
+    let mut notes = Vec::new();
+    if semantic == Some(false) {
+        notes.push(
+            "The inference service says its text search is not semantic: it ranks photos by the \
+             colour words in the query (red, blue, sky, sunset, snow, dark...) and ignores other words."
+                .to_owned(),
+        );
+    }
+    if answer.results.is_empty() && dropped > 0 {
+        notes.push(format!(
+            "Nothing matched: the query says nothing about {} photo(s), so they are not ranked.",
+            answer.unranked.unwrap_or(0)
+        ));
+    }
+    answer.notice = (!notes.is_empty()).then(|| notes.join(" "));
+    Ok(Json(answer))
 }
 
 /// Paging for similar photos.
@@ -198,4 +274,21 @@ pub(super) async fn clip_view(
         .collect(),
     };
     Ok(json!({ "predictions": predictions, "near_duplicates": near }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn photos_without_signal_are_not_ranked() {
+        // "a dog on a beach" against the colour-only service: every distance is 1.
+        let (kept, dropped) = without_signal_dropped(vec![1.0, 1.0, 1.0 - 1e-9], |d| *d);
+        assert!(kept.is_empty());
+        assert_eq!(dropped, 3);
+        // "blue": ranked photos stay, in order; the tail without signal goes.
+        let (kept, dropped) = without_signal_dropped(vec![0.2, 0.7, 1.0], |d| *d);
+        assert_eq!(kept, vec![0.2, 0.7]);
+        assert_eq!(dropped, 1);
+    }
 }

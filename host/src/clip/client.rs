@@ -219,8 +219,17 @@ impl From<pb::Capability> for Capabilities {
             .or_else(|| cap.extra.get("dim"))
             .or_else(from_task)
             .and_then(|d| d.trim().parse().ok());
+        let semantic = cap
+            .extra
+            .get("semantic")
+            .and_then(|v| match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "1" => Some(true),
+                "false" | "no" | "0" => Some(false),
+                _ => None,
+            });
         Capabilities {
             embedding_dim,
+            semantic,
             tasks: cap.tasks.iter().map(|t| t.name.clone()).collect(),
             service_name: cap.service_name,
             model_ids: cap.model_ids,

@@ -70,6 +70,10 @@ pub struct Capabilities {
     pub embedding_dim: Option<usize>,
     /// Names of the tasks the service lists.
     pub tasks: Vec<String>,
+    /// Whether text search means what the words say (`extra["semantic"]`):
+    /// `Some(false)` for a service that matches by rule, such as the bundled
+    /// `lumilio-infer` (colour words only); `None` when the service does not say.
+    pub semantic: Option<bool>,
 }
 
 /// An embedding vector and the model that produced it.

@@ -414,14 +414,27 @@ pub struct ListQuery {
     pub taken_from: Option<NaiveDateTime>,
     /// Taken before.
     pub taken_to: Option<NaiveDateTime>,
-    /// Continue after this (created_at, id), exclusive.
+    /// Continue after this (sort key, id), exclusive.
     pub after: Option<(DateTime<Utc>, Uuid)>,
     /// Page size.
     pub limit: i64,
+    /// Camera make contains this (case-insensitive).
+    pub make: Option<String>,
+    /// Camera model contains this (case-insensitive).
+    pub model: Option<String>,
+    /// With (true) or without (false) GPS coordinates.
+    pub has_location: Option<bool>,
+    /// Newest first by [`TAKEN_KEY`] (when taken, else when uploaded) instead of by upload time.
+    pub by_taken: bool,
 }
+
+/// The timeline's sort key: when the photo was taken (its wall-clock time, read
+/// as UTC), else when it was uploaded. Migration 006 indexes it per owner.
+pub const TAKEN_KEY: &str = "COALESCE(taken_at AT TIME ZONE 'UTC', created_at)";
 
 /// One page of an owner's assets, newest first.
 pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset>, sqlx::Error> {
+    let key = if q.by_taken { TAKEN_KEY } else { "created_at" };
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ASSET_COLUMNS} FROM assets
          WHERE owner_id = $1
@@ -429,8 +442,11 @@ pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset
            AND ($3::text IS NULL OR content_type = $3)
            AND ($4::timestamp IS NULL OR taken_at >= $4)
            AND ($5::timestamp IS NULL OR taken_at < $5)
-           AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7))
-         ORDER BY created_at DESC, id DESC
+           AND ($6::timestamptz IS NULL OR ({key}, id) < ($6, $7))
+           AND ($9::text IS NULL OR strpos(lower(make), lower($9)) > 0)
+           AND ($10::text IS NULL OR strpos(lower(model), lower($10)) > 0)
+           AND ($11::bool IS NULL OR (gps_latitude IS NOT NULL AND gps_longitude IS NOT NULL) = $11)
+         ORDER BY {key} DESC, id DESC
          LIMIT $8"
     )))
     .bind(owner)
@@ -441,6 +457,9 @@ pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset
     .bind(q.after.map(|a| a.0))
     .bind(q.after.map(|a| a.1))
     .bind(q.limit)
+    .bind(&q.make)
+    .bind(&q.model)
+    .bind(q.has_location)
     .fetch_all(pool)
     .await
 }

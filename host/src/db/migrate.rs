@@ -48,6 +48,18 @@ pub const APP_MIGRATIONS: &[AppMigration] = &[
         up: include_str!("../../../migrations/004_client_metadata.up.sql"),
         down: include_str!("../../../migrations/004_client_metadata.down.sql"),
     },
+    AppMigration {
+        version: 5,
+        name: "asset_events",
+        up: include_str!("../../../migrations/005_asset_events.up.sql"),
+        down: include_str!("../../../migrations/005_asset_events.down.sql"),
+    },
+    AppMigration {
+        version: 6,
+        name: "timeline_index",
+        up: include_str!("../../../migrations/006_timeline_index.up.sql"),
+        down: include_str!("../../../migrations/006_timeline_index.down.sql"),
+    },
 ];
 
 /// The app line records what it applied here, apart from River's

@@ -2,9 +2,11 @@
 //! the API and the workers run. A leaf: it knows rows, not HTTP, jobs or WASM.
 
 pub mod assets;
+pub mod browse;
 pub mod embeddings;
 pub mod metrics;
 pub mod migrate;
+pub mod status;
 pub mod users;
 
 use std::time::Duration;

@@ -1,0 +1,117 @@
+//! Filters shared by the asset list and text search (the web app's search
+//! page), and the filtered form of the nearest-neighbour query.
+
+use chrono::NaiveDateTime;
+use pgvector::Vector;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::assets::Asset;
+use super::embeddings::Hit;
+
+/// Which assets to consider; every `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this content type.
+    pub content_type: Option<String>,
+    /// Taken at or after.
+    pub taken_from: Option<NaiveDateTime>,
+    /// Taken before.
+    pub taken_to: Option<NaiveDateTime>,
+    /// Camera make contains this (case-insensitive).
+    pub make: Option<String>,
+    /// Camera model contains this (case-insensitive).
+    pub model: Option<String>,
+    /// With (true) or without (false) GPS coordinates.
+    pub has_location: Option<bool>,
+}
+
+/// The owner's assets among `filter`, ranked by cosine distance to `query`
+/// among embeddings of `model_id`.
+pub async fn nearest_filtered(
+    pool: &PgPool,
+    owner: Uuid,
+    query: &Vector,
+    model_id: &str,
+    filter: &Filter,
+    offset: i64,
+    limit: i64,
+) -> Result<Vec<Hit>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        asset: Asset,
+        distance: f64,
+    }
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {}, (e.embedding <=> $2) AS distance
+         FROM embeddings e JOIN assets a ON a.id = e.asset_id
+         WHERE a.owner_id = $1 AND e.model_id = $3
+           AND ($4::text IS NULL OR a.status = $4)
+           AND ($5::text IS NULL OR a.content_type = $5)
+           AND ($6::timestamp IS NULL OR a.taken_at >= $6)
+           AND ($7::timestamp IS NULL OR a.taken_at < $7)
+           AND ($8::text IS NULL OR strpos(lower(a.make), lower($8)) > 0)
+           AND ($9::text IS NULL OR strpos(lower(a.model), lower($9)) > 0)
+           AND ($10::bool IS NULL OR (a.gps_latitude IS NOT NULL AND a.gps_longitude IS NOT NULL) = $10)
+         ORDER BY e.embedding <=> $2, a.id
+         OFFSET $11 LIMIT $12",
+        super::assets::asset_columns_of("a")
+    )))
+    .bind(owner)
+    .bind(query)
+    .bind(model_id)
+    .bind(&filter.status)
+    .bind(&filter.content_type)
+    .bind(filter.taken_from)
+    .bind(filter.taken_to)
+    .bind(&filter.make)
+    .bind(&filter.model)
+    .bind(filter.has_location)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Hit {
+            asset: r.asset,
+            distance: r.distance,
+        })
+        .collect())
+}
+
+/// The rendition names of each of these assets (one query for a page of a list).
+pub async fn rendition_names(
+    pool: &PgPool,
+    assets: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Vec<String>>, sqlx::Error> {
+    let rows: Vec<(Uuid, Vec<String>)> = sqlx::query_as(
+        "SELECT asset_id, array_agg(name ORDER BY name) FROM renditions
+         WHERE asset_id = ANY($1) GROUP BY asset_id",
+    )
+    .bind(assets)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Sets an owner's asset's favourite flag; false if the owner has no such asset.
+pub async fn set_favorite(
+    pool: &PgPool,
+    owner: Uuid,
+    id: Uuid,
+    favorite: bool,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE assets SET is_favorite = $3, updated_at = now() WHERE id = $1 AND owner_id = $2",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(favorite)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
