@@ -249,17 +249,6 @@ async fn start_clip(cfg: &ServeConfig) -> Result<Option<clip::Dispatcher>, Serve
 }
 
 async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
+    crate::signal::shutdown().await;
     info!("shutdown signal received");
 }

@@ -20,4 +20,5 @@ pub mod db;
 pub mod ingest;
 pub mod pipeline;
 pub mod queue;
+pub mod signal;
 pub mod storage;

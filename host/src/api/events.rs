@@ -77,7 +77,7 @@ fn hub(pool: &PgPool) -> &'static Hub {
         let (stop_tx, stopping) = watch::channel(false);
         tokio::spawn(listen(pool.clone(), tx.clone(), ready_tx));
         tokio::spawn(async move {
-            shutdown_signal().await;
+            crate::signal::shutdown().await;
             let _ = stop_tx.send(true);
         });
         Hub {
@@ -86,21 +86,6 @@ fn hub(pool: &PgPool) -> &'static Hub {
             stopping,
         }
     })
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term => {},
-    }
 }
 
 /// Keeps one `LISTEN` connection, reconnecting after a loss (and telling
