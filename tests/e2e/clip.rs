@@ -2,48 +2,11 @@
 //! and predictions stored, similar-photo and text search, and an ML outage
 //! that delays CLIP without holding up uploads.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, TestDb, repo};
-
-/// A running `lumilio-infer`, killed on drop.
-struct Infer(Child);
-
-impl Infer {
-    fn start(port: u16) -> Infer {
-        let bin = repo().join("target/release/lumilio-infer");
-        assert!(
-            bin.exists(),
-            "{} is missing: run `make build`",
-            bin.display()
-        );
-        let child = Command::new(bin)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Infer(child)
-    }
-}
-
-impl Drop for Infer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::{Infer, Server, TestDb, free_port, repo};
 
 async fn embedded(db: &TestDb, asset: &str, within: Duration) -> bool {
     let mut conn = db.conn().await;
@@ -75,7 +38,7 @@ async fn embeddings_predictions_similar_and_search() {
     let db = TestDb::new().await;
     db.migrate();
     let port = free_port();
-    let _infer = Infer::start(port);
+    let _infer = Infer::start_on(port);
     let addr = format!("http://127.0.0.1:{port}");
     let server = Server::start_with(
         &db,
@@ -213,7 +176,7 @@ async fn ml_outage_delays_clip_but_not_uploads() {
     }
     assert!(!embedded(&db, &id, Duration::from_millis(10)).await);
 
-    let _infer = Infer::start(port);
+    let _infer = Infer::start_on(port);
     assert!(
         embedded(&db, &id, Duration::from_secs(45)).await,
         "CLIP did not complete after ML came back:\n{}",

@@ -141,6 +141,38 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A running `lumilio-infer` (the bundled, non-semantic inference service),
+/// killed on drop.
+pub struct Infer(Child);
+
+impl Infer {
+    /// Starts it on a free port; returns it with its gRPC address.
+    pub fn start() -> (Infer, String) {
+        let port = free_port();
+        (Infer::start_on(port), format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Starts it on `port` (the outage test restarts it on the same one).
+    pub fn start_on(port: u16) -> Infer {
+        let bin = repo().join("target/release/lumilio-infer");
+        assert!(bin.exists(), "{} is missing: run `make build`", bin.display());
+        let child = Command::new(bin)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Infer(child)
+    }
+}
+
+impl Drop for Infer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `lumilio serve`, killed on drop.
 pub struct Server {
     /// `http://127.0.0.1:PORT`.

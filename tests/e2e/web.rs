@@ -12,7 +12,7 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::harness::{Server, TestDb, free_port, repo};
+use crate::harness::{Infer, Server, TestDb, free_port, repo};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -237,31 +237,6 @@ impl Browser {
         let _ = client.close().await;
         let _ = driver.kill();
         let _ = driver.wait();
-    }
-}
-
-/// A running `lumilio-infer` (the bundled, non-semantic inference service).
-struct Infer(Child);
-
-impl Infer {
-    fn start() -> (Infer, String) {
-        let bin = repo().join("target/release/lumilio-infer");
-        assert!(bin.exists(), "{} is missing: run `make build`", bin.display());
-        let port = free_port();
-        let child = Command::new(bin)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        (Infer(child), format!("http://127.0.0.1:{port}"))
-    }
-}
-
-impl Drop for Infer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
