@@ -80,10 +80,10 @@ export function statusView() {
           h('dt', 'Stored'), h('dd', `${bytes(t.original_bytes)} originals + ${bytes(t.rendition_bytes)} renditions`),
           h('dt', 'By status'), h('dd', `${t.ready} ready · ${t.processing} processing · ${t.rejected} rejected · ${t.failed} failed`),
           h('dt', 'With CLIP embedding'), h('dd', String(t.embedded)))),
-      h('section.card', h('h2', 'Queues'), h('div.scroll-x', queues)),
+      h('section.card.wide', h('h2', 'Queues'), h('div.scroll-x', queues)),
       h('section.card', h('h2', 'Recent failures'), failures),
       h('section.card', h('h2', 'Inference service'), inference),
-      h('section.card', h('h2', 'Pipeline'), h('div.scroll-x', stages)));
+      h('section.card.wide', h('h2', 'Pipeline'), h('div.scroll-x', stages)));
   }
 
   return {
