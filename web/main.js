@@ -101,6 +101,7 @@ function start() {
     if (type === 'ready') { push.textContent = '● live'; push.classList.add('on'); }
     if (type === 'down') { push.textContent = '○ reconnecting'; push.classList.remove('on'); }
     if (type === 'unauthorized') signOut('Your key is no longer accepted.');
+    if (type === 'revoked') signOut('Your key was revoked. Sign in with a new one (lumilio user create-key NAME).');
   });
   events.start();
   route();

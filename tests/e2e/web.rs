@@ -619,3 +619,52 @@ async fn events_reach_their_owner_only() {
     let bobs = read_events(&mut bob_events, &id, Duration::from_secs(2)).await;
     assert!(!bobs.contains(&id), "bob hears nothing of alice's asset: {bobs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_key_ends_its_open_event_streams() {
+    let db = TestDb::new().await;
+    db.migrate();
+    let server = Server::start(&db).await;
+    let bob = db.user("bob");
+    let open = |key: &str| {
+        Server::client_with(Some(key))
+            .get(format!("{}/api/v1/events", server.base))
+            .send()
+    };
+    let mut doomed = open(&bob).await.unwrap();
+    let mut other = open(&server.key).await.unwrap();
+    for r in [&mut doomed, &mut other] {
+        let hello = read_events(r, "event: ready", Duration::from_secs(10)).await;
+        assert!(hello.contains("event: ready"), "{hello}");
+    }
+    let out = db.lumilio(&["user", "revoke-key", &bob]);
+    assert!(
+        out.status.success(),
+        "revoke-key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The revocation landed: the key is refused from now on.
+    let refused = Server::client_with(Some(&bob))
+        .get(format!("{}/api/v1/assets", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401, "the revoked key is refused");
+    let said = read_events(&mut doomed, "event: revoked", Duration::from_secs(10)).await;
+    assert!(said.contains("event: revoked"), "the stream says why it ends: {said}");
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match doomed.chunk().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the revoked key's stream ended");
+    // Another key's stream stays open and still hears its own events.
+    let id = upload_file(&server, &server.key, &photos().join("Canon_40D.jpg")).await;
+    let seen = read_events(&mut other, &id, Duration::from_secs(20)).await;
+    assert!(seen.contains(&id), "the other stream still works: {seen}");
+    assert!(!seen.contains("event: revoked"), "{seen}");
+}

@@ -64,3 +64,31 @@ impl FromRequestParts<AppState> for Owner {
         }
     }
 }
+
+/// The user a request acts for and the key it came with: for long-lived
+/// responses (event streams) that must end when that key is revoked.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// The user.
+    pub owner: Uuid,
+    /// The key's id (`api_keys.id`).
+    pub key_id: Uuid,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = presented_key(parts).ok_or_else(missing_key)?;
+        match users::describe_key(&state.pool, key).await? {
+            Some(k) => Ok(Caller {
+                owner: k.user_id,
+                key_id: k.key_id,
+            }),
+            None => Err(unknown_key()),
+        }
+    }
+}

@@ -15,7 +15,11 @@
 //!   have been missed, so a client refreshes what it shows;
 //! - `asset`: `{"op": "insert"|"update"|"delete", "asset_id", "status"}`;
 //! - `resync`: events may have been lost (the listening connection dropped
-//!   and was re-established, or this stream fell behind); refresh.
+//!   and was re-established, or this stream fell behind); refresh;
+//! - `revoked`: the key this stream was opened with was revoked (or deleted
+//!   with its user); the stream ends, and the next request with that key
+//!   gets 401. Migration 007 notifies `lumilio_key_events` for this, so a key
+//!   revoked by any process, or by plain SQL, ends its streams on every host.
 //!
 //! Browsers' `EventSource` cannot send an `Authorization` header, so the web
 //! app reads this stream with `fetch()` and a `ReadableStream` (same key, same
@@ -36,11 +40,14 @@ use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::auth::Owner;
+use super::auth::Caller;
 use super::{ApiError, AppState};
 
 /// The channel migration 005's trigger notifies.
 pub const CHANNEL: &str = "lumilio_asset_events";
+
+/// The channel migration 007's trigger notifies when a key is revoked or deleted.
+pub const KEY_CHANNEL: &str = "lumilio_key_events";
 
 /// One change, as the trigger sends it.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,9 +58,17 @@ struct Change {
     status: String,
 }
 
+/// A revoked or deleted key, as migration 007's trigger sends it.
+#[derive(Debug, Clone, Deserialize)]
+struct KeyGone {
+    key_id: Uuid,
+}
+
 #[derive(Debug, Clone)]
 enum Message {
     Change(Change),
+    /// Streams opened with this key end.
+    KeyRevoked(Uuid),
     /// Events may have been lost.
     Resync,
 }
@@ -101,7 +116,7 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Message>, ready: watch::Send
                 continue;
             }
         };
-        if let Err(e) = listener.listen(CHANNEL).await {
+        if let Err(e) = listener.listen_all([CHANNEL, KEY_CHANNEL]).await {
             warn!(error = %e, "events: LISTEN failed; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -117,11 +132,11 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Message>, ready: watch::Send
         let _ = tx.send(Message::Resync);
         loop {
             match listener.try_recv().await {
-                Ok(Some(n)) => match serde_json::from_str::<Change>(n.payload()) {
-                    Ok(c) => {
-                        let _ = tx.send(Message::Change(c));
+                Ok(Some(n)) => match parse(n.channel(), n.payload()) {
+                    Ok(m) => {
+                        let _ = tx.send(m);
                     }
-                    Err(e) => warn!(error = %e, payload = n.payload(), "events: bad payload"),
+                    Err(e) => warn!(error = %e, channel = n.channel(), payload = n.payload(), "events: bad payload"),
                 },
                 // The connection was lost; try_recv reconnects on the next call.
                 Ok(None) => {
@@ -139,31 +154,48 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Message>, ready: watch::Send
     }
 }
 
+/// One notification as a message for the streams.
+fn parse(channel: &str, payload: &str) -> Result<Message, serde_json::Error> {
+    if channel == KEY_CHANNEL {
+        serde_json::from_str::<KeyGone>(payload).map(|k| Message::KeyRevoked(k.key_id))
+    } else {
+        serde_json::from_str::<Change>(payload).map(Message::Change)
+    }
+}
+
 /// The caller's asset changes as Server-Sent Events (`ready`, `asset`, `resync`).
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     responses((status = 200, description = "`text/event-stream`. Events: `ready` (listening; refresh what you show), \
 `asset` with data `{\"op\": \"insert\"|\"update\"|\"delete\", \"asset_id\", \"status\"}` for each of the caller's assets \
-that is added, deleted or changes status or favourite flag, and `resync` (events may have been lost; refresh). \
+that is added, deleted or changes status or favourite flag, `resync` (events may have been lost; refresh), and \
+`revoked` (the stream's key was revoked; the stream ends). \
 A comment line every 15 s keeps the connection open. Send the key as `Authorization: Bearer KEY`; browsers read \
 the stream with fetch(), since EventSource cannot send headers."),
               (status = 401, body = super::openapi::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
-    owner: Owner,
+    caller: Caller,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let hub = hub(&state.pool);
     // Subscribe first, so nothing falls between `ready` and the first event.
     let rx = hub.tx.subscribe();
     let mut ready = hub.ready.clone();
     let mut stopping = hub.stopping.clone();
-    let me = owner.0;
+    let (me, my_key) = (caller.owner, caller.key_id);
     let hello = stream::once(async move {
         let _ = ready.wait_for(|r| *r).await;
         Event::default().event("ready").data("{}")
     });
-    let changes = stream::unfold(rx, move |mut rx| async move {
+    // `None` state: the `revoked` event has been sent, so the stream ends.
+    let changes = stream::unfold(Some(rx), move |rx| async move {
+        let mut rx = rx?;
         loop {
             let event = match rx.recv().await {
+                Ok(Message::KeyRevoked(k)) if k == my_key => {
+                    info!(key_id = %k, "events: key revoked; ending its stream");
+                    return Some((Event::default().event("revoked").data("{}"), None));
+                }
+                Ok(Message::KeyRevoked(_)) => continue,
                 Ok(Message::Change(c)) if c.owner_id == me => Event::default().event("asset").data(
                     json!({ "op": c.op, "asset_id": c.asset_id, "status": c.status }).to_string(),
                 ),
@@ -173,7 +205,7 @@ pub async fn events(
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            return Some((event, rx));
+            return Some((event, Some(rx)));
         }
     });
     let stop = async move {
