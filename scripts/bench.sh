@@ -2,10 +2,11 @@
 # scripts/bench.sh: the benchmarks of `make bench` (see bench/README.md).
 #
 #   scripts/bench.sh            build what is needed, start the database, run
-#                               bench-plugins (issue 3), bench-ingest (issue 4) and
-#                               bench-clip (issue 5), then print one summary table
+#                               bench-plugins (issue 3), bench-ingest (issue 4),
+#                               bench-clip (issue 5) and bench-library (issue 12),
+#                               then print one summary table
 #   BENCH_QUICK=1 scripts/bench.sh   fewer rounds (same measures)
-#   BENCH_ONLY=plugins|ingest|clip   run one of the three binaries
+#   BENCH_ONLY=plugins|ingest|clip|library   run one of the binaries
 #
 # Every measure is printed beside a peer measured in the same run, with the ratio
 # and the target. A missed target prints MISSED; the script still exits 0, since
@@ -21,8 +22,12 @@ log() { printf 'bench.sh: %s\n' "$*" >&2; }
 
 # bench-clip needs none of the peer tools (its peer is the one-worker setup).
 # The peers come from Debian: installed here when root, else the command to run is printed.
-[ "$ONLY" = clip ] || scripts/apt-need.sh vipsthumbnail:libvips-tools exiftool:libimage-exiftool-perl \
-  heif-convert:libheif-examples dd:coreutils
+[ "$ONLY" = clip ] || [ "$ONLY" = library ] || scripts/apt-need.sh vipsthumbnail:libvips-tools \
+  exiftool:libimage-exiftool-perl heif-convert:libheif-examples dd:coreutils
+# bench-library measures the web app in Debian's Chromium.
+if [ "$ONLY" = all ] || [ "$ONLY" = library ]; then
+  scripts/apt-need.sh chromium:chromium chromedriver:chromium-driver
+fi
 
 started=$(date +%s)
 log "building host, inference server, plugins, the echo test guest and the benchmarks (release)"
@@ -54,6 +59,9 @@ if [ "$ONLY" = all ] || [ "$ONLY" = ingest ]; then
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = clip ]; then
   target/release/bench-clip || { status=$?; log "bench-clip could not finish (exit $status)"; }
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = library ]; then
+  target/release/bench-library || { status=$?; log "bench-library could not finish (exit $status)"; }
 fi
 
 echo

@@ -86,14 +86,18 @@ export function rendition(id, name = 'small', wanted) {
   if (hit) {
     THUMBS.delete(k); // most recently used goes last
     THUMBS.set(k, hit);
+    // Still queued: it is wanted while any of its callers still wants it (a
+    // re-rendered tile asks again for what its old self had queued).
+    if (hit.wanters) hit.wanters.push(wanted);
     return hit.promise;
   }
-  const entry = {};
+  const entry = { wanters: [wanted] };
+  const stillWanted = () => entry.wanters.some((w) => !w || w());
   entry.promise = new Promise((resolve, reject) => {
-    queue.push({ path: `/api/v1/assets/${id}/renditions/${name}`, wanted, resolve, reject });
+    queue.push({ path: `/api/v1/assets/${id}/renditions/${name}`, wanted: stillWanted, resolve, reject });
     // After the caller has put its <img> into the page (wanted() looks for it).
     queueMicrotask(pump);
-  }).then((url) => { entry.url = url; return url; }, (e) => { THUMBS.delete(k); throw e; });
+  }).then((url) => { entry.url = url; entry.wanters = null; return url; }, (e) => { THUMBS.delete(k); throw e; });
   THUMBS.set(k, entry);
   while (THUMBS.size > MAX_THUMBS) {
     const [oldKey, old] = THUMBS.entries().next().value;

@@ -14,16 +14,15 @@
 //! all live in one scratch directory under `target/`, so on the same disk.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use lumilio::pipeline::{AssetFacts, Pipeline, Verdict};
+use lumilio_bench::service::{BenchDb, RssSampler, Server, proc_status};
 use lumilio_bench::{Row, Status, Summary, median, repo};
 use serde_json::Value;
-use sqlx::{Connection, PgConnection};
 
 const MIB: u64 = 1 << 20;
 
@@ -52,7 +51,7 @@ async fn main() -> Result<()> {
     let db = BenchDb::create(&admin).await?;
     db.migrate(&bin)?;
     let key = db.api_key(&bin);
-    let server = Server::start(&bin, &db.url, work.path(), key.as_deref()).await?;
+    let server = Server::start(&bin, &db.url, work.path(), key.as_deref(), &[]).await?;
     let mut summary = Summary::default();
     let result = async {
         upload_vs_dd(&server, work.path(), &mut summary).await?;
@@ -66,229 +65,6 @@ async fn main() -> Result<()> {
     drop(db);
     result?;
     summary.finish()
-}
-
-/// A database of its own, dropped (with FORCE) when this is dropped.
-struct BenchDb {
-    admin: String,
-    url: String,
-    name: String,
-}
-
-impl BenchDb {
-    async fn create(admin: &str) -> Result<BenchDb> {
-        let name = format!("lumilio_bench_{}", uuid::Uuid::new_v4().simple());
-        let mut c = PgConnection::connect(admin)
-            .await
-            .context("connecting to DATABASE_URL")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut c)
-            .await?;
-        let (base, _) = admin
-            .rsplit_once('/')
-            .context("DATABASE_URL must end in /DBNAME")?;
-        // Keep any ?query (sslmode etc.) on the new URL.
-        let query = admin
-            .split_once('?')
-            .map(|(_, q)| format!("?{q}"))
-            .unwrap_or_default();
-        Ok(BenchDb {
-            admin: admin.into(),
-            url: format!("{base}/{name}{query}"),
-            name,
-        })
-    }
-
-    fn migrate(&self, bin: &Path) -> Result<()> {
-        for line in ["main", "app"] {
-            let out = Command::new(bin)
-                .args(["migrate-up", "--line", line])
-                .env("DATABASE_URL", &self.url)
-                .output()?;
-            ensure!(
-                out.status.success(),
-                "migrate-up --line {line}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
-    }
-
-    /// A user and its API key (`lumilio user create`), or None from a host
-    /// that has no users yet and lets every request act as the local user.
-    fn api_key(&self, bin: &Path) -> Option<String> {
-        let out = Command::new(bin)
-            .args(["user", "create", "bench"])
-            .env("DATABASE_URL", &self.url)
-            .output()
-            .ok()?;
-        let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !key.is_empty() {
-            return Some(key);
-        }
-        println!(
-            "  (no API key: `lumilio user create` said {:?}; sending requests without one)",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        None
-    }
-}
-
-impl Drop for BenchDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        // Its own runtime on its own thread: Drop cannot await.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut c = PgConnection::connect(&admin).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut c)
-                .await
-                .ok()
-            })
-        })
-        .join();
-    }
-}
-
-/// A running `lumilio serve`, killed on drop.
-struct Server {
-    base: String,
-    child: Child,
-    log: PathBuf,
-    client: reqwest::Client,
-}
-
-impl Server {
-    async fn start(bin: &Path, db_url: &str, work: &Path, api_key: Option<&str>) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let log = work.join("server.log");
-        let child = Command::new(bin)
-            .arg("serve")
-            .env("DATABASE_URL", db_url)
-            .env("LUMILIO_LISTEN", format!("127.0.0.1:{port}"))
-            .env("LUMILIO_PIPELINE", repo().join("pipeline.toml"))
-            .env("STAGING_PATH", work.join("staging"))
-            .env("STORAGE_PATH", work.join("storage"))
-            .env("LUMILIO_CACHE_PATH", repo().join("target/bench-cache"))
-            // The default, stated so the peer in 4g can match it.
-            .env("LUMILIO_PROCESS_ASSET_WORKERS", "5")
-            // 4e streams a file larger than the default limit (the pipeline's
-            // max_bytes): it measures ingest, not the pipeline.
-            .env("LUMILIO_MAX_UPLOAD_BYTES", (8u64 << 30).to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("spawning lumilio serve")?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(key) = api_key {
-            headers.insert(
-                reqwest::header::AUTHORIZATION,
-                format!("Bearer {key}").parse()?,
-            );
-        }
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .build()?;
-        let mut s = Server {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-            log,
-            client,
-        };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            if let Ok(r) = s.client.get(format!("{}/health", s.base)).send().await
-                && r.status().is_success()
-            {
-                return Ok(s);
-            }
-            if let Some(st) = s.child.try_wait()? {
-                bail!("lumilio serve exited with {st}:\n{}", s.log_tail(40));
-            }
-            if Instant::now() > deadline {
-                bail!("lumilio serve not healthy after 90 s:\n{}", s.log_tail(40));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await?;
-        let status = r.status();
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        ensure!(status.is_success(), "GET {path}: {status} {body}");
-        Ok(body)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `VmRSS:`/`VmHWM:` figure of `/proc/PID/status`, in bytes.
-fn proc_status(pid: u32, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    let kib: u64 = line[key.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
-/// Samples VmRSS every 10 ms on a thread until stopped; yields the maximum.
-struct RssSampler {
-    stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<u64>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut peak = 0;
-            while !flag.load(Ordering::Relaxed) {
-                peak = peak.max(proc_status(pid, "VmRSS:").unwrap_or(0));
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            peak.max(proc_status(pid, "VmRSS:").unwrap_or(0))
-        });
-        RssSampler { stop, handle }
-    }
-
-    fn finish(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or(0)
-    }
 }
 
 /// Writes `len` pseudo-random bytes (incompressible, so nothing below can shortcut them).
