@@ -37,7 +37,7 @@ help:
 	@echo "make migrate    apply migrations on lines main and app"
 	@echo "make bench      scripts/bench.sh (installs its peers vips, exiftool, heif-convert when root)"
 	@echo "make exiftool-refs  regenerate tests/data/photos/exiftool-refs.json with exiftool"
-	@echo "make soak       the full kill -9 loop: 200 uploads, 10 kills"
+	@echo "make soak       the long kill -9 loop: 1000 uploads, 40 kills (make test runs 200 and 10)"
 
 db:
 	@scripts/db.sh
@@ -118,4 +118,4 @@ exiftool-refs:
 
 soak: build
 	$(WITH_DB)
-	LUMILIO_SOAK_UPLOADS=200 LUMILIO_SOAK_KILLS=10 $(CARGO) test --release -p lumilio --test e2e kill_9 -- --nocapture
+	LUMILIO_SOAK_UPLOADS=1000 LUMILIO_SOAK_KILLS=40 $(CARGO) test --release --workspace --test e2e kill_9 -- --nocapture

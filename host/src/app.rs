@@ -62,6 +62,9 @@ pub enum ServeError {
     /// The River client could not be built or started.
     #[error(transparent)]
     Queue(#[from] riverqueue::Error),
+    /// This host's node id is taken, or its lock failed.
+    #[error(transparent)]
+    Node(#[from] queue::nodes::NodeError),
     /// The inference service could not be set up.
     #[error(transparent)]
     Clip(#[from] clip::ClipError),
@@ -131,6 +134,9 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         rescue_after: Duration::from_secs(cfg.rescue_after_secs),
         job_timeout: Duration::from_secs(cfg.job_timeout_secs),
         process_clip_workers: cfg.clip_workers,
+        client_id: Some(queue::nodes::client_id(
+            &cfg.node_id.clone().unwrap_or_else(|| queue::nodes::default_node_id(cfg.listen.port())),
+        )),
     };
     // What the status page shows of each stage.
     let stages: Arc<[api::StageLimits]> = pipeline
@@ -152,6 +158,11 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         storage: storage.clone(),
         clip: clip.clone(),
     };
+    // Before the client starts: its previous process's jobs come back first.
+    if let Some(client) = &settings.client_id {
+        queue::nodes::join(&deps.pool, client).await?;
+        info!(node = client, "node lock held");
+    }
     let river = queues(deps, &settings)?.build()?;
     let mut run = river.start()?;
     let stopper = run.stopper();

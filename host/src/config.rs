@@ -61,7 +61,14 @@ pub struct ServeConfig {
     /// Cosine distance below which two photos count as near-duplicates.
     #[arg(long, env = "LUMILIO_NEAR_DUPLICATE_DISTANCE", default_value_t = 0.02)]
     pub near_duplicate_distance: f64,
-    /// Seconds after which a running job whose worker vanished is retried.
+    /// This host's stable id among the hosts sharing the database (default
+    /// HOSTNAME:PORT): jobs it held when it died are taken back by its restart
+    /// at once, or by another host within seconds (see `queue::nodes`).
+    #[arg(long, env = "LUMILIO_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Seconds after which a running job whose worker vanished is retried
+    /// (River's rescuer: the backstop for a job that hangs, and for clients
+    /// outside `queue::nodes`).
     #[arg(long, env = "LUMILIO_RESCUE_AFTER_SECS", default_value_t = 120)]
     pub rescue_after_secs: u64,
     /// Seconds after which an untouched partial or uncommitted upload in staging is deleted.

@@ -6,6 +6,8 @@ mod auth;
 mod clip;
 mod fuzz;
 mod harness;
+mod hostile_guests;
+mod hosts;
 mod immich;
 mod migrations;
 mod queue_guide;

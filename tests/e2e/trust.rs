@@ -297,25 +297,23 @@ async fn sigterm_stops_within_bounds() {
     assert_eq!(done["status"], "ready");
 }
 
-/// The kill -9 loop: `LUMILIO_SOAK_UPLOADS` uploads (default 40; `make soak`
-/// runs 200) and `LUMILIO_SOAK_KILLS` kills (default 3; soak: 10).
+/// The kill -9 loop: `LUMILIO_SOAK_UPLOADS` uploads (default 200) in
+/// `LUMILIO_SOAK_KILLS` rounds (default 10), each ended by a kill while jobs
+/// run, with default rescue settings: each restart takes its jobs back.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_while_jobs_run_loses_and_duplicates_nothing() {
     let uploads: usize = std::env::var("LUMILIO_SOAK_UPLOADS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(200);
     let kills: usize = std::env::var("LUMILIO_SOAK_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(10);
     let db = TestDb::new().await;
     db.migrate();
     let env = [
         ("LUMILIO_PROCESS_ASSET_WORKERS", "2"),
-        // Rescue jobs of a killed process after 10 s (River checks every 30 s).
-        ("LUMILIO_JOB_TIMEOUT_SECS", "10"),
-        ("LUMILIO_RESCUE_AFTER_SECS", "10"),
         ("LUMILIO_STALE_UPLOAD_SECS", "1"),
     ];
     let mut server = Server::start_with(&db, &repo().join("pipeline.toml"), &env).await;
@@ -323,29 +321,37 @@ async fn kill_9_while_jobs_run_loses_and_duplicates_nothing() {
         .iter()
         .map(|n| testdata::read(n))
         .collect();
+    let mut conn = db.conn().await;
     let mut accepted = Vec::new();
-    for i in 0..uploads {
-        let mut bytes = base[i % base.len()].clone();
-        bytes.extend_from_slice(format!("soak-{i}").as_bytes());
-        let (code, up) = server
-            .upload(&format!("p{i}.jpg"), bytes, "image/jpeg")
-            .await;
-        assert_eq!(code, 201, "{up}");
-        accepted.push(up["asset_id"].as_str().unwrap().to_owned());
-    }
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    for _ in 0..kills {
+    let mut killed_running = 0;
+    for round in 0..kills {
+        let upto = uploads * (round + 1) / kills;
+        while accepted.len() < upto {
+            let i = accepted.len();
+            let mut bytes = base[i % base.len()].clone();
+            bytes.extend_from_slice(format!("soak-{i}").as_bytes());
+            let (code, up) = server
+                .upload(&format!("p{i}.jpg"), bytes, "image/jpeg")
+                .await;
+            assert_eq!(code, 201, "{up}");
+            accepted.push(up["asset_id"].as_str().unwrap().to_owned());
+        }
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        tokio::time::sleep(Duration::from_millis(200 + seed % 1300)).await;
+        tokio::time::sleep(Duration::from_millis(seed % 300)).await;
         server.kill9();
+        killed_running += count(
+            &mut conn,
+            "SELECT count(*) FROM river_job WHERE kind = 'process_asset' AND state = 'running'",
+        )
+        .await;
         server.restart().await;
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.restart().await; // sweeps parts left by the kills
 
-    let mut conn = db.conn().await;
     let deadline = Instant::now() + Duration::from_secs(180);
     while count(
         &mut conn,
@@ -396,5 +402,17 @@ async fn kill_9_while_jobs_run_loses_and_duplicates_nothing() {
     assert!(staging.is_empty(), "staged leftovers: {staging:?}");
     let originals = files_under(&server.data.path().join("storage/originals"));
     assert_eq!(originals.len(), uploads, "one original per upload");
-    eprintln!("soak: {uploads} uploads, {kills} kills, 0 lost, 0 duplicated");
+    // The faults landed: kills caught jobs running, and later attempts finished them.
+    let taken_back = count(
+        &mut conn,
+        "SELECT count(*) FROM river_job WHERE kind = 'process_asset' AND attempt > 1
+           AND errors[1]->>'error' LIKE '%restart took the job back%'",
+    )
+    .await;
+    assert!(killed_running > 0, "no kill caught a job running");
+    assert!(taken_back > 0, "no interrupted job was taken back and finished");
+    eprintln!(
+        "soak: {uploads} uploads, {kills} kills, {killed_running} jobs running at the kills, \
+         {taken_back} taken back and finished, 0 lost, 0 duplicated"
+    );
 }

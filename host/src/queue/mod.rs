@@ -8,6 +8,7 @@
 //! `sweep` and `backfill` are the start-up and background chores.
 
 pub mod backfill;
+pub mod nodes;
 mod process_asset;
 mod process_clip;
 pub mod sweep;
@@ -61,6 +62,8 @@ pub struct QueueSettings {
     pub job_timeout: Duration,
     /// Concurrent `process_clip` jobs; at least a CLIP batch, or batches never fill.
     pub process_clip_workers: usize,
+    /// The River client id ([`nodes::client_id`]); `None`: River's random one.
+    pub client_id: Option<String>,
 }
 
 impl Default for QueueSettings {
@@ -70,6 +73,7 @@ impl Default for QueueSettings {
             rescue_after: Duration::from_secs(120),
             job_timeout: Duration::from_secs(60),
             process_clip_workers: 16,
+            client_id: None,
         }
     }
 }
@@ -134,6 +138,9 @@ impl Queues {
         let maintenance =
             riverqueue::MaintenanceConfig::default().with_rescue_after(self.settings.rescue_after);
         let mut builder = Client::builder(self.pool).workers(self.workers);
+        if let Some(id) = self.settings.client_id {
+            builder = builder.id(id);
+        }
         for (queue, count) in self.queues {
             builder = builder.queue(queue, QueueConfig::new(count));
         }

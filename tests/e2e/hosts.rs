@@ -1,0 +1,257 @@
+//! Hosts that die while jobs run, and hosts that share a database
+//! (`host/src/queue/nodes.rs`): jobs held by a dead host are taken back in
+//! seconds with default settings, never a live host's, and each asset is
+//! processed once. The pipeline is one slow stage (the `echo` test guest
+//! sleeping), so jobs are surely running when a host is killed.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use sqlx::PgConnection;
+
+use crate::harness::{Server, TestDb, repo};
+
+/// A pipeline of one stage that sleeps `ms` per asset.
+fn slow_pipeline(dir: &Path, ms: u64) -> PathBuf {
+    let echo = repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
+    assert!(
+        echo.is_file(),
+        "{} is missing: run `make guests` (make test does)",
+        echo.display()
+    );
+    let path = dir.join("slow-pipeline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ sleep_ms = {ms} }}\n\
+             timeout_ms = {}\nmemory_limit_mb = 64\n",
+            echo.display().to_string(),
+            ms * 4
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Uploads `n` distinct small files to `server`; returns their asset ids.
+async fn upload_many(server: &Server, tag: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (code, up) = server
+            .upload(&format!("{tag}-{i}.jpg"), format!("{tag} {i}").into_bytes(), "image/jpeg")
+            .await;
+        assert_eq!(code, 201, "{up}");
+        ids.push(up["asset_id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// Waits until at least `n` `process_asset` jobs are running; returns their ids.
+async fn running_jobs(conn: &mut PgConnection, n: usize, within: Duration) -> Vec<i64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM river_job WHERE kind = 'process_asset' AND state = 'running' ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        if ids.len() >= n {
+            return ids;
+        }
+        assert!(Instant::now() <= deadline, "fewer than {n} jobs running after {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until no asset is `processing`; returns how long that took.
+async fn all_done(conn: &mut PgConnection, within: Duration, log: impl Fn() -> String) -> Duration {
+    let start = Instant::now();
+    while scalar(conn, "SELECT count(*) FROM assets WHERE status = 'processing'").await > 0 {
+        assert!(
+            start.elapsed() < within,
+            "assets still processing {within:?} later:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+/// Assets and `process_asset` jobs match one to one, every job completed.
+async fn one_job_per_asset(conn: &mut PgConnection, assets: usize) {
+    assert_eq!(scalar(conn, "SELECT count(*) FROM assets").await, assets as i64);
+    assert_eq!(
+        scalar(conn, "SELECT count(*) FROM assets WHERE status = 'ready'").await,
+        assets as i64,
+        "every asset ready"
+    );
+    assert_eq!(
+        scalar(
+            conn,
+            "SELECT count(*) FROM river_job j JOIN assets a ON a.job_id = j.id
+             WHERE j.kind = 'process_asset' AND j.state = 'completed'"
+        )
+        .await,
+        assets as i64,
+        "each asset's own job completed"
+    );
+    assert_eq!(
+        scalar(conn, "SELECT count(*) FROM river_job WHERE kind = 'process_asset'").await,
+        assets as i64,
+        "no job without its asset, none twice"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_host_takes_back_its_own_jobs_at_once() {
+    let db = TestDb::new().await;
+    db.migrate();
+    let dir = tempfile::tempdir().unwrap();
+    // Default settings (River's rescue window stays 120 s), 4 workers, 2 s a job.
+    let pipeline = slow_pipeline(dir.path(), 2000);
+    let mut server =
+        Server::start_with(&db, &pipeline, &[("LUMILIO_PROCESS_ASSET_WORKERS", "4")]).await;
+    let assets = upload_many(&server, "own", 8).await;
+    let mut conn = db.conn().await;
+    running_jobs(&mut conn, 2, Duration::from_secs(20)).await;
+    server.kill9();
+    // The fault landed: the dead process's jobs are left running.
+    let interrupted = running_jobs(&mut conn, 1, Duration::ZERO).await;
+
+    let restarted = Instant::now();
+    server.restart().await;
+    all_done(&mut conn, Duration::from_secs(30), || server.log_text()).await;
+    let took = restarted.elapsed();
+    eprintln!(
+        "{} interrupted jobs; everything done {:.1} s after the restart",
+        interrupted.len(),
+        took.as_secs_f64()
+    );
+    assert!(
+        took <= Duration::from_secs(15),
+        "in-flight work done {took:?} after the restart (goal: 15 s)"
+    );
+    let rows: Vec<(i64, i16, String, String)> = sqlx::query_as(
+        "SELECT id, attempt, state::text, errors[1]->>'error' FROM river_job WHERE id = ANY($1)",
+    )
+    .bind(&interrupted)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    for (id, attempt, state, error) in &rows {
+        assert_eq!(state, "completed", "job {id}");
+        assert_eq!(*attempt, 2, "job {id} was interrupted once, then completed");
+        assert!(error.contains("restart took the job back"), "job {id}: {error}");
+    }
+    one_job_per_asset(&mut conn, assets.len()).await;
+    assert!(server.log_text().contains("took back the jobs this node's previous process left running"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_share_the_work_and_the_survivor_takes_a_dead_hosts_jobs() {
+    let db = TestDb::new().await;
+    db.migrate();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = slow_pipeline(dir.path(), 300);
+    let workers = [("LUMILIO_PROCESS_ASSET_WORKERS", "4")];
+    let a = Server::start_with(&db, &pipeline, &workers).await;
+    // One database, one storage folder; its own port, so its own node id.
+    let staging = a.data.path().join("staging").display().to_string();
+    let storage = a.data.path().join("storage").display().to_string();
+    let shared = [
+        workers[0],
+        ("STAGING_PATH", staging.as_str()),
+        ("STORAGE_PATH", storage.as_str()),
+    ];
+    let mut b = Server::start_with(&db, &pipeline, &shared).await;
+
+    // 200 uploads spread over both hosts.
+    let (mut ids, mut next) = (Vec::new(), 0);
+    while ids.len() < 200 {
+        let server = if next % 2 == 0 { &a } else { &b };
+        ids.extend(upload_many(server, &format!("h{next}"), 20).await);
+        next += 1;
+    }
+    let mut conn = db.conn().await;
+    // Kill b while it holds running jobs. Its node id is HOSTNAME:PORT by default.
+    let b_port = b.base.rsplit(':').next().unwrap().to_owned();
+    let held_by_b = "SELECT id FROM river_job WHERE state = 'running'
+                       AND attempted_by[cardinality(attempted_by)] LIKE 'lumilio:%:' || $1";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = sqlx::query_scalar::<_, i64>(held_by_b)
+            .bind(&b_port)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .len();
+        if n > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "host b never ran a job");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.kill9();
+    let killed = Instant::now();
+    // The fault landed: what b held when it died is left running.
+    let held: Vec<i64> = sqlx::query_scalar(held_by_b)
+        .bind(&b_port)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert!(!held.is_empty(), "killed while it held running jobs");
+    // The survivor finishes b's jobs, with default settings.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM river_job WHERE id = ANY($1) AND state <> 'completed'",
+        )
+        .bind(&held)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} of the dead host's jobs not done 30 s after the kill:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "{} jobs held by the killed host; all done {:.1} s after the kill",
+        held.len(),
+        killed.elapsed().as_secs_f64()
+    );
+    all_done(&mut conn, Duration::from_secs(120), || a.log_text()).await;
+    one_job_per_asset(&mut conn, ids.len()).await;
+    // Both hosts worked; only the dead host's interrupted jobs ran twice.
+    let per_host: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT attempted_by[1], count(*) FROM river_job WHERE kind = 'process_asset' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    eprintln!("first attempts per host: {per_host:?}");
+    assert_eq!(per_host.len(), 2, "both hosts did work: {per_host:?}");
+    let twice: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, errors[1]->>'error' FROM river_job WHERE kind = 'process_asset' AND attempt > 1",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    for (id, error) in &twice {
+        assert!(held.contains(id), "job {id} ran twice but the killed host did not hold it: {error}");
+        assert!(error.contains("another host took the job back"), "job {id}: {error}");
+    }
+}
