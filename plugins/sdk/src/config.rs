@@ -41,37 +41,32 @@ fn number_text(text: &str) -> String {
         .collect()
 }
 
-macro_rules! whole_numbers {
-    ($($t:ty),*) => {$(
+/// Number types: `EXPECTED` names the kind; `$ok` filters parsed values.
+macro_rules! numbers {
+    ($expected:literal, $ok:expr, $($t:ty),*) => {$(
         impl ConfigValue for $t {
-            const EXPECTED: &'static str = "a whole number";
+            const EXPECTED: &'static str = $expected;
             fn parse(text: &str) -> Option<Self> {
-                number_text(text).parse().ok()
+                number_text(text).parse().ok().filter(|x: &$t| $ok(*x as f64))
             }
         }
     )*};
 }
-whole_numbers!(u8, u16, u32, u64, usize, i8, i16, i32, i64);
-
-impl ConfigValue for f64 {
-    const EXPECTED: &'static str = "a finite number";
-    fn parse(text: &str) -> Option<Self> {
-        number_text(text)
-            .parse()
-            .ok()
-            .filter(|x: &f64| x.is_finite())
-    }
-}
-
-impl ConfigValue for f32 {
-    const EXPECTED: &'static str = "a finite number";
-    fn parse(text: &str) -> Option<Self> {
-        number_text(text)
-            .parse()
-            .ok()
-            .filter(|x: &f32| x.is_finite())
-    }
-}
+numbers!(
+    "a whole number",
+    |_| true,
+    u8,
+    u16,
+    u32,
+    u64,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64
+);
+// `inf` and `NaN` parse as floats; no config means them.
+numbers!("a finite number", f64::is_finite, f32, f64);
 
 impl ConfigValue for bool {
     const EXPECTED: &'static str = "true or false";
