@@ -16,8 +16,9 @@ WASM_TARGET := wasm32-wasip2
 RUN_ARGS    ?=
 TEST_ARGS   ?=
 
-# Plugin packages: one per plugins/*/Cargo.toml (its [package] name).
-PLUGINS = $(foreach f,$(wildcard plugins/*/Cargo.toml),$(shell sed -n 's/^name *= *"\([^"]*\)".*/\1/p' $(f) | head -n1))
+# Plugin packages: one per plugins/*/Cargo.toml that builds a component (a
+# `cdylib`), by its [package] name; plugins/sdk is a library and is left out.
+PLUGINS = $(foreach f,$(shell grep -l '^crate-type *=.*"cdylib"' plugins/*/Cargo.toml),$(shell sed -n 's/^name *= *"\([^"]*\)".*/\1/p' $(f) | head -n1))
 
 # Start (or reuse) the database and export DATABASE_URL into the recipe's shell.
 # An assignment, not `eval "$(...)"`, so that a failing db.sh stops the recipe.

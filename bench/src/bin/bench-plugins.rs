@@ -20,7 +20,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use lumilio::pipeline::{AssetFacts, Pipeline, Runtime, RuntimeOptions, Verdict};
 use lumilio_bench::{Row, Status, Summary, fmt_bytes, median, ms};
-use thumbnail::{Kind, stage};
+use lumilio_sdk::Input;
+use thumbnail::Kind;
 
 fn main() -> Result<()> {
     let photos = lumilio_bench::testdata()?;
@@ -97,7 +98,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         photos.display()
     );
     let (toml, config) = lumilio_bench::one_stage_pipeline("thumbnail", tmp)?;
-    let (cfg, _) = thumbnail::parse_config(&config).map_err(anyhow::Error::msg)?;
+    let cfg = thumbnail::parse_config(&config.clone().into())?;
     let pipeline = Pipeline::load(&toml, rt)?;
     let rounds = lumilio_bench::rounds(5, 2);
     let vips_dir = tmp.join("vips");
@@ -140,12 +141,9 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
                 );
             }
 
-            let input = stage::Input {
-                claimed_type: "image/jpeg",
-                bytes,
-                config: &config,
-                facts: &[],
-            };
+            let input = Input::new(bytes.clone())
+                .content_type("image/jpeg")
+                .with_config(config.clone());
             let t = Instant::now();
             let out = thumbnail::run(&input)
                 .map_err(|e| anyhow::anyhow!("thumbnail (native) on {}: {e:?}", path.display()))?;
@@ -337,7 +335,10 @@ fn keep_resident_variants(tmp: &Path, pipeline_file: &Path) -> Result<()> {
     let pipelines = variants
         .iter()
         .map(|&k| {
-            let options = RuntimeOptions { keep_resident_bytes: k, ..RuntimeOptions::default() };
+            let options = RuntimeOptions {
+                keep_resident_bytes: k,
+                ..RuntimeOptions::default()
+            };
             let rt = Runtime::with_options(tmp.join(format!("cache-keep-{k}")), options)?;
             Ok(Pipeline::load(pipeline_file, &rt)?)
         })

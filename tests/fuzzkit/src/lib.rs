@@ -94,11 +94,18 @@ impl Rng {
 /// Every image among the sample photos of at most `max_size` bytes, sorted
 /// by path so the case stream is the same on every run.
 pub fn samples(max_size: u64) -> Vec<(String, Vec<u8>)> {
-    let exts = ["jpg", "jpeg", "png", "gif", "webp", "tif", "tiff", "heic", "heif", "avif"];
+    let exts = [
+        "jpg", "jpeg", "png", "gif", "webp", "tif", "tiff", "heic", "heif", "avif",
+    ];
     testdata::files_with("", &exts)
         .into_iter()
         .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() <= max_size && m.len() > 0))
-        .map(|p| (testdata::rel(&p), std::fs::read(&p).expect("reading a sample photo")))
+        .map(|p| {
+            (
+                testdata::rel(&p),
+                std::fs::read(&p).expect("reading a sample photo"),
+            )
+        })
         .collect()
 }
 
@@ -493,23 +500,13 @@ pub fn synthetic(rng: &mut Rng) -> (String, Vec<u8>) {
     }
 }
 
-/// Offsets of a JPEG's marker segments before SOS: (marker, offset of 0xFF).
+/// Offsets of a JPEG's marker segments up to SOS: (marker, offset of 0xFF),
+/// from the SDK's walker (the one the stages use), stopping at damage.
 pub fn jpeg_markers(b: &[u8]) -> Vec<(u8, usize)> {
-    let mut out = Vec::new();
-    let mut i = 2;
-    while i + 4 <= b.len() && b[i] == 0xFF {
-        let m = b[i + 1];
-        if m == 0xFF {
-            i += 1;
-            continue;
-        }
-        out.push((m, i));
-        if m == 0xDA || m == 0xD9 {
-            break;
-        }
-        i += 2 + u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
-    }
-    out
+    lumilio_sdk::jpeg::segments(b)
+        .map_while(Result::ok)
+        .map(|s| (s.marker, s.offset))
+        .collect()
 }
 
 /// Header fields set to extremes, where the format is recognised: JPEG SOF
