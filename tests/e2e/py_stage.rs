@@ -101,22 +101,47 @@ fn plugin_run_prints_the_tags_a_python_stage_gives() {
         started.elapsed().as_secs_f64(),
         report["duration_ms"]
     );
-    assert_eq!((code, &report["outcome"]), (0, &Value::from("ok")), "{report}");
+    assert_eq!(
+        (code, &report["outcome"]),
+        (0, &Value::from("ok")),
+        "{report}"
+    );
     assert_eq!(report["stage"], "tagger");
-    assert_eq!(report["facts"], serde_json::json!({ "tags": "screenshot, year-2008" }));
+    assert_eq!(
+        report["facts"],
+        serde_json::json!({ "tags": "screenshot, year-2008" })
+    );
 
     // The fact key is configurable; no rule matching means no fact at all.
-    let (code, report) = plugin_run(&component, &file, &[r#"rules=[{"glob":"*.png","tag":"png"}]"#, "key=labels"]);
-    assert_eq!((code, &report["facts"]), (0, &serde_json::json!({})), "{report}");
+    let (code, report) = plugin_run(
+        &component,
+        &file,
+        &[r#"rules=[{"glob":"*.png","tag":"png"}]"#, "key=labels"],
+    );
+    assert_eq!(
+        (code, &report["facts"]),
+        (0, &serde_json::json!({})),
+        "{report}"
+    );
 
     // A malformed config fails the step (not the asset) and says which key and what to write.
     let (code, report) = plugin_run(&component, &file, &[r#"rules=[{"glob":"*","tag":"a,b"}]"#]);
-    assert_eq!((code, &report["outcome"]), (2, &Value::from("failed")), "{report}");
+    assert_eq!(
+        (code, &report["outcome"]),
+        (2, &Value::from("failed")),
+        "{report}"
+    );
     let error = report["error"].as_str().unwrap();
-    assert!(error.contains("rules[0].tag") && error.contains("comma"), "{error}");
+    assert!(
+        error.contains("rules[0].tag") && error.contains("comma"),
+        "{error}"
+    );
     let (_, report) = plugin_run(&component, &file, &[]);
     assert!(
-        report["error"].as_str().unwrap().contains("config rules is missing"),
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("config rules is missing"),
         "{report}"
     );
 }
@@ -185,7 +210,12 @@ tag = "canon"
         let (code, up) = server.upload(name, bytes, "image/jpeg").await;
         assert_eq!(code, 201, "{name}: {up}");
         let done = server.wait_done(up["asset_id"].as_str().unwrap()).await;
-        assert_eq!(done["status"], "ready", "{name}: {done}\n{}", server.log_text());
+        assert_eq!(
+            done["status"],
+            "ready",
+            "{name}: {done}\n{}",
+            server.log_text()
+        );
         assert_eq!(done["facts"]["tags"].as_str(), want, "{name}: {done}");
         let tagger = done["stages"]
             .as_array()
