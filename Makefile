@@ -24,7 +24,7 @@ PLUGINS = $(foreach f,$(shell grep -l '^crate-type *=.*"cdylib"' plugins/*/Cargo
 # An assignment, not `eval "$(...)"`, so that a failing db.sh stops the recipe.
 WITH_DB = db_line=$$(scripts/db.sh); eval "$$db_line"; export DATABASE_URL
 
-.PHONY: help db db-stop psql host plugins wasm-target build guests migrate run test test-tools bench soak clean-db exiftool-refs
+.PHONY: help db db-stop psql host plugins py-stages wasm-target build guests migrate run test test-tools bench soak clean-db exiftool-refs
 
 help:
 	@echo "make run        database + build + migrate, then serve (127.0.0.1:8080)"
@@ -35,6 +35,7 @@ help:
 	@echo "make psql       psql on the database"
 	@echo "make build      host (target/release/lumilio) + plugins (target/$(WASM_TARGET)/release/*.wasm)"
 	@echo "make guests     hostile test guests (tests/guests/build.sh)"
+	@echo "make py-stages  stages written in Python (plugins-py/*, componentize-py) -> target/py-stages/*.wasm"
 	@echo "make migrate    apply migrations on lines main and app"
 	@echo "make bench      scripts/bench.sh (installs its peers vips, exiftool, heif-convert when root)"
 	@echo "make exiftool-refs  regenerate tests/data/photos/exiftool-refs.json with exiftool"
@@ -74,6 +75,12 @@ plugins: wasm-target
 
 build: host plugins
 
+# Stages written in Python (plugins-py/*), built with componentize-py from PyPI
+# (scripts/componentize-py.sh). Optional stages, not in the default pipeline.toml,
+# so `make build` leaves them out; the tests use them.
+py-stages:
+	for d in plugins-py/*/; do scripts/componentize-py.sh "$$(basename "$$d")" >/dev/null; done
+
 guests: wasm-target
 	bash tests/guests/build.sh
 
@@ -106,7 +113,7 @@ test-tools:
 	scripts/immich-cli.sh >/dev/null
 	scripts/apt-need.sh chromium:chromium chromedriver:chromium-driver
 
-test: build guests test-tools
+test: build guests py-stages test-tools
 	$(WITH_DB)
 	$(CARGO) test --release --workspace $(TEST_ARGS)
 

@@ -9,6 +9,7 @@ mod harness;
 mod immich;
 mod migrations;
 mod plugin_new;
+mod py_stage;
 mod queue_guide;
 mod trust;
 mod upload;

@@ -6,6 +6,8 @@
 //! * 3c: the metadata plugin over every file of the photo folder vs one
 //!   `exiftool -j -r` process over that folder.
 //! * 3d: instantiate + call of an empty stage (test guest `echo`, `noop`).
+//! * 3e: a stage written in Python (plugins-py/tagger, componentize-py) per call
+//!   vs a Rust stage (`validate`) per call, on the same photo.
 //!
 //! WASM runs in-process through the `lumilio` library with compiled components
 //! loaded from the cache and one warm-up call per input, so compile time never
@@ -40,6 +42,7 @@ fn main() -> Result<()> {
     thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
     metadata(&rt, &photos, tmp.path(), &mut summary)?;
     overhead(&rt, tmp.path(), &mut summary)?;
+    python_stage(&rt, &photos, tmp.path(), &mut summary)?;
     summary.finish()
 }
 
@@ -398,6 +401,87 @@ fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
         ratio: "-".into(),
         target: "<= 50 us".into(),
         status: Status::from(us <= 50.0),
+    });
+    Ok(())
+}
+
+/// 3e. Both sides are whole calls as a worker makes them (fresh Store,
+/// instantiate, copy the bytes in, process), on the same small JPEG, in
+/// interleaved rounds.
+fn python_stage(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> Result<()> {
+    // Idempotent: builds plugins-py/tagger only when its sources changed.
+    let out = Command::new("bash")
+        .arg(lumilio_bench::repo().join("scripts/componentize-py.sh"))
+        .arg("tagger")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running scripts/componentize-py.sh")?;
+    ensure!(
+        out.status.success(),
+        "scripts/componentize-py.sh could not build the Python stage"
+    );
+    let component = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let mut stage = toml::Table::new();
+    stage.insert("name".into(), "tagger".into());
+    stage.insert("component".into(), component.display().to_string().into());
+    let rules: toml::Value = toml::from_str::<toml::Table>(
+        r#"rules = [{ glob = "Screenshot*", tag = "screenshot" }, { regex = '^(\d{4})-', tag = "year-{1}" }, { glob = "*.jpg", tag = "jpeg" }]"#,
+    )?["rules"]
+        .clone();
+    let mut config = toml::Table::new();
+    config.insert("rules".into(), rules);
+    stage.insert("config".into(), config.into());
+    let python = Pipeline::load(&lumilio_bench::write_pipeline(tmp, "tagger", stage)?, rt)?;
+    let rust = Pipeline::load(&lumilio_bench::one_stage_pipeline("validate", tmp)?.0, rt)?;
+
+    let path = photos.join("jpg/Canon_40D.jpg");
+    let bytes = std::fs::read(&path)?;
+    let facts = asset(&path, &bytes, "image/jpeg");
+    let (calls, rounds) = (lumilio_bench::rounds(200, 50), lumilio_bench::rounds(5, 3));
+    let time = |p: &Pipeline| -> Result<f64> {
+        let t = Instant::now();
+        for _ in 0..calls {
+            let report = p.run_blocking(&facts, &bytes);
+            ensure!(report.verdict == Verdict::Ready, "{:?}", report.verdict);
+        }
+        Ok(ms(t.elapsed()) / calls as f64)
+    };
+    let tags = python.run_blocking(&facts, &bytes);
+    ensure!(
+        tags.verdict == Verdict::Ready,
+        "tagger on {}: {:?}",
+        path.display(),
+        tags.verdict
+    );
+    ensure!(
+        tags.facts.iter().any(|(k, _)| k == "tags"),
+        "tagger gave no tags: {:?}",
+        tags.facts
+    );
+    time(&rust)?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let validate = lumilio_bench::repo().join("target/wasm32-wasip2/release/validate.wasm");
+    println!(
+        "\n[3e] Python stage (tagger, {}) vs Rust stage (validate, {}) on {} ({}): {calls} calls x {rounds} rounds",
+        fmt_bytes(size(&component)),
+        fmt_bytes(size(&validate)),
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        fmt_bytes(bytes.len() as u64),
+    );
+    let (mut py, mut rs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        py.push(time(&python)?);
+        rs.push(time(&rust)?);
+    }
+    let (p, r) = (median(py.clone()), median(rs.clone()));
+    println!("  per call, ms: Python {py:.2?}; Rust {rs:.2?}");
+    summary.push(Row {
+        measure: "3e Python stage (tagger) per call vs Rust stage (validate)".into(),
+        ours: format!("{p:.2} ms"),
+        peer: format!("{r:.3} ms"),
+        ratio: format!("{:.0}x", p / r),
+        target: "-".into(),
+        status: Status::Info,
     });
     Ok(())
 }
