@@ -8,6 +8,7 @@ mod fuzz;
 mod harness;
 mod immich;
 mod migrations;
+mod places;
 mod queue_guide;
 mod trust;
 mod upload;

@@ -60,6 +60,12 @@ pub const APP_MIGRATIONS: &[AppMigration] = &[
         up: include_str!("../../../migrations/006_timeline_index.up.sql"),
         down: include_str!("../../../migrations/006_timeline_index.down.sql"),
     },
+    AppMigration {
+        version: 7,
+        name: "places",
+        up: include_str!("../../../migrations/007_places.up.sql"),
+        down: include_str!("../../../migrations/007_places.down.sql"),
+    },
 ];
 
 /// The app line records what it applied here, apart from River's

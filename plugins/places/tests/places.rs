@@ -3,7 +3,7 @@
 //! below is the agreement figure the README reports.
 
 use places::stage::{Fact, Input, StageError, Value};
-use places::{Settings, boundaries, locate, run};
+use places::{Named, Settings, boundaries, locate, run, table};
 
 /// (what, lat, lon, city, region, country code); `None` = not checked there.
 type Point = (&'static str, f64, f64, Option<&'static str>, Option<&'static str>, Option<&'static str>);
@@ -58,13 +58,29 @@ fn facts(lat: f64, lon: f64) -> Vec<Fact> {
     ]
 }
 
-/// Every hand-checked point: prints the agreement, fails on any disagreement.
-#[test]
-fn hand_checked_points() {
-    let s = Settings::default();
+/// The nearest GeoNames place of any country, as Immich and the
+/// `reverse_geocoder` crate name a point: the baseline this stage must beat.
+fn nearest_point(lat: f64, lon: f64) -> Option<Named> {
+    let mut best: Option<(f64, table::Place)> = None;
+    table::each_near(lat, lon, 1.0, 1.0 / lat.to_radians().cos().max(0.05), |p| {
+        let d = places::distance_km(lat, lon, p.lat, p.lon);
+        if best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, p));
+        }
+    });
+    best.map(|(_, p)| Named {
+        city: Some(p.name().to_owned()),
+        region: Some(p.region().to_owned()),
+        country: p.country().to_owned(),
+        country_code: p.country_code().to_owned(),
+    })
+}
+
+/// (checks, agreeing checks, disagreements) of `f` over [`POINTS`].
+fn agreement(f: impl Fn(f64, f64) -> Option<Named>) -> (usize, usize, Vec<String>) {
     let (mut checks, mut agree, mut wrong) = (0, 0, Vec::new());
     for &(what, lat, lon, city, region, cc) in POINTS {
-        let got = locate(lat, lon, &s);
+        let got = f(lat, lon);
         let g = got.as_ref();
         for (field, want, have) in [
             ("city", city, g.and_then(|n| n.city.as_deref())),
@@ -81,8 +97,26 @@ fn hand_checked_points() {
         }
         println!("{what}: {got:?}");
     }
+    (checks, agree, wrong)
+}
+
+/// Every hand-checked point: prints the agreement, fails on any disagreement.
+#[test]
+fn hand_checked_points() {
+    let s = Settings::default();
+    let (checks, agree, wrong) = agreement(|lat, lon| locate(lat, lon, &s));
     println!("agreement: {agree}/{checks} checks over {} points", POINTS.len());
     assert!(wrong.is_empty(), "{} of {checks} checks disagree:\n{}", wrong.len(), wrong.join("\n"));
+}
+
+/// The same points named by the nearest place: this stage must do clearly better.
+#[test]
+fn beats_the_nearest_point() {
+    let s = Settings::default();
+    let (checks, ours, _) = agreement(|lat, lon| locate(lat, lon, &s));
+    let (_, nearest, wrong) = agreement(nearest_point);
+    println!("nearest point: {nearest}/{checks}; this stage: {ours}/{checks}\n{}", wrong.join("\n"));
+    assert!(ours >= nearest + 10, "this stage ({ours}/{checks}) is not clearly better than the nearest point ({nearest}/{checks})");
 }
 
 #[test]
