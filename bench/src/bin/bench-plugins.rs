@@ -361,8 +361,9 @@ fn keep_resident_variants(tmp: &Path, pipeline_file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// 3d.
-fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
+/// Writes `DIR/NAME.toml`, a pipeline of one empty stage (test guest `echo`
+/// with `noop`): the peer for the cost of instantiate + call alone.
+fn empty_stage_pipeline(tmp: &Path, name: &str) -> Result<PathBuf> {
     let guest = lumilio_bench::repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
     if !guest.is_file() {
         bail!(
@@ -376,7 +377,12 @@ fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
     let mut config = toml::Table::new();
     config.insert("noop".into(), "1".into());
     stage.insert("config".into(), config.into());
-    let pipeline_file = lumilio_bench::write_pipeline(tmp, "empty", stage)?;
+    lumilio_bench::write_pipeline(tmp, name, stage)
+}
+
+/// 3d.
+fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
+    let pipeline_file = empty_stage_pipeline(tmp, "empty")?;
     let pipeline = Pipeline::load(&pipeline_file, rt)?;
     let iterations = lumilio_bench::rounds(5000, 1000) as u32;
     println!(
@@ -475,14 +481,7 @@ fn places_stage(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) 
     // once, so what remains is the cost of its data segments on a fresh instance.
     let (one, _) = lumilio_bench::one_stage_pipeline("places", tmp)?;
     let alone = Pipeline::load(&one, rt)?;
-    let guest = lumilio_bench::repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
-    let mut stage = toml::Table::new();
-    stage.insert("name".into(), "empty".into());
-    stage.insert("component".into(), guest.display().to_string().into());
-    let mut config = toml::Table::new();
-    config.insert("noop".into(), "1".into());
-    stage.insert("config".into(), config.into());
-    let empty = Pipeline::load(&lumilio_bench::write_pipeline(tmp, "empty-3e", stage)?, rt)?;
+    let empty = Pipeline::load(&empty_stage_pipeline(tmp, "empty-3e")?, rt)?;
     let n = lumilio_bench::rounds(3000, 500) as u32;
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
     for _ in 0..3 {
