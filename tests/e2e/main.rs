@@ -10,6 +10,7 @@ mod immich;
 mod migrations;
 mod plugin_new;
 mod py_stage;
+mod places;
 mod queue_guide;
 mod trust;
 mod upload;

@@ -8,6 +8,9 @@
 //! * 3d: instantiate + call of an empty stage (test guest `echo`, `noop`).
 //! * 3e: a stage written in Python (plugins-py/tagger, componentize-py) per call
 //!   vs a Rust stage (`validate`) per call, on the same photo.
+//! * 3f: the places stage (issue 13): per call in WASM (instantiate + call,
+//!   after metadata) vs the same `places::run` natively, and its instantiation
+//!   alone (an asset without GPS) vs the empty stage of 3d.
 //!
 //! WASM runs in-process through the `lumilio` library with compiled components
 //! loaded from the cache and one warm-up call per input, so compile time never
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
     metadata(&rt, &photos, tmp.path(), &mut summary)?;
     overhead(&rt, tmp.path(), &mut summary)?;
     python_stage(&rt, &photos, tmp.path(), &mut summary)?;
+    places_stage(&rt, &photos, tmp.path(), &mut summary)?;
     summary.finish()
 }
 
@@ -361,8 +365,9 @@ fn keep_resident_variants(tmp: &Path, pipeline_file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// 3d.
-fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
+/// Writes `DIR/NAME.toml`, a pipeline of one empty stage (test guest `echo`
+/// with `noop`): the peer for the cost of instantiate + call alone.
+fn empty_stage_pipeline(tmp: &Path, name: &str) -> Result<PathBuf> {
     let guest = lumilio_bench::repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
     if !guest.is_file() {
         bail!(
@@ -376,7 +381,12 @@ fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
     let mut config = toml::Table::new();
     config.insert("noop".into(), "1".into());
     stage.insert("config".into(), config.into());
-    let pipeline_file = lumilio_bench::write_pipeline(tmp, "empty", stage)?;
+    lumilio_bench::write_pipeline(tmp, name, stage)
+}
+
+/// 3d.
+fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
+    let pipeline_file = empty_stage_pipeline(tmp, "empty")?;
     let pipeline = Pipeline::load(&pipeline_file, rt)?;
     let iterations = lumilio_bench::rounds(5000, 1000) as u32;
     println!(
@@ -482,6 +492,96 @@ fn python_stage(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) 
         ratio: format!("{:.0}x", p / r),
         target: "-".into(),
         status: Status::Info,
+    });
+    Ok(())
+}
+
+/// 3f.
+fn places_stage(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> Result<()> {
+    use lumilio::pipeline::{FactValue, StageOutcome};
+    let component = |name: &str| -> Result<String> {
+        let p = lumilio_bench::repo().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
+        ensure!(p.is_file(), "{} is missing: run `make plugins` first", p.display());
+        Ok(p.display().to_string())
+    };
+    let places_wasm = component("places")?;
+    let size = std::fs::metadata(&places_wasm)?.len();
+    let two = tmp.join("metadata-places.toml");
+    std::fs::write(
+        &two,
+        format!(
+            "[[stage]]\nname = \"metadata\"\ncomponent = {:?}\n\n[[stage]]\nname = \"places\"\ncomponent = {:?}\n",
+            component("metadata")?,
+            places_wasm
+        ),
+    )?;
+    let pipeline = Pipeline::load(&two, rt)?;
+    let photo = photos.join("jpg/gps/DSCN0010.jpg");
+    let bytes = std::fs::read(&photo)?;
+    let a = asset(&photo, &bytes, "image/jpeg");
+    let iterations = lumilio_bench::rounds(300, 60);
+    println!(
+        "\n[3f] places ({}, component {}): {iterations} runs of metadata + places, places stage timed",
+        photo.display(),
+        fmt_bytes(size)
+    );
+    // The facts the stage sees, for the native side.
+    let report = pipeline.run_blocking(&a, &bytes);
+    ensure!(matches!(report.verdict, Verdict::Ready), "metadata + places did not finish: {:?}", report.verdict);
+    let city = report.facts.iter().find(|(k, _)| k == "place_city").map(|(_, v)| format!("{v:?}"));
+    ensure!(city.is_some(), "places named no city for {}", photo.display());
+    let facts: Vec<places::stage::Fact> = report
+        .facts
+        .iter()
+        .filter_map(|(k, v)| match v {
+            FactValue::Float(x) => Some(places::stage::Fact { key: k.clone(), value: places::stage::Value::Float(*x) }),
+            _ => None,
+        })
+        .collect();
+    let native_input = places::stage::Input { claimed_type: "image/jpeg", bytes: &bytes, config: &[], facts: &facts };
+
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        let r = pipeline.run_blocking(&a, &bytes);
+        let s = r.stages.iter().find(|s| s.name == "places").context("no places report")?;
+        ensure!(matches!(s.outcome, StageOutcome::Ok), "places: {:?}", s.outcome);
+        ours.push(s.duration.as_secs_f64() * 1e6);
+        let t = Instant::now();
+        let out = places::run(std::hint::black_box(&native_input)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        peer.push(t.elapsed().as_secs_f64() * 1e6);
+        ensure!(out.facts.len() == 4, "native places gave {} facts", out.facts.len());
+    }
+    let (o, p) = (median(ours), median(peer));
+    println!("  city {}; per call: WASM (instantiate + call) {o:.1} µs, native places::run {p:.1} µs", city.unwrap_or_default());
+    summary.push(Row {
+        measure: format!("3f places per call ({}): WASM instantiate + call vs native places::run", fmt_bytes(size)),
+        ours: format!("{o:.0} us"),
+        peer: format!("{p:.0} us"),
+        ratio: format!("{:.1}x slower", o / p),
+        target: "<= 1 ms per call".into(),
+        status: Status::from(o <= 1000.0),
+    });
+
+    // Instantiation alone: the places stage on an asset without GPS returns at
+    // once, so what remains is the cost of its data segments on a fresh instance.
+    let (one, _) = lumilio_bench::one_stage_pipeline("places", tmp)?;
+    let alone = Pipeline::load(&one, rt)?;
+    let empty = Pipeline::load(&empty_stage_pipeline(tmp, "empty-3f")?, rt)?;
+    let n = lumilio_bench::rounds(3000, 500) as u32;
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        ours.push(lumilio::pipeline::bench::call_overhead(&alone, n).as_secs_f64() * 1e6);
+        peer.push(lumilio::pipeline::bench::call_overhead(&empty, n).as_secs_f64() * 1e6);
+    }
+    let (o, p) = (median(ours), median(peer));
+    println!("  instantiate + call without GPS: places {o:.1} µs, empty stage {p:.1} µs");
+    summary.push(Row {
+        measure: "3f places instantiation (no GPS) vs empty stage".into(),
+        ours: format!("{o:.1} us"),
+        peer: format!("{p:.1} us"),
+        ratio: format!("{:.1}x", o / p),
+        target: "<= 3x the empty stage".into(),
+        status: Status::from(o <= 3.0 * p),
     });
     Ok(())
 }
