@@ -47,9 +47,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, ThumbError> {
                 .into(),
         ));
     }
-    let file = HeifFile::parse(bytes).map_err(|e| {
-        ThumbError::Corrupt(format!("the HEIF container could not be read: {e}"))
-    })?;
+    let file = HeifFile::parse(bytes)
+        .map_err(|e| ThumbError::Corrupt(format!("the HEIF container could not be read: {e}")))?;
     let mut warnings = Vec::new();
     let colour = match colour_of(&file) {
         Ok(c) => c,
@@ -135,7 +134,9 @@ impl Colour {
         };
         let transform = profile
             .create_transform_8bit(Layout::Rgb, &ColorProfile::new_srgb(), Layout::Rgb, options)
-            .map_err(|e| format!("{source} cannot be converted to sRGB ({e}); colours left as coded"))?;
+            .map_err(|e| {
+                format!("{source} cannot be converted to sRGB ({e}); colours left as coded")
+            })?;
         Ok(Colour { source, transform })
     }
 }
@@ -225,7 +226,9 @@ pub fn nclx_colour(primaries: u16, transfer: u16) -> Result<Option<Colour>, Stri
 /// Whether a profile is sRGB already, by its description (the common case of
 /// an embedded sRGB profile, which needs no work).
 fn is_srgb(profile: &ColorProfile) -> bool {
-    profile_name(profile).to_ascii_lowercase().starts_with("srgb")
+    profile_name(profile)
+        .to_ascii_lowercase()
+        .starts_with("srgb")
 }
 
 /// The profile's English description, or empty.

@@ -428,7 +428,7 @@ fn encode(img: &Rgb, quality: u8) -> Result<Vec<u8>, ThumbError> {
 pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
     let (config, log) = parse_config(input.config).map_err(StageError::Failed)?;
     // An earlier stage's `orientation` fact wins (it also covers XMP, PNG and
-    // WebP EXIF, which this stage does not parse).
+    // WebP EXIF, which this stage does not parse); HEIF ignores it (see heic.rs).
     let hint = input
         .facts
         .iter()

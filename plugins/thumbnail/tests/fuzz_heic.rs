@@ -37,7 +37,10 @@ fn check(r: &Result<Output, StageError>) -> Result<(), String> {
             }
             Ok(())
         }
-        Ok(out) => Err(format!("Ok with {} renditions and no warning", out.renditions.len())),
+        Ok(out) => Err(format!(
+            "Ok with {} renditions and no warning",
+            out.renditions.len()
+        )),
         Err(StageError::Rejected(m)) | Err(StageError::Failed(m)) => clean_error(m),
     }
 }
@@ -51,7 +54,8 @@ fn heif_path_survives_mutated_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/heic");
     for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
-        bases.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        bases.push((name, std::fs::read(&p).unwrap()));
     }
     assert!(bases.len() >= 3, "HEIF bases: {}", bases.len());
     let n = cases(600);
@@ -59,7 +63,11 @@ fn heif_path_survives_mutated_files() {
     let inputs = (0..n).map(move |i| {
         let (name, base) = rng.pick(&bases).clone();
         // Mostly one structural change, sometimes two, sometimes byte-level.
-        let (mut did, mut b) = if i % 5 == 4 { mutate(&mut rng, &base) } else { bmff_mutate(&mut rng, &base) };
+        let (mut did, mut b) = if i % 5 == 4 {
+            mutate(&mut rng, &base)
+        } else {
+            bmff_mutate(&mut rng, &base)
+        };
         if rng.chance(25) {
             let (more, m) = bmff_mutate(&mut rng, &b);
             did = format!("{did}, then {more}");
@@ -67,5 +75,12 @@ fn heif_path_survives_mutated_files() {
         }
         (format!("{name}: {did}"), b)
     });
-    fuzz(env!("CARGO_TARGET_TMPDIR"), "thumbnail-heic", inputs, Duration::from_secs(5), call, check);
+    fuzz(
+        env!("CARGO_TARGET_TMPDIR"),
+        "thumbnail-heic",
+        inputs,
+        Duration::from_secs(5),
+        call,
+        check,
+    );
 }

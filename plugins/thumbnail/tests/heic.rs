@@ -30,7 +30,9 @@ fn config() -> Vec<(String, String)> {
 }
 
 fn here(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(rel)
 }
 
 /// The sample photos plus this test's synthetic 10-bit and irot+imir files.
@@ -112,12 +114,22 @@ fn every_heif_sample_matches_libheif_in_srgb() {
         let mut flipped = ours.clone();
         let w = small.width as usize;
         for row in flipped.chunks_exact_mut(w * 3) {
-            let px: Vec<[u8; 3]> = row.chunks_exact(3).rev().map(|p| [p[0], p[1], p[2]]).collect();
+            let px: Vec<[u8; 3]> = row
+                .chunks_exact(3)
+                .rev()
+                .map(|p| [p[0], p[1], p[2]])
+                .collect();
             row.copy_from_slice(&px.concat());
         }
-        assert!(psnr(&flipped, reference.as_raw()) < 30.0, "{name}: a mirror scores as well");
+        assert!(
+            psnr(&flipped, reference.as_raw()) < 30.0,
+            "{name}: a mirror scores as well"
+        );
     }
-    println!("small rendition vs heif-convert (sRGB), PSNR:\n  {}", report.join("\n  "));
+    println!(
+        "small rendition vs heif-convert (sRGB), PSNR:\n  {}",
+        report.join("\n  ")
+    );
 }
 
 #[test]
@@ -130,7 +142,8 @@ fn display_p3_is_converted_to_srgb() {
     let c = d.colour.expect("a conversion for the P3 profile");
     assert!(c.source.contains("Display P3"), "{}", c.source);
     // The Nokia file's nclx (BT.601 primaries) is left as coded.
-    let d = thumbnail::heic::decode(&testdata::read("heic/mobile/HMD_Nokia_8.3_5G_hdr.heif")).unwrap();
+    let d =
+        thumbnail::heic::decode(&testdata::read("heic/mobile/HMD_Nokia_8.3_5G_hdr.heif")).unwrap();
     assert!(d.colour.is_none());
 }
 
@@ -175,7 +188,10 @@ fn malformed_heif_is_rejected_with_a_reason() {
         // Garbage over the middle of the coded data.
         let mut hit = bytes.clone();
         let mid = bytes.len() / 2;
-        hit[mid..mid + 2048].iter_mut().enumerate().for_each(|(i, b)| *b = (i * 97) as u8);
+        hit[mid..mid + 2048]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = (i * 97) as u8);
         variants.push(("garbage mid-stream".into(), hit));
         for (what, v) in variants {
             let start = Instant::now();
