@@ -24,7 +24,7 @@ PLUGINS = $(foreach f,$(shell grep -l '^crate-type *=.*"cdylib"' plugins/*/Cargo
 # An assignment, not `eval "$(...)"`, so that a failing db.sh stops the recipe.
 WITH_DB = db_line=$$(scripts/db.sh); eval "$$db_line"; export DATABASE_URL
 
-.PHONY: help db db-stop psql host plugins py-stages wasm-target build guests migrate run test test-tools bench soak clean-db exiftool-refs
+.PHONY: help db db-stop psql host plugins py-stages wasm-target build guests migrate run test test-tools bench soak clean-db exiftool-refs heic-refs
 
 help:
 	@echo "make run        database + build + migrate, then serve (127.0.0.1:8080)"
@@ -39,6 +39,7 @@ help:
 	@echo "make migrate    apply migrations on lines main and app"
 	@echo "make bench      scripts/bench.sh (installs its peers vips, exiftool, heif-convert when root)"
 	@echo "make exiftool-refs  regenerate tests/data/photos/exiftool-refs.json with exiftool"
+	@echo "make heic-refs  regenerate plugins/thumbnail/tests/heic-refs with libheif and vips"
 	@echo "make soak       the full kill -9 loop: 200 uploads, 10 kills"
 
 db:
@@ -123,6 +124,9 @@ bench: wasm-target test-tools
 
 exiftool-refs:
 	scripts/exiftool-refs.sh
+
+heic-refs:
+	scripts/heic-refs.sh
 
 soak: build
 	$(WITH_DB)

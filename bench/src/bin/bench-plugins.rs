@@ -3,6 +3,8 @@
 //! * 3a: the thumbnail plugin in WASM (all renditions from one decode) vs
 //!   `vipsthumbnail`, one process per size, on `jpg/hdr/` and `jpg/mobile/`.
 //! * 3b: the same thumbnail code in WASM vs built natively (`thumbnail::run`).
+//! * 3e: 3a on the HEIC/HEIF samples (`heic/`), vipsthumbnail reading them
+//!   through libheif.
 //! * 3c: the metadata plugin over every file of the photo folder vs one
 //!   `exiftool -j -r` process over that folder.
 //! * 3d: instantiate + call of an empty stage (test guest `echo`, `noop`).
@@ -43,6 +45,7 @@ fn main() -> Result<()> {
         }
     );
     thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
+    heic_thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
     metadata(&rt, &photos, tmp.path(), &mut summary)?;
     overhead(&rt, tmp.path(), &mut summary)?;
     python_stage(&rt, &photos, tmp.path(), &mut summary)?;
@@ -104,6 +107,55 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         "no JPEGs in {}/jpg/hdr or jpg/mobile",
         photos.display()
     );
+    thumbnail_rows(rt, &files, ThumbRows::JPEG, photos, tmp, summary)
+}
+
+/// 3e: the same comparison on every HEIC/HEIF sample (Debian's vips reads
+/// HEIF through libheif + libde265, so `vipsthumbnail` takes them directly).
+fn heic_thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> Result<()> {
+    let files: Vec<PathBuf> = lumilio_bench::files_under(&photos.join("heic"))?
+        .into_iter()
+        .filter(|p| content_type(p) == "image/heic")
+        .collect();
+    ensure!(!files.is_empty(), "no HEIC/HEIF in {}/heic", photos.display());
+    thumbnail_rows(rt, &files, ThumbRows::HEIC, photos, tmp, summary)
+}
+
+/// What one thumbnail comparison is called and which files it reads.
+struct ThumbRows {
+    title: &'static str,
+    content_type: &'static str,
+    under: &'static str,
+    vips: &'static str,
+    native: Option<&'static str>,
+}
+
+impl ThumbRows {
+    const JPEG: ThumbRows = ThumbRows {
+        title: "[3a/3b] thumbnails",
+        content_type: "image/jpeg",
+        under: "jpg",
+        vips: "3a thumbnails: WASM plugin vs vipsthumbnail (1 call/size)",
+        native: Some("3b thumbnails: WASM vs same code native"),
+    };
+    const HEIC: ThumbRows = ThumbRows {
+        title: "[3e] HEIC/HEIF thumbnails",
+        content_type: "image/heic",
+        under: "heic",
+        vips: "3e HEIC thumbnails: WASM plugin vs vipsthumbnail (1 call/size)",
+        native: None,
+    };
+}
+
+/// Times the WASM stage, the same code natively and vipsthumbnail on `files`.
+fn thumbnail_rows(
+    rt: &Runtime,
+    files: &[PathBuf],
+    rows: ThumbRows,
+    photos: &Path,
+    tmp: &Path,
+    summary: &mut Summary,
+) -> Result<()> {
     let (toml, config) = lumilio_bench::one_stage_pipeline("thumbnail", tmp)?;
     let cfg = thumbnail::parse_config(&config.clone().into())?;
     let pipeline = Pipeline::load(&toml, rt)?;
@@ -119,7 +171,8 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         })
         .collect();
     println!(
-        "\n[3a/3b] thumbnails: {} photos, renditions [{}] q{}, {rounds} timed rounds after 1 warm-up; per photo the median round",
+        "\n{}: {} photos, renditions [{}] q{}, {rounds} timed rounds after 1 warm-up; per photo the median round",
+        rows.title,
         files.len(),
         sizes.join(", "),
         cfg.quality
@@ -135,7 +188,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
     let (mut wasm_bytes, mut vips_bytes) = (0u64, 0u64);
     for round in 0..=rounds {
         for (i, (path, bytes)) in inputs.iter().enumerate() {
-            let facts = asset(path, bytes, "image/jpeg");
+            let facts = asset(path, bytes, rows.content_type);
 
             let t = Instant::now();
             let report = pipeline.run_blocking(&facts, bytes);
@@ -149,7 +202,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
             }
 
             let input = Input::new(bytes.clone())
-                .content_type("image/jpeg")
+                .content_type(rows.content_type)
                 .with_config(config.clone());
             let t = Instant::now();
             let out = thumbnail::run(&input)
@@ -201,7 +254,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         n_sum += n;
         v_sum += v;
         let name = path
-            .strip_prefix(photos.join("jpg"))
+            .strip_prefix(photos.join(rows.under))
             .unwrap_or(path)
             .display()
             .to_string();
@@ -220,7 +273,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
 
     let r = w_sum / v_sum;
     summary.push(Row {
-        measure: "3a thumbnails: WASM plugin vs vipsthumbnail (1 call/size)".into(),
+        measure: rows.vips.into(),
         ours: format!("{w_sum:.0} ms"),
         peer: format!("{v_sum:.0} ms"),
         ratio: format!("{r:.2}x"),
@@ -228,7 +281,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         status: Status::from(r <= 1.0),
     });
     summary.push(Row {
-        measure: "3a thumbnail output bytes vs vips".into(),
+        measure: format!("{} output bytes vs vips", &rows.vips[..2]),
         ours: fmt_bytes(wasm_bytes),
         peer: fmt_bytes(vips_bytes),
         ratio: format!("{:.2}x", wasm_bytes as f64 / vips_bytes as f64),
@@ -236,8 +289,12 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         status: Status::Info,
     });
     let r = w_sum / n_sum;
+    let Some(native) = rows.native else {
+        println!("  WASM vs native: {r:.2}x");
+        return Ok(());
+    };
     summary.push(Row {
-        measure: "3b thumbnails: WASM vs same code native".into(),
+        measure: native.into(),
         ours: format!("{w_sum:.0} ms"),
         peer: format!("{n_sum:.0} ms"),
         ratio: format!("{r:.2}x"),

@@ -6,12 +6,14 @@
 //! JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the IDCT whenever the largest
 //! rendition allows it (`jpeg-decoder`'s `Decoder::scale`), which is what makes
 //! this fast; PNG, GIF, WebP and TIFF go through the `image` crate. Resizing
-//! uses `fast_image_resize` (Catmull-Rom; SIMD128 in WASM). HEIC/AVIF cannot be
+//! uses `fast_image_resize` (Catmull-Rom; SIMD128 in WASM). HEIC/HEIF go
+//! through `heifer` and are converted to sRGB ([`heic`]); AVIF cannot be
 //! decoded yet. Config keys are documented in this crate's README.md.
 //!
 //! Written on `lumilio_sdk`: [`thumbnails`] and [`run`] are plain Rust, called
 //! natively by the tests and through `export_stage!` in the component.
 
+pub mod heic;
 pub mod orient;
 
 use fast_image_resize::{self as fr, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
@@ -122,12 +124,14 @@ pub struct Thumbnails {
     pub source_scale: String,
     /// The orientation that was applied (1 = none).
     pub orientation: u8,
+    /// Things the renditions do not reflect (e.g. colours left as coded).
+    pub warnings: Vec<String>,
 }
 
 /// Why thumbnails could not be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ThumbError {
-    /// The format cannot be decoded here (e.g. HEIC).
+    /// The format cannot be decoded here (e.g. AVIF).
     Unsupported(String),
     /// The file is damaged or not an image.
     Corrupt(String),
@@ -142,16 +146,37 @@ pub fn thumbnails(
     config: &Config,
     orientation: Option<u8>,
 ) -> Result<Thumbnails, ThumbError> {
+    if heic::is_heif(bytes) {
+        // Upright already (irot/imir); EXIF orientation must not be re-applied.
+        let d = heic::decode(bytes)?;
+        let colour = |img: &mut Rgb| d.colour.as_ref().map_or(Ok(()), |c| c.apply(img));
+        let mut t = render_all(&d.rgb, "1/1".into(), 1, config, colour)?;
+        t.warnings = d.warnings;
+        return Ok(t);
+    }
     let orientation = orientation
         .filter(|o| (1..=8).contains(o))
         .or_else(|| orient::exif_orientation(bytes))
         .unwrap_or(1);
     let (src, scale) = decode(bytes, &config.renditions)?;
+    render_all(&src, scale, orientation, config, |_| Ok(()))
+}
+
+/// Renders, orients, post-processes (`finish`, e.g. colour) and encodes
+/// every rendition of `config` from one decoded picture.
+fn render_all(
+    src: &Rgb,
+    scale: String,
+    orientation: u8,
+    config: &Config,
+    finish: impl Fn(&mut Rgb) -> Result<(), ThumbError>,
+) -> Result<Thumbnails, ThumbError> {
     let mut resizer = Resizer::new();
     let mut thumbs = Vec::with_capacity(config.renditions.len());
     for spec in &config.renditions {
-        let img = render(&mut resizer, &src, spec.kind)?;
-        let img = orient::apply(img, orientation);
+        let img = render(&mut resizer, src, spec.kind)?;
+        let mut img = orient::apply(img, orientation);
+        finish(&mut img)?;
         let jpeg = encode(&img, config.quality)?;
         thumbs.push(Thumb {
             name: spec.name.clone(),
@@ -164,6 +189,7 @@ pub fn thumbnails(
         thumbs,
         source_scale: scale,
         orientation,
+        warnings: Vec::new(),
     })
 }
 
@@ -193,17 +219,6 @@ fn target(w: u32, h: u32, kind: Kind) -> (u32, u32) {
 fn decode(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return decode_jpeg(bytes, specs);
-    }
-    if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        let brand = String::from_utf8_lossy(&bytes[8..12]).to_string();
-        let what = if brand.starts_with("av") {
-            "AVIF"
-        } else {
-            "HEIC"
-        };
-        return Err(ThumbError::Unsupported(format!(
-            "thumbnails for {what} are not supported yet"
-        )));
     }
     let img = image::load_from_memory(bytes).map_err(|e| match e {
         image::ImageError::Unsupported(u) => {
@@ -382,7 +397,7 @@ fn encode(img: &Rgb, quality: u8) -> Result<Vec<u8>, ThumbError> {
 pub fn run(input: &Input) -> Result<Output, StageError> {
     let config = parse_config(&input.config)?;
     // An earlier stage's `orientation` fact wins (it also covers XMP, PNG and
-    // WebP EXIF, which this stage does not parse).
+    // WebP EXIF, which this stage does not parse); HEIF ignores it (see heic.rs).
     let hint = input
         .fact_int("orientation")
         .and_then(|o| u8::try_from(o).ok());
@@ -400,7 +415,7 @@ pub fn run(input: &Input) -> Result<Output, StageError> {
                     bytes: t.jpeg,
                 })
                 .collect(),
-            warnings: Vec::new(),
+            warnings: t.warnings,
         }),
         Err(ThumbError::Unsupported(m)) if !config.reject_unsupported => {
             Ok(Output::default().warning(m))

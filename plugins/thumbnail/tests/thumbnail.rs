@@ -1,6 +1,6 @@
 //! Native tests of the thumbnail stage: sizes, DCT scaling, orientation (all
 //! eight, against the upright `_1` sample), no upscaling, non-JPEG input,
-//! HEIC handling and robustness on broken files.
+//! and robustness on broken files (HEIC/HEIF: tests/heic.rs).
 
 use lumilio_sdk::{Fact, Input, StageError, Value};
 use std::path::Path;
@@ -234,24 +234,6 @@ fn png_with_alpha_and_tiff_are_supported() {
 
     let t = thumbnails(&read("tiff/Tless0.tiff"), &Config::default(), None).unwrap();
     assert_eq!(t.thumbs[0].width, 400);
-}
-
-#[test]
-fn heic_is_rejected_or_skipped() {
-    let bytes = read("heic/samplefilehub.heif");
-    assert!(matches!(
-        thumbnails(&bytes, &Config::default(), None),
-        Err(ThumbError::Unsupported(_))
-    ));
-    let input = Input::new(bytes).content_type("image/heic");
-    assert_eq!(
-        thumbnail::run(&input),
-        Err(StageError::Rejected(
-            "thumbnails for HEIC are not supported yet".into()
-        ))
-    );
-    let out = thumbnail::run(&input.config("unsupported", "skip")).unwrap();
-    assert!(out.renditions.is_empty() && out.warnings.len() == 1);
 }
 
 /// Broken and truncated files end in a clean error or in renditions that
