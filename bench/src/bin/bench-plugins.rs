@@ -587,15 +587,14 @@ fn places_stage(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) 
     ensure!(matches!(report.verdict, Verdict::Ready), "metadata + places did not finish: {:?}", report.verdict);
     let city = report.facts.iter().find(|(k, _)| k == "place_city").map(|(_, v)| format!("{v:?}"));
     ensure!(city.is_some(), "places named no city for {}", photo.display());
-    let facts: Vec<places::stage::Fact> = report
+    let native_input = report
         .facts
         .iter()
         .filter_map(|(k, v)| match v {
-            FactValue::Float(x) => Some(places::stage::Fact { key: k.clone(), value: places::stage::Value::Float(*x) }),
+            FactValue::Float(x) => Some(lumilio_sdk::Fact { key: k.clone(), value: lumilio_sdk::Value::Float(*x) }),
             _ => None,
         })
-        .collect();
-    let native_input = places::stage::Input { claimed_type: "image/jpeg", bytes: &bytes, config: &[], facts: &facts };
+        .fold(lumilio_sdk::Input::new(bytes.clone()).content_type("image/jpeg"), lumilio_sdk::Input::fact);
 
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
     for _ in 0..iterations {

@@ -16,17 +16,13 @@
 //! (default 25) and `max_km` (default 100), see [`Settings`].
 //!
 //! The data is prepared by build.rs and read in place ([`table`],
-//! [`boundaries`]); the logic is plain Rust ([`run`]); the WIT glue lives in
-//! `wasm.rs` and only compiles for wasm32.
+//! [`boundaries`]). Written on `lumilio_sdk`: [`run`] is plain Rust, called
+//! natively by the tests and through `export_stage!` in the component.
 
 pub mod boundaries;
-pub mod stage;
 pub mod table;
 
-#[cfg(target_arch = "wasm32")]
-mod wasm;
-
-use stage::{Fact, Input, Output, StageError, Value};
+use lumilio_sdk::{Config, ConfigError, Fact, Input, Output, StageError, export_stage, log};
 use table::Place;
 
 /// How strongly population pulls the choice of city: a place is scored by
@@ -71,26 +67,17 @@ pub struct Named {
     pub country_code: String,
 }
 
-/// Parses the config pairs; unknown keys are returned as log notes.
-pub fn parse_config(config: &[(String, String)]) -> Result<(Settings, Vec<String>), String> {
-    let mut s = Settings::default();
-    let mut notes = Vec::new();
-    for (k, v) in config {
-        match k.as_str() {
-            "city_km" => s.city_km = parse_km(k, v)?,
-            "max_km" => s.max_km = parse_km(k, v)?,
-            _ => notes.push(format!("places: ignoring unknown config key '{k}'")),
-        }
+/// Reads the settings from the stage's config; unknown keys are logged.
+pub fn parse_config(config: &Config) -> Result<Settings, ConfigError> {
+    const KEYS: [&str; 2] = ["city_km", "max_km"];
+    for k in config.unknown_keys(&KEYS) {
+        log::info(format!("ignoring unknown config key '{k}'"));
     }
-    Ok((s, notes))
-}
-
-fn parse_km(key: &str, v: &str) -> Result<f64, String> {
-    let clean: String = v.trim().trim_matches('"').chars().filter(|&c| c != '_').collect();
-    match clean.parse::<f64>() {
-        Ok(n) if n > 0.0 && n <= 1000.0 => Ok(n),
-        _ => Err(format!("places: config {key} = {v:?} is not a distance in km between 0 and 1000 (e.g. {key} = 25)")),
-    }
+    let d = Settings::default();
+    Ok(Settings {
+        city_km: config.get_in("city_km", 0.001..=1000.0)?.unwrap_or(d.city_km),
+        max_km: config.get_in("max_km", 0.001..=1000.0)?.unwrap_or(d.max_km),
+    })
 }
 
 /// Great-circle distance in km.
@@ -148,26 +135,17 @@ pub fn locate(lat: f64, lon: f64, s: &Settings) -> Option<Named> {
     })
 }
 
-/// The last fact called `key` as a number.
-fn number(facts: &[Fact], key: &str) -> Option<f64> {
-    facts.iter().rev().find(|f| f.key == key).and_then(|f| match f.value {
-        Value::Float(x) => Some(x),
-        Value::Integer(i) => Some(i as f64),
-        _ => None,
-    })
-}
-
-/// The stage entry point in plain Rust: the WASM glue calls this, and so can
-/// native benchmarks and tests.
-pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
-    let (settings, mut log) = parse_config(input.config).map_err(StageError::Failed)?;
-    let (Some(lat), Some(lon)) = (number(input.facts, "gps_latitude"), number(input.facts, "gps_longitude")) else {
-        log.push("places: no GPS facts (gps_latitude, gps_longitude); nothing to name".into());
-        return Ok(Output { log, ..Output::default() });
+/// The stage entry point: the component calls it through `export_stage!`,
+/// and so can native benchmarks and tests.
+pub fn run(input: &Input) -> Result<Output, StageError> {
+    let settings = parse_config(&input.config)?;
+    let (Some(lat), Some(lon)) = (input.fact_float("gps_latitude"), input.fact_float("gps_longitude")) else {
+        log::info("no GPS facts (gps_latitude, gps_longitude); nothing to name");
+        return Ok(Output::default());
     };
     let Some(place) = locate(lat, lon, &settings) else {
-        log.push(format!("places: no place within {} km of {lat:.5}, {lon:.5}", settings.max_km));
-        return Ok(Output { log, ..Output::default() });
+        log::info(format!("no place within {} km of {lat:.5}, {lon:.5}", settings.max_km));
+        return Ok(Output::default());
     };
     let mut facts = Vec::new();
     if let Some(city) = place.city {
@@ -178,5 +156,7 @@ pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
     }
     facts.push(Fact::text("place_country", place.country));
     facts.push(Fact::text("place_country_code", place.country_code));
-    Ok(Output { facts, warnings: Vec::new(), log })
+    Ok(Output { facts, ..Output::default() })
 }
+
+export_stage!(run);

@@ -2,7 +2,7 @@
 //! maps and common knowledge (not against this stage's output). The table
 //! below is the agreement figure the README reports.
 
-use places::stage::{Fact, Input, StageError, Value};
+use lumilio_sdk::{Fact, Input, StageError, Value};
 use places::{Named, Settings, boundaries, locate, run, table};
 
 /// (what, lat, lon, city, region, country code); `None` = not checked there.
@@ -157,10 +157,15 @@ fn one_cell_reader_matches_the_whole_raster() {
     assert!(nonempty > 5000, "only {nonempty} of 20000 points were on land: the comparison tested nothing");
 }
 
+/// A JPEG's input carrying these facts.
+fn with_facts(facts: &[Fact]) -> Input {
+    facts.iter().cloned().fold(Input::new(Vec::new()).content_type("image/jpeg"), Input::fact)
+}
+
 #[test]
 fn run_emits_the_four_facts() {
     let f = facts(43.4674483, 11.8851267);
-    let out = run(&Input { claimed_type: "image/jpeg", bytes: &[], config: &[], facts: &f }).unwrap();
+    let out = run(&with_facts(&f)).unwrap();
     let got: Vec<(&str, &Value)> = out.facts.iter().map(|f| (f.key.as_str(), &f.value)).collect();
     assert_eq!(
         got,
@@ -175,16 +180,16 @@ fn run_emits_the_four_facts() {
 
 #[test]
 fn no_gps_no_facts_and_bad_config_fails() {
-    let none = run(&Input { claimed_type: "image/png", bytes: &[], config: &[], facts: &[] }).unwrap();
+    let none = run(&Input::new(Vec::new()).content_type("image/png")).unwrap();
     assert!(none.facts.is_empty());
     let f = facts(48.8584, 2.2945);
     let bad = [("city_km".to_string(), "far".to_string())];
-    match run(&Input { claimed_type: "image/jpeg", bytes: &[], config: &bad, facts: &f }) {
+    match run(&with_facts(&f).with_config(&bad[..])) {
         Err(StageError::Failed(m)) => assert!(m.contains("city_km"), "{m}"),
         other => panic!("expected failed, got {other:?}"),
     }
     // A tighter city radius still names the country.
     let near = [("city_km".to_string(), "1".to_string())];
-    let out = run(&Input { claimed_type: "image/jpeg", bytes: &[], config: &near, facts: &f }).unwrap();
+    let out = run(&with_facts(&f).with_config(&near[..])).unwrap();
     assert!(out.facts.iter().any(|f| f.key == "place_country_code"));
 }
