@@ -16,14 +16,15 @@ WASM_TARGET := wasm32-wasip2
 RUN_ARGS    ?=
 TEST_ARGS   ?=
 
-# Plugin packages: one per plugins/*/Cargo.toml (its [package] name).
-PLUGINS = $(foreach f,$(wildcard plugins/*/Cargo.toml),$(shell sed -n 's/^name *= *"\([^"]*\)".*/\1/p' $(f) | head -n1))
+# Plugin packages: one per plugins/*/Cargo.toml that builds a component (a
+# `cdylib`), by its [package] name; plugins/sdk is a library and is left out.
+PLUGINS = $(foreach f,$(shell grep -l '^crate-type *=.*"cdylib"' plugins/*/Cargo.toml),$(shell sed -n 's/^name *= *"\([^"]*\)".*/\1/p' $(f) | head -n1))
 
 # Start (or reuse) the database and export DATABASE_URL into the recipe's shell.
 # An assignment, not `eval "$(...)"`, so that a failing db.sh stops the recipe.
 WITH_DB = db_line=$$(scripts/db.sh); eval "$$db_line"; export DATABASE_URL
 
-.PHONY: help db db-stop psql host plugins wasm-target build guests migrate run test test-tools bench soak clean-db exiftool-refs
+.PHONY: help db db-stop psql host plugins py-stages wasm-target build guests migrate run test test-tools bench soak clean-db exiftool-refs heic-refs
 
 help:
 	@echo "make run        database + build + migrate, then serve (127.0.0.1:8080)"
@@ -34,9 +35,11 @@ help:
 	@echo "make psql       psql on the database"
 	@echo "make build      host (target/release/lumilio) + plugins (target/$(WASM_TARGET)/release/*.wasm)"
 	@echo "make guests     hostile test guests (tests/guests/build.sh)"
+	@echo "make py-stages  stages written in Python (plugins-py/*, componentize-py) -> target/py-stages/*.wasm"
 	@echo "make migrate    apply migrations on lines main and app"
 	@echo "make bench      scripts/bench.sh (installs its peers vips, exiftool, heif-convert when root)"
 	@echo "make exiftool-refs  regenerate tests/data/photos/exiftool-refs.json with exiftool"
+	@echo "make heic-refs  regenerate plugins/thumbnail/tests/heic-refs with libheif and vips"
 	@echo "make soak       the long kill -9 loop: 1000 uploads, 40 kills (make test runs 200 and 10)"
 
 db:
@@ -73,6 +76,12 @@ plugins: wasm-target
 
 build: host plugins
 
+# Stages written in Python (plugins-py/*), built with componentize-py from PyPI
+# (scripts/componentize-py.sh). Optional stages, not in the default pipeline.toml,
+# so `make build` leaves them out; the tests use them.
+py-stages:
+	for d in plugins-py/*/; do scripts/componentize-py.sh "$$(basename "$$d")" >/dev/null; done
+
 guests: wasm-target
 	bash tests/guests/build.sh
 
@@ -105,7 +114,7 @@ test-tools:
 	scripts/immich-cli.sh >/dev/null
 	scripts/apt-need.sh chromium:chromium chromedriver:chromium-driver
 
-test: build guests test-tools
+test: build guests py-stages test-tools
 	$(WITH_DB)
 	$(CARGO) test --release --workspace $(TEST_ARGS)
 
@@ -115,6 +124,9 @@ bench: wasm-target test-tools
 
 exiftool-refs:
 	scripts/exiftool-refs.sh
+
+heic-refs:
+	scripts/heic-refs.sh
 
 soak: build
 	$(WITH_DB)

@@ -33,7 +33,8 @@ started=$(date +%s)
 log "building host, inference server, plugins, the echo test guest and the benchmarks (release)"
 $CARGO build --release -p lumilio -p lumilio-infer
 plugins=()
-for manifest in plugins/*/Cargo.toml; do
+# Components only (crates with a cdylib): plugins/sdk is a library.
+for manifest in $(grep -l '^crate-type *=.*"cdylib"' plugins/*/Cargo.toml); do
   plugins+=(-p "$(sed -n 's/^name *= *"\([^"]*\)".*/\1/p' "$manifest" | head -n1)")
 done
 $CARGO build --release --target wasm32-wasip2 "${plugins[@]}"

@@ -33,6 +33,7 @@ export function searchView({ navigate }) {
       h('label', 'Type ', select('type', [['', 'any'], ...TYPES.map((t) => [t, t.split('/')[1].toUpperCase()])])),
       h('label', 'Status ', select('status', [['', 'any'], ['ready', 'ready'], ['processing', 'processing'], ['rejected', 'rejected'], ['failed', 'failed']])),
       h('label', 'Location ', select('loc', [['', 'any'], ['yes', 'with GPS'], ['no', 'without GPS']])),
+      h('label', 'Place ', field('place', { type: 'text', placeholder: 'Arezzo', size: 10, title: 'a city, region or country, e.g. Arezzo, Tuscany, Italy or IT' })),
       h('button.secondary', { type: 'reset' }, 'Clear')));
   const notice = h('div.notice', { role: 'note', hidden: true, 'data-testid': 'search-notice' });
   const summary = h('p.summary', { role: 'status' });
@@ -61,6 +62,7 @@ export function searchView({ navigate }) {
     if (p.get('type')) f.content_type = p.get('type');
     if (p.get('status')) f.status = p.get('status');
     if (p.get('loc')) f.has_location = p.get('loc') === 'yes';
+    if (p.get('place')) f.place = p.get('place');
     return f;
   }
 
@@ -146,7 +148,7 @@ export function searchView({ navigate }) {
     el,
     show(params) {
       el.hidden = false;
-      for (const k of ['q', 'from', 'to', 'make', 'model', 'type', 'status', 'loc']) form.elements[k].value = '';
+      for (const k of ['q', 'from', 'to', 'make', 'model', 'type', 'status', 'loc', 'place']) form.elements[k].value = '';
       run(params);
     },
     hide() { el.hidden = true; token++; },

@@ -161,6 +161,13 @@ export function viewer({ close, go }) {
       ? h('a', { href: `https://www.openstreetmap.org/?mlat=${lat}&mlon=${lon}#map=15/${lat}/${lon}`, target: '_blank', rel: 'noopener noreferrer', 'data-field': 'gps' },
         `${lat.toFixed(5)}, ${lon.toFixed(5)}`)
       : null;
+    // The places stage's names; each links to the search for that place.
+    const pl = a.place;
+    const placeLink = (name) => h('a', { href: `#/search?place=${encodeURIComponent(name)}` }, name);
+    const place = pl
+      ? h('span', { 'data-field': 'place' },
+        [pl.city, pl.region, pl.country].filter(Boolean).flatMap((n, i) => (i ? [', ', placeLink(n)] : [placeLink(n)])))
+      : null;
     const stages = h('table.stages', h('thead', h('tr', h('th', 'stage'), h('th', 'outcome'), h('th', 'time'))),
       h('tbody', (a.stages || []).map((s) => [
         h('tr', { 'data-outcome': s.outcome }, h('td', s.stage), h('td', h(`span.outcome.${s.outcome}`, s.outcome)), h('td', `${Number(s.duration_ms).toFixed(1)} ms`)),
@@ -182,6 +189,7 @@ export function viewer({ close, go }) {
         row('Lens', f.lens),
         row('Exposure', exposure),
         row('Size', a.width ? `${a.width} × ${a.height} px · ` : '', bytes(a.size), ` · ${a.content_type}`),
+        row('Place', place),
         row('Location', gps, f.gps_altitude != null ? ` · ${Math.round(f.gps_altitude)} m` : null),
         row('Labels', labels.length ? h('span.labels', labels) : null),
         row('Sidecar', a.sidecar ? `yes (${a.sidecar.file_name})` : 'no'),

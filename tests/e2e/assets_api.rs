@@ -154,7 +154,7 @@ async fn processed_asset_serves_original_renditions_and_job() {
         .iter()
         .map(|s| s["stage"].as_str().unwrap())
         .collect();
-    assert_eq!(stages, ["validate", "metadata", "thumbnail"]);
+    assert_eq!(stages, ["validate", "metadata", "places", "thumbnail"]);
     assert!(
         done["stages"]
             .as_array()

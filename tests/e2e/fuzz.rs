@@ -553,3 +553,116 @@ async fn multipart_fuzz_never_breaks_the_server() {
             .join("\n")
     );
 }
+
+/// HEIC through the whole pipeline: every HEIC/HEIF sample ends `ready`
+/// with all four renditions and a CLIP embedding, and damaged HEICs (cut,
+/// or with random bytes over their boxes or coded data) end `ready` or
+/// `rejected` with a reason naming the stage, never `failed` or stuck.
+/// `LUMILIO_FUZZ_CASES` scales the damaged ones (default 2000 gives 40).
+#[tokio::test(flavor = "multi_thread")]
+async fn heic_uploads_get_renditions_or_a_reason() {
+    let seed = env_num("LUMILIO_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
+    let n = (env_num("LUMILIO_FUZZ_CASES").unwrap_or(2000) / 50).max(4) as usize;
+    let db = TestDb::new().await;
+    db.migrate();
+    let port = crate::harness::free_port();
+    let _infer = crate::harness::Infer::start_on(port);
+    let addr = format!("http://127.0.0.1:{port}");
+    let server = Server::start_with(
+        &db,
+        &crate::harness::repo().join("pipeline.toml"),
+        &[("ML_SERVICE_ADDR", addr.as_str()), ("LUMILIO_CLIP_WINDOW_MS", "200")],
+    )
+    .await;
+
+    let samples: Vec<(String, Vec<u8>)> = testdata::files_under("heic")
+        .into_iter()
+        .map(|p| (testdata::rel(&p), std::fs::read(&p).unwrap()))
+        .collect();
+    assert!(samples.len() >= 3, "HEIC samples: {}", samples.len());
+    let mut ids = Vec::new();
+    for (name, bytes) in &samples {
+        let (code, up) = server.upload(name.rsplit('/').next().unwrap(), bytes.clone(), "image/heic").await;
+        assert_eq!(code, 201, "{name}: {up}");
+        ids.push((name.clone(), up["asset_id"].as_str().unwrap().to_owned()));
+    }
+    // Damaged copies of the small sample, so each decodes in well under a second.
+    let base = testdata::read("heic/samplefilehub.heif");
+    let mut rng = Rng(seed ^ 0x6865_6963);
+    let mut damaged = Vec::new();
+    for i in 0..n {
+        let mut b = base.clone();
+        let what = match i % 3 {
+            0 => {
+                let cut = 12 + rng.below(b.len() - 12);
+                b.truncate(cut);
+                format!("cut at {cut}")
+            }
+            1 => {
+                // Inside `meta` (the first few KB): sizes, counts, offsets.
+                let at = 12 + rng.below(b.len().min(4096) - 12);
+                let len = 1 + rng.below(16);
+                for k in at..(at + len).min(b.len()) {
+                    b[k] = rng.next() as u8;
+                }
+                format!("{len} random bytes at {at}")
+            }
+            _ => {
+                let at = b.len() / 4 + rng.below(b.len() / 2);
+                let len = 64 + rng.below(2048);
+                for k in at..(at + len).min(b.len()) {
+                    b[k] = rng.next() as u8;
+                }
+                format!("{len} random bytes in the coded data at {at}")
+            }
+        };
+        let (code, up) = server.upload(&format!("damaged-{i}.heic"), b, "image/heic").await;
+        assert!(code == 201 || code == 409, "damaged {i} ({what}): {code} {up}");
+        if code == 201 {
+            damaged.push((what, up["asset_id"].as_str().unwrap().to_owned()));
+        }
+    }
+
+    let mut conn = db.conn().await;
+    for (name, id) in &ids {
+        let done = server.wait_done(id).await;
+        assert_eq!(done["status"], "ready", "{name}: {done}");
+        let mut names: Vec<&str> = done["renditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["clip", "large", "medium", "small"], "{name}: {done}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let k: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings WHERE asset_id = $1::uuid")
+                .bind(id)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            if k == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name}: no CLIP embedding:\n{}", server.log_text());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let (mut ready, mut rejected) = (0, 0);
+    for (what, id) in &damaged {
+        let done = server.wait_done(id).await;
+        match done["status"].as_str().unwrap() {
+            "ready" => ready += 1,
+            "rejected" => {
+                let reason = done["reason"].as_str().unwrap_or("");
+                assert!(reason.contains(": ") && reason.len() > 12, "{what}: reason {reason:?}");
+                rejected += 1;
+            }
+            other => panic!("damaged HEIC ({what}) ended {other}: {done}"),
+        }
+    }
+    println!("heic e2e: {} samples ready with 4 renditions and an embedding; damaged: {ready} ready, {rejected} rejected", ids.len());
+    let (code, _) = server.get("/health").await;
+    assert_eq!(code, 200, "the host keeps serving");
+}

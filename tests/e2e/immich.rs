@@ -237,7 +237,7 @@ async fn immich_cli_uploads_a_folder() {
             .collect();
         assert_eq!(
             stages,
-            [("validate", "ok"), ("metadata", "ok"), ("thumbnail", "ok")],
+            [("validate", "ok"), ("metadata", "ok"), ("places", "ok"), ("thumbnail", "ok")],
             "{name}"
         );
         assert!(

@@ -175,7 +175,7 @@ async fn main() -> Result<()> {
 /// made with the thumbnail plugin's native code and the repository's thumbnail config.
 fn clip_renditions(photos: &Path, tmp: &Path) -> Result<Vec<Vec<u8>>> {
     let (_, pairs) = lumilio_bench::one_stage_pipeline("thumbnail", tmp)?;
-    let (mut cfg, _) = thumbnail::parse_config(&pairs).map_err(anyhow::Error::msg)?;
+    let mut cfg = thumbnail::parse_config(&pairs.into())?;
     cfg.renditions.retain(|s| s.name == "clip");
     ensure!(
         !cfg.renditions.is_empty(),

@@ -3,9 +3,16 @@
 //! * 3a: the thumbnail plugin in WASM (all renditions from one decode) vs
 //!   `vipsthumbnail`, one process per size, on `jpg/hdr/` and `jpg/mobile/`.
 //! * 3b: the same thumbnail code in WASM vs built natively (`thumbnail::run`).
+//! * 3e: 3a on the HEIC/HEIF samples (`heic/`), vipsthumbnail reading them
+//!   through libheif.
 //! * 3c: the metadata plugin over every file of the photo folder vs one
 //!   `exiftool -j -r` process over that folder.
 //! * 3d: instantiate + call of an empty stage (test guest `echo`, `noop`).
+//! * 3e: a stage written in Python (plugins-py/tagger, componentize-py) per call
+//!   vs a Rust stage (`validate`) per call, on the same photo.
+//! * 3f: the places stage (issue 13): per call in WASM (instantiate + call,
+//!   after metadata) vs the same `places::run` natively, and its instantiation
+//!   alone (an asset without GPS) vs the empty stage of 3d.
 //!
 //! WASM runs in-process through the `lumilio` library with compiled components
 //! loaded from the cache and one warm-up call per input, so compile time never
@@ -20,7 +27,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail, ensure};
 use lumilio::pipeline::{AssetFacts, Pipeline, Runtime, RuntimeOptions, Verdict};
 use lumilio_bench::{Row, Status, Summary, fmt_bytes, median, ms};
-use thumbnail::{Kind, stage};
+use lumilio_sdk::Input;
+use thumbnail::Kind;
 
 fn main() -> Result<()> {
     let photos = lumilio_bench::testdata()?;
@@ -37,8 +45,11 @@ fn main() -> Result<()> {
         }
     );
     thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
+    heic_thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
     metadata(&rt, &photos, tmp.path(), &mut summary)?;
     overhead(&rt, tmp.path(), &mut summary)?;
+    python_stage(&rt, &photos, tmp.path(), &mut summary)?;
+    places_stage(&rt, &photos, tmp.path(), &mut summary)?;
     summary.finish()
 }
 
@@ -96,8 +107,57 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         "no JPEGs in {}/jpg/hdr or jpg/mobile",
         photos.display()
     );
+    thumbnail_rows(rt, &files, ThumbRows::JPEG, photos, tmp, summary)
+}
+
+/// 3e: the same comparison on every HEIC/HEIF sample (Debian's vips reads
+/// HEIF through libheif + libde265, so `vipsthumbnail` takes them directly).
+fn heic_thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> Result<()> {
+    let files: Vec<PathBuf> = lumilio_bench::files_under(&photos.join("heic"))?
+        .into_iter()
+        .filter(|p| content_type(p) == "image/heic")
+        .collect();
+    ensure!(!files.is_empty(), "no HEIC/HEIF in {}/heic", photos.display());
+    thumbnail_rows(rt, &files, ThumbRows::HEIC, photos, tmp, summary)
+}
+
+/// What one thumbnail comparison is called and which files it reads.
+struct ThumbRows {
+    title: &'static str,
+    content_type: &'static str,
+    under: &'static str,
+    vips: &'static str,
+    native: Option<&'static str>,
+}
+
+impl ThumbRows {
+    const JPEG: ThumbRows = ThumbRows {
+        title: "[3a/3b] thumbnails",
+        content_type: "image/jpeg",
+        under: "jpg",
+        vips: "3a thumbnails: WASM plugin vs vipsthumbnail (1 call/size)",
+        native: Some("3b thumbnails: WASM vs same code native"),
+    };
+    const HEIC: ThumbRows = ThumbRows {
+        title: "[3e] HEIC/HEIF thumbnails",
+        content_type: "image/heic",
+        under: "heic",
+        vips: "3e HEIC thumbnails: WASM plugin vs vipsthumbnail (1 call/size)",
+        native: None,
+    };
+}
+
+/// Times the WASM stage, the same code natively and vipsthumbnail on `files`.
+fn thumbnail_rows(
+    rt: &Runtime,
+    files: &[PathBuf],
+    rows: ThumbRows,
+    photos: &Path,
+    tmp: &Path,
+    summary: &mut Summary,
+) -> Result<()> {
     let (toml, config) = lumilio_bench::one_stage_pipeline("thumbnail", tmp)?;
-    let (cfg, _) = thumbnail::parse_config(&config).map_err(anyhow::Error::msg)?;
+    let cfg = thumbnail::parse_config(&config.clone().into())?;
     let pipeline = Pipeline::load(&toml, rt)?;
     let rounds = lumilio_bench::rounds(5, 2);
     let vips_dir = tmp.join("vips");
@@ -111,7 +171,8 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         })
         .collect();
     println!(
-        "\n[3a/3b] thumbnails: {} photos, renditions [{}] q{}, {rounds} timed rounds after 1 warm-up; per photo the median round",
+        "\n{}: {} photos, renditions [{}] q{}, {rounds} timed rounds after 1 warm-up; per photo the median round",
+        rows.title,
         files.len(),
         sizes.join(", "),
         cfg.quality
@@ -127,7 +188,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
     let (mut wasm_bytes, mut vips_bytes) = (0u64, 0u64);
     for round in 0..=rounds {
         for (i, (path, bytes)) in inputs.iter().enumerate() {
-            let facts = asset(path, bytes, "image/jpeg");
+            let facts = asset(path, bytes, rows.content_type);
 
             let t = Instant::now();
             let report = pipeline.run_blocking(&facts, bytes);
@@ -140,12 +201,9 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
                 );
             }
 
-            let input = stage::Input {
-                claimed_type: "image/jpeg",
-                bytes,
-                config: &config,
-                facts: &[],
-            };
+            let input = Input::new(bytes.clone())
+                .content_type(rows.content_type)
+                .with_config(config.clone());
             let t = Instant::now();
             let out = thumbnail::run(&input)
                 .map_err(|e| anyhow::anyhow!("thumbnail (native) on {}: {e:?}", path.display()))?;
@@ -196,7 +254,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         n_sum += n;
         v_sum += v;
         let name = path
-            .strip_prefix(photos.join("jpg"))
+            .strip_prefix(photos.join(rows.under))
             .unwrap_or(path)
             .display()
             .to_string();
@@ -215,7 +273,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
 
     let r = w_sum / v_sum;
     summary.push(Row {
-        measure: "3a thumbnails: WASM plugin vs vipsthumbnail (1 call/size)".into(),
+        measure: rows.vips.into(),
         ours: format!("{w_sum:.0} ms"),
         peer: format!("{v_sum:.0} ms"),
         ratio: format!("{r:.2}x"),
@@ -223,7 +281,7 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         status: Status::from(r <= 1.0),
     });
     summary.push(Row {
-        measure: "3a thumbnail output bytes vs vips".into(),
+        measure: format!("{} output bytes vs vips", &rows.vips[..2]),
         ours: fmt_bytes(wasm_bytes),
         peer: fmt_bytes(vips_bytes),
         ratio: format!("{:.2}x", wasm_bytes as f64 / vips_bytes as f64),
@@ -231,8 +289,12 @@ fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) ->
         status: Status::Info,
     });
     let r = w_sum / n_sum;
+    let Some(native) = rows.native else {
+        println!("  WASM vs native: {r:.2}x");
+        return Ok(());
+    };
     summary.push(Row {
-        measure: "3b thumbnails: WASM vs same code native".into(),
+        measure: native.into(),
         ours: format!("{w_sum:.0} ms"),
         peer: format!("{n_sum:.0} ms"),
         ratio: format!("{r:.2}x"),
@@ -337,7 +399,10 @@ fn keep_resident_variants(tmp: &Path, pipeline_file: &Path) -> Result<()> {
     let pipelines = variants
         .iter()
         .map(|&k| {
-            let options = RuntimeOptions { keep_resident_bytes: k, ..RuntimeOptions::default() };
+            let options = RuntimeOptions {
+                keep_resident_bytes: k,
+                ..RuntimeOptions::default()
+            };
             let rt = Runtime::with_options(tmp.join(format!("cache-keep-{k}")), options)?;
             Ok(Pipeline::load(pipeline_file, &rt)?)
         })
@@ -357,8 +422,9 @@ fn keep_resident_variants(tmp: &Path, pipeline_file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// 3d.
-fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
+/// Writes `DIR/NAME.toml`, a pipeline of one empty stage (test guest `echo`
+/// with `noop`): the peer for the cost of instantiate + call alone.
+fn empty_stage_pipeline(tmp: &Path, name: &str) -> Result<PathBuf> {
     let guest = lumilio_bench::repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
     if !guest.is_file() {
         bail!(
@@ -372,7 +438,12 @@ fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
     let mut config = toml::Table::new();
     config.insert("noop".into(), "1".into());
     stage.insert("config".into(), config.into());
-    let pipeline_file = lumilio_bench::write_pipeline(tmp, "empty", stage)?;
+    lumilio_bench::write_pipeline(tmp, name, stage)
+}
+
+/// 3d.
+fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
+    let pipeline_file = empty_stage_pipeline(tmp, "empty")?;
     let pipeline = Pipeline::load(&pipeline_file, rt)?;
     let iterations = lumilio_bench::rounds(5000, 1000) as u32;
     println!(
@@ -397,6 +468,176 @@ fn overhead(rt: &Runtime, tmp: &Path, summary: &mut Summary) -> Result<()> {
         ratio: "-".into(),
         target: "<= 50 us".into(),
         status: Status::from(us <= 50.0),
+    });
+    Ok(())
+}
+
+/// 3e. Both sides are whole calls as a worker makes them (fresh Store,
+/// instantiate, copy the bytes in, process), on the same small JPEG, in
+/// interleaved rounds.
+fn python_stage(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> Result<()> {
+    // Idempotent: builds plugins-py/tagger only when its sources changed.
+    let out = Command::new("bash")
+        .arg(lumilio_bench::repo().join("scripts/componentize-py.sh"))
+        .arg("tagger")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running scripts/componentize-py.sh")?;
+    ensure!(
+        out.status.success(),
+        "scripts/componentize-py.sh could not build the Python stage"
+    );
+    let component = PathBuf::from(String::from_utf8(out.stdout)?.trim());
+    let mut stage = toml::Table::new();
+    stage.insert("name".into(), "tagger".into());
+    stage.insert("component".into(), component.display().to_string().into());
+    let rules: toml::Value = toml::from_str::<toml::Table>(
+        r#"rules = [{ glob = "Screenshot*", tag = "screenshot" }, { regex = '^(\d{4})-', tag = "year-{1}" }, { glob = "*.jpg", tag = "jpeg" }]"#,
+    )?["rules"]
+        .clone();
+    let mut config = toml::Table::new();
+    config.insert("rules".into(), rules);
+    stage.insert("config".into(), config.into());
+    let python = Pipeline::load(&lumilio_bench::write_pipeline(tmp, "tagger", stage)?, rt)?;
+    let rust = Pipeline::load(&lumilio_bench::one_stage_pipeline("validate", tmp)?.0, rt)?;
+
+    let path = photos.join("jpg/Canon_40D.jpg");
+    let bytes = std::fs::read(&path)?;
+    let facts = asset(&path, &bytes, "image/jpeg");
+    let (calls, rounds) = (lumilio_bench::rounds(200, 50), lumilio_bench::rounds(5, 3));
+    let time = |p: &Pipeline| -> Result<f64> {
+        let t = Instant::now();
+        for _ in 0..calls {
+            let report = p.run_blocking(&facts, &bytes);
+            ensure!(report.verdict == Verdict::Ready, "{:?}", report.verdict);
+        }
+        Ok(ms(t.elapsed()) / calls as f64)
+    };
+    let tags = python.run_blocking(&facts, &bytes);
+    ensure!(
+        tags.verdict == Verdict::Ready,
+        "tagger on {}: {:?}",
+        path.display(),
+        tags.verdict
+    );
+    ensure!(
+        tags.facts.iter().any(|(k, _)| k == "tags"),
+        "tagger gave no tags: {:?}",
+        tags.facts
+    );
+    time(&rust)?;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let validate = lumilio_bench::repo().join("target/wasm32-wasip2/release/validate.wasm");
+    println!(
+        "\n[3e] Python stage (tagger, {}) vs Rust stage (validate, {}) on {} ({}): {calls} calls x {rounds} rounds",
+        fmt_bytes(size(&component)),
+        fmt_bytes(size(&validate)),
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        fmt_bytes(bytes.len() as u64),
+    );
+    let (mut py, mut rs) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        py.push(time(&python)?);
+        rs.push(time(&rust)?);
+    }
+    let (p, r) = (median(py.clone()), median(rs.clone()));
+    println!("  per call, ms: Python {py:.2?}; Rust {rs:.2?}");
+    summary.push(Row {
+        measure: "3e Python stage (tagger) per call vs Rust stage (validate)".into(),
+        ours: format!("{p:.2} ms"),
+        peer: format!("{r:.3} ms"),
+        ratio: format!("{:.0}x", p / r),
+        target: "-".into(),
+        status: Status::Info,
+    });
+    Ok(())
+}
+
+/// 3f.
+fn places_stage(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> Result<()> {
+    use lumilio::pipeline::{FactValue, StageOutcome};
+    let component = |name: &str| -> Result<String> {
+        let p = lumilio_bench::repo().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
+        ensure!(p.is_file(), "{} is missing: run `make plugins` first", p.display());
+        Ok(p.display().to_string())
+    };
+    let places_wasm = component("places")?;
+    let size = std::fs::metadata(&places_wasm)?.len();
+    let two = tmp.join("metadata-places.toml");
+    std::fs::write(
+        &two,
+        format!(
+            "[[stage]]\nname = \"metadata\"\ncomponent = {:?}\n\n[[stage]]\nname = \"places\"\ncomponent = {:?}\n",
+            component("metadata")?,
+            places_wasm
+        ),
+    )?;
+    let pipeline = Pipeline::load(&two, rt)?;
+    let photo = photos.join("jpg/gps/DSCN0010.jpg");
+    let bytes = std::fs::read(&photo)?;
+    let a = asset(&photo, &bytes, "image/jpeg");
+    let iterations = lumilio_bench::rounds(300, 60);
+    println!(
+        "\n[3f] places ({}, component {}): {iterations} runs of metadata + places, places stage timed",
+        photo.display(),
+        fmt_bytes(size)
+    );
+    // The facts the stage sees, for the native side.
+    let report = pipeline.run_blocking(&a, &bytes);
+    ensure!(matches!(report.verdict, Verdict::Ready), "metadata + places did not finish: {:?}", report.verdict);
+    let city = report.facts.iter().find(|(k, _)| k == "place_city").map(|(_, v)| format!("{v:?}"));
+    ensure!(city.is_some(), "places named no city for {}", photo.display());
+    let native_input = report
+        .facts
+        .iter()
+        .filter_map(|(k, v)| match v {
+            FactValue::Float(x) => Some(lumilio_sdk::Fact { key: k.clone(), value: lumilio_sdk::Value::Float(*x) }),
+            _ => None,
+        })
+        .fold(lumilio_sdk::Input::new(bytes.clone()).content_type("image/jpeg"), lumilio_sdk::Input::fact);
+
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for _ in 0..iterations {
+        let r = pipeline.run_blocking(&a, &bytes);
+        let s = r.stages.iter().find(|s| s.name == "places").context("no places report")?;
+        ensure!(matches!(s.outcome, StageOutcome::Ok), "places: {:?}", s.outcome);
+        ours.push(s.duration.as_secs_f64() * 1e6);
+        let t = Instant::now();
+        let out = places::run(std::hint::black_box(&native_input)).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        peer.push(t.elapsed().as_secs_f64() * 1e6);
+        ensure!(out.facts.len() == 4, "native places gave {} facts", out.facts.len());
+    }
+    let (o, p) = (median(ours), median(peer));
+    println!("  city {}; per call: WASM (instantiate + call) {o:.1} µs, native places::run {p:.1} µs", city.unwrap_or_default());
+    summary.push(Row {
+        measure: format!("3f places per call ({}): WASM instantiate + call vs native places::run", fmt_bytes(size)),
+        ours: format!("{o:.0} us"),
+        peer: format!("{p:.0} us"),
+        ratio: format!("{:.1}x slower", o / p),
+        target: "<= 1 ms per call".into(),
+        status: Status::from(o <= 1000.0),
+    });
+
+    // Instantiation alone: the places stage on an asset without GPS returns at
+    // once, so what remains is the cost of its data segments on a fresh instance.
+    let (one, _) = lumilio_bench::one_stage_pipeline("places", tmp)?;
+    let alone = Pipeline::load(&one, rt)?;
+    let empty = Pipeline::load(&empty_stage_pipeline(tmp, "empty-3f")?, rt)?;
+    let n = lumilio_bench::rounds(3000, 500) as u32;
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        ours.push(lumilio::pipeline::bench::call_overhead(&alone, n).as_secs_f64() * 1e6);
+        peer.push(lumilio::pipeline::bench::call_overhead(&empty, n).as_secs_f64() * 1e6);
+    }
+    let (o, p) = (median(ours), median(peer));
+    println!("  instantiate + call without GPS: places {o:.1} µs, empty stage {p:.1} µs");
+    summary.push(Row {
+        measure: "3f places instantiation (no GPS) vs empty stage".into(),
+        ours: format!("{o:.1} us"),
+        peer: format!("{p:.1} us"),
+        ratio: format!("{:.1}x", o / p),
+        target: "<= 3x the empty stage".into(),
+        status: Status::from(o <= 3.0 * p),
     });
     Ok(())
 }

@@ -46,6 +46,21 @@ fn summary(a: &Asset) -> Value {
         "visibility": a.visibility,
         "created_at": a.created_at,
         "updated_at": a.updated_at,
+        "place": place(a),
+    })
+}
+
+/// `{city, region, country, country_code}` from the `places` stage, or null
+/// when it named nothing (no GPS, at sea, or no such stage).
+fn place(a: &Asset) -> Value {
+    if a.place_country_code.is_none() && a.place_city.is_none() {
+        return Value::Null;
+    }
+    json!({
+        "city": a.place_city,
+        "region": a.place_region,
+        "country": a.place_country,
+        "country_code": a.place_country_code,
     })
 }
 
@@ -74,6 +89,9 @@ pub struct ListParams {
     model: Option<String>,
     /// `true`: only assets with GPS coordinates; `false`: only those without.
     has_location: Option<bool>,
+    /// City, region, country or country code as the `places` stage named
+    /// them, a whole name, case-insensitive: `arezzo`, `Tuscany`, `Italy`, `IT`.
+    place: Option<String>,
     /// `uploaded` (default): newest upload first; `taken`: newest first by when
     /// the photo was taken (assets without a date by upload time), as the web app's timeline.
     order: Option<String>,
@@ -181,6 +199,7 @@ pub async fn list(
         make: p.make.filter(|s| !s.trim().is_empty()),
         model: p.model.filter(|s| !s.trim().is_empty()),
         has_location: p.has_location,
+        place: p.place.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
         by_taken,
     };
     let mut rows = assets::list(&state.pool, owner.0, &q).await?;

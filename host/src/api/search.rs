@@ -41,6 +41,9 @@ pub struct SearchRequest {
     pub model: Option<String>,
     /// With (`true`) or without (`false`) GPS coordinates.
     pub has_location: Option<bool>,
+    /// City, region, country or country code, as the `places` stage named
+    /// them; whole names, case-insensitive (`arezzo`, `Tuscany`, `it`).
+    pub place: Option<String>,
 }
 
 /// Ranked results.
@@ -165,6 +168,7 @@ pub async fn search(
         make: req.make.filter(|s| !s.trim().is_empty()),
         model: req.model.filter(|s| !s.trim().is_empty()),
         has_location: req.has_location,
+        place: req.place.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
     };
     let hits = crate::db::browse::nearest_filtered(
         &state.pool,

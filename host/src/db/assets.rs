@@ -80,11 +80,19 @@ pub struct Asset {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Town or city, from the `places` stage.
+    pub place_city: Option<String>,
+    /// First-level subdivision (state, province), from the `places` stage.
+    pub place_region: Option<String>,
+    /// Country name in English, from the `places` stage.
+    pub place_country: Option<String>,
+    /// ISO 3166-1 alpha-2 code, from the `places` stage.
+    pub place_country_code: Option<String>,
 }
 
 const ASSET_COLUMNS: &str = "id, owner_id, file_name, content_type, size, content_hash, status, reason, job_id, \
      width, height, taken_at, taken_at_offset, taken_at_source, facts, sha1, file_created_at, file_modified_at, \
-     is_favorite, visibility, created_at, updated_at";
+     is_favorite, visibility, created_at, updated_at, place_city, place_region, place_country, place_country_code";
 
 /// [`ASSET_COLUMNS`] qualified by a table alias, for queries that join assets.
 pub(crate) fn asset_columns_of(alias: &str) -> String {
@@ -249,6 +257,14 @@ pub struct KnownFacts {
     pub gps_altitude: Option<f64>,
     /// EXIF orientation 1..=8.
     pub orientation: Option<i16>,
+    /// `place_city` fact.
+    pub place_city: Option<String>,
+    /// `place_region` fact.
+    pub place_region: Option<String>,
+    /// `place_country` fact.
+    pub place_country: Option<String>,
+    /// `place_country_code` fact.
+    pub place_country_code: Option<String>,
 }
 
 /// The last outcome of one stage.
@@ -374,7 +390,8 @@ pub async fn finish(
            taken_at = $8, taken_at_offset = $9, make = $10, model = $11, lens = $12,
            exposure_time = $13, f_number = $14, iso = $15, focal_length = $16,
            gps_latitude = $17, gps_longitude = $18, gps_altitude = $19, orientation = $20,
-           taken_at_source = $21, updated_at = now()
+           taken_at_source = $21, place_city = $22, place_region = $23, place_country = $24,
+           place_country_code = $25, updated_at = now()
          WHERE id = $1",
     )
     .bind(id)
@@ -398,6 +415,10 @@ pub async fn finish(
     .bind(known.gps_altitude)
     .bind(known.orientation)
     .bind(known.taken_at_source)
+    .bind(&known.place_city)
+    .bind(&known.place_region)
+    .bind(&known.place_country)
+    .bind(&known.place_country_code)
     .execute(conn)
     .await?;
     Ok(())
@@ -424,6 +445,8 @@ pub struct ListQuery {
     pub model: Option<String>,
     /// With (true) or without (false) GPS coordinates.
     pub has_location: Option<bool>,
+    /// City, region, country or country code equals this (case-insensitive).
+    pub place: Option<String>,
     /// Newest first by [`TAKEN_KEY`] (when taken, else when uploaded) instead of by upload time.
     pub by_taken: bool,
 }
@@ -432,9 +455,23 @@ pub struct ListQuery {
 /// as UTC), else when it was uploaded. Migration 006 indexes it per owner.
 pub const TAKEN_KEY: &str = "COALESCE(taken_at AT TIME ZONE 'UTC', created_at)";
 
+/// The `place` filter's SQL on parameter `$n` and table alias `alias.`
+/// (empty for none): true when no place is asked for, or when the city,
+/// region, country or country code equals it, case-insensitively.
+pub(crate) fn place_matches(n: u32, alias: &str) -> String {
+    // Written as ORs of `lower(column) = lower($n)` so that migration 007's
+    // expression indexes can serve each arm.
+    let arms: Vec<String> = ["place_city", "place_region", "place_country", "place_country_code"]
+        .iter()
+        .map(|c| format!("lower({alias}{c}) = lower(${n})"))
+        .collect();
+    format!("${n}::text IS NULL OR {}", arms.join(" OR "))
+}
+
 /// One page of an owner's assets, newest first.
 pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset>, sqlx::Error> {
     let key = if q.by_taken { TAKEN_KEY } else { "created_at" };
+    let place = place_matches(12, "");
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {ASSET_COLUMNS} FROM assets
          WHERE owner_id = $1
@@ -446,6 +483,7 @@ pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset
            AND ($9::text IS NULL OR strpos(lower(make), lower($9)) > 0)
            AND ($10::text IS NULL OR strpos(lower(model), lower($10)) > 0)
            AND ($11::bool IS NULL OR (gps_latitude IS NOT NULL AND gps_longitude IS NOT NULL) = $11)
+           AND ({place})
          ORDER BY {key} DESC, id DESC
          LIMIT $8"
     )))
@@ -460,6 +498,7 @@ pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset
     .bind(&q.make)
     .bind(&q.model)
     .bind(q.has_location)
+    .bind(&q.place)
     .fetch_all(pool)
     .await
 }

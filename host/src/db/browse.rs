@@ -26,6 +26,8 @@ pub struct Filter {
     pub model: Option<String>,
     /// With (true) or without (false) GPS coordinates.
     pub has_location: Option<bool>,
+    /// City, region, country or country code equals this (case-insensitive).
+    pub place: Option<String>,
 }
 
 /// The owner's assets among `filter`, ranked by cosine distance to `query`
@@ -56,9 +58,11 @@ pub async fn nearest_filtered(
            AND ($8::text IS NULL OR strpos(lower(a.make), lower($8)) > 0)
            AND ($9::text IS NULL OR strpos(lower(a.model), lower($9)) > 0)
            AND ($10::bool IS NULL OR (a.gps_latitude IS NOT NULL AND a.gps_longitude IS NOT NULL) = $10)
+           AND ({})
          ORDER BY e.embedding <=> $2, a.id
          OFFSET $11 LIMIT $12",
-        super::assets::asset_columns_of("a")
+        super::assets::asset_columns_of("a"),
+        super::assets::place_matches(13, "a.")
     )))
     .bind(owner)
     .bind(query)
@@ -72,6 +76,7 @@ pub async fn nearest_filtered(
     .bind(filter.has_location)
     .bind(offset)
     .bind(limit)
+    .bind(&filter.place)
     .fetch_all(pool)
     .await?;
     Ok(rows

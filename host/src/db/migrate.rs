@@ -66,6 +66,12 @@ pub const APP_MIGRATIONS: &[AppMigration] = &[
         up: include_str!("../../../migrations/007_key_events.up.sql"),
         down: include_str!("../../../migrations/007_key_events.down.sql"),
     },
+    AppMigration {
+        version: 8,
+        name: "places",
+        up: include_str!("../../../migrations/008_places.up.sql"),
+        down: include_str!("../../../migrations/008_places.down.sql"),
+    },
 ];
 
 /// The app line records what it applied here, apart from River's

@@ -402,6 +402,10 @@ fn facts_of(report: &PipelineReport) -> (KnownFacts, Value) {
             "gps_longitude" => k.gps_longitude = float(),
             "gps_altitude" => k.gps_altitude = float(),
             "orientation" => k.orientation = int().and_then(|o| i16::try_from(o).ok()),
+            "place_city" => k.place_city = text(),
+            "place_region" => k.place_region = text(),
+            "place_country" => k.place_country = text(),
+            "place_country_code" => k.place_country_code = text(),
             _ => {}
         }
     }

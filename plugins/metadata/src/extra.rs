@@ -140,31 +140,12 @@ pub fn unix_to_iso(t: i64) -> Option<String> {
     ))
 }
 
-/// Iterates over JPEG marker segments before SOS: (marker, payload).
+/// JPEG marker segments before SOS as (marker, payload), through the SDK's
+/// walker; a damaged header ends the walk (these are fallbacks, not checks).
 fn jpeg_segments(b: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
-    let mut i = 2usize;
-    std::iter::from_fn(move || {
-        if !b.starts_with(&[0xFF, 0xD8]) {
-            return None;
-        }
-        loop {
-            if *b.get(i)? != 0xFF {
-                return None;
-            }
-            let m = *b.get(i + 1)?;
-            if m == 0xFF {
-                i += 1;
-                continue;
-            }
-            if m == 0xDA || m == 0xD9 {
-                return None;
-            }
-            let len = u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]) as usize;
-            let payload = b.get(i + 4..i + 2 + len.max(2))?;
-            i += 2 + len;
-            return Some((m, payload));
-        }
-    })
+    lumilio_sdk::jpeg::segments(b)
+        .map_while(Result::ok)
+        .map(|s| (s.marker, s.payload))
 }
 
 /// Fields from a Canon CIFF heap embedded in a JPEG APP0 segment.

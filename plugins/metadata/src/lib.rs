@@ -8,17 +8,13 @@
 //! read plus a warning. This stage never rejects an asset: `validate` decides
 //! what is an image. It takes no config.
 //!
-//! The logic is plain Rust ([`extract`], [`run`]); the WIT glue lives in
-//! `wasm.rs` and only compiles for wasm32.
+//! Written on `lumilio_sdk`: [`extract`] and [`run`] are plain Rust, called
+//! natively by the tests and through `export_stage!` in the component.
 
 pub mod extra;
-pub mod stage;
-
-#[cfg(target_arch = "wasm32")]
-mod wasm;
 
 use exif::{Exif, Field, In, Tag, Value};
-use stage::{Fact, Input, Output, StageError};
+use lumilio_sdk::{Fact, Input, Output, StageError, export_stage, log};
 
 /// The metadata fields this stage reports; `None` means absent or unusable.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -171,8 +167,7 @@ pub fn extract(bytes: &[u8]) -> Extracted {
         m.f_number = m.f_number.or(p.f_number);
     }
     if m == Metadata::default() {
-        out.log
-            .push("metadata: no EXIF or XMP metadata in this file".into());
+        out.log.push("no EXIF or XMP metadata in this file".into());
     }
     out.metadata = m;
     out
@@ -415,16 +410,21 @@ pub fn parse_offset(s: &str) -> Option<String> {
     (h <= 14 && m < 60).then(|| format!("{}{h:02}:{m:02}", b[0] as char))
 }
 
-/// The stage entry point in plain Rust: the WASM glue calls this, and so can
-/// native benchmarks and tests.
-pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
-    let ex = extract(input.bytes);
+/// The stage entry point: the component calls it through `export_stage!`,
+/// and so can native benchmarks and tests.
+pub fn run(input: &Input) -> Result<Output, StageError> {
+    let ex = extract(&input.bytes);
+    for line in &ex.log {
+        log::info(line);
+    }
     Ok(Output {
         facts: ex.metadata.facts(),
+        renditions: Vec::new(),
         warnings: ex.warnings,
-        log: ex.log,
     })
 }
+
+export_stage!(run);
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@
 //! A field counts as compared when either side has it, so a value that only
 //! one side finds is a disagreement. Floats agree within a relative 1e-4.
 
-use metadata::stage::{Fact, Value};
+use lumilio_sdk::{Fact, Value};
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 
@@ -19,7 +19,10 @@ fn references() -> serde_json::Map<String, Json> {
     let doc: Json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     match doc.get("files") {
         Some(Json::Object(m)) => m.clone(),
-        _ => panic!("{}: no \"files\" object; run make exiftool-refs", path.display()),
+        _ => panic!(
+            "{}: no \"files\" object; run make exiftool-refs",
+            path.display()
+        ),
     }
 }
 

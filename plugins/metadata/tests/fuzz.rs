@@ -12,15 +12,10 @@
 use std::time::Duration;
 
 use lumilio_fuzzkit::*;
-use metadata::stage::{Input, Output, StageError, Value};
+use lumilio_sdk::{Input, Output, StageError, Value};
 
 fn call(bytes: &[u8]) -> Result<Output, StageError> {
-    metadata::run(&Input {
-        claimed_type: "image/jpeg",
-        bytes,
-        config: &[],
-        facts: &[],
-    })
+    metadata::run(&Input::new(bytes).content_type("image/jpeg"))
 }
 
 fn check(r: &Result<Output, StageError>) -> Result<(), String> {
@@ -131,10 +126,7 @@ fn metadata_regressions_give_clean_facts() {
 fn metadata_survives_generated_inputs() {
     let n = cases(20_000);
     let samples = samples(16 << 20);
-    assert!(
-        !samples.is_empty(),
-        "the photo directory has no images"
-    );
+    assert!(!samples.is_empty(), "the photo directory has no images");
     fuzz(
         env!("CARGO_TARGET_TMPDIR"),
         "metadata",

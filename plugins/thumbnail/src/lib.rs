@@ -6,21 +6,19 @@
 //! JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the IDCT whenever the largest
 //! rendition allows it (`jpeg-decoder`'s `Decoder::scale`), which is what makes
 //! this fast; PNG, GIF, WebP and TIFF go through the `image` crate. Resizing
-//! uses `fast_image_resize` (Catmull-Rom; SIMD128 in WASM). HEIC/AVIF cannot be
+//! uses `fast_image_resize` (Catmull-Rom; SIMD128 in WASM). HEIC/HEIF go
+//! through `heifer` and are converted to sRGB ([`heic`]); AVIF cannot be
 //! decoded yet. Config keys are documented in this crate's README.md.
 //!
-//! The logic is plain Rust ([`thumbnails`], [`run`]); the WIT glue lives in
-//! `wasm.rs` and only compiles for wasm32.
+//! Written on `lumilio_sdk`: [`thumbnails`] and [`run`] are plain Rust, called
+//! natively by the tests and through `export_stage!` in the component.
 
+pub mod heic;
 pub mod orient;
-pub mod stage;
-
-#[cfg(target_arch = "wasm32")]
-mod wasm;
 
 use fast_image_resize::{self as fr, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
+use lumilio_sdk::{ConfigError, Fact, Input, Output, Rendition, StageError, export_stage, log};
 use orient::Rgb;
-use stage::{Fact, Input, Output, Rendition, StageError, Value};
 
 /// How a rendition is sized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,65 +68,38 @@ impl Default for Config {
     }
 }
 
-/// Parses the config pairs over the defaults; unknown keys become log notes.
-/// A size of 0 turns a rendition off.
-pub fn parse_config(pairs: &[(String, String)]) -> Result<(Config, Vec<String>), String> {
+/// Reads the settings from the stage's config over the defaults; unknown
+/// keys are logged. A size of 0 turns a rendition off.
+pub fn parse_config(pairs: &lumilio_sdk::Config) -> Result<Config, ConfigError> {
+    const SIZES: [&str; 4] = ["small", "medium", "large", "clip"];
+    for k in pairs.unknown_keys(&[&SIZES[..], &["quality", "unsupported"]].concat()) {
+        log::info(format!("ignoring unknown config key '{k}'"));
+    }
     let mut c = Config::default();
-    let mut notes = Vec::new();
-    let num = |k: &str, v: &str, max: u32| -> Result<u32, String> {
-        let clean: String = v
-            .trim()
-            .trim_matches('"')
-            .chars()
-            .filter(|&ch| ch != '_')
-            .collect();
-        clean
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n <= max)
-            .ok_or_else(|| {
-                format!("thumbnail: config {k} = {v:?} is not a whole number from 0 to {max}")
-            })
-    };
-    for (k, v) in pairs {
-        match k.as_str() {
-            "small" | "medium" | "large" | "clip" => {
-                let n = num(k, v, 16384)?;
-                let i = c
-                    .renditions
-                    .iter()
-                    .position(|s| s.name == *k)
-                    .expect("default renditions");
-                if n == 0 {
-                    c.renditions.remove(i);
-                } else {
-                    c.renditions[i].kind = if k == "clip" {
-                        Kind::Square(n)
-                    } else {
-                        Kind::Fit(n)
-                    };
-                }
-            }
-            "quality" => {
-                let q = num(k, v, 100)?;
-                if q == 0 {
-                    return Err("thumbnail: config quality must be from 1 to 100".into());
-                }
-                c.quality = q as u8;
-            }
-            "unsupported" => match v.trim().trim_matches('"') {
-                "reject" => c.reject_unsupported = true,
-                "skip" => c.reject_unsupported = false,
-                _ => {
-                    return Err(format!(
-                        "thumbnail: config unsupported = {v:?} must be \"reject\" or \"skip\""
-                    ));
-                }
-            },
-            _ => notes.push(format!("thumbnail: ignoring unknown config key '{k}'")),
+    for name in SIZES {
+        let Some(n) = pairs.get_in::<u32, _>(name, 0..=16384)? else {
+            continue;
+        };
+        let i = c
+            .renditions
+            .iter()
+            .position(|s| s.name == name)
+            .expect("default renditions");
+        if n == 0 {
+            c.renditions.remove(i);
+        } else {
+            c.renditions[i].kind = if name == "clip" {
+                Kind::Square(n)
+            } else {
+                Kind::Fit(n)
+            };
         }
     }
-    Ok((c, notes))
+    c.quality = pairs.get_in("quality", 1..=100)?.unwrap_or(c.quality);
+    if let Some(u) = pairs.choice("unsupported", &["reject", "skip"])? {
+        c.reject_unsupported = u == "reject";
+    }
+    Ok(c)
 }
 
 /// One produced rendition before it becomes a stage [`Rendition`].
@@ -153,12 +124,14 @@ pub struct Thumbnails {
     pub source_scale: String,
     /// The orientation that was applied (1 = none).
     pub orientation: u8,
+    /// Things the renditions do not reflect (e.g. colours left as coded).
+    pub warnings: Vec<String>,
 }
 
 /// Why thumbnails could not be made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ThumbError {
-    /// The format cannot be decoded here (e.g. HEIC).
+    /// The format cannot be decoded here (e.g. AVIF).
     Unsupported(String),
     /// The file is damaged or not an image.
     Corrupt(String),
@@ -173,16 +146,37 @@ pub fn thumbnails(
     config: &Config,
     orientation: Option<u8>,
 ) -> Result<Thumbnails, ThumbError> {
+    if heic::is_heif(bytes) {
+        // Upright already (irot/imir); EXIF orientation must not be re-applied.
+        let d = heic::decode(bytes)?;
+        let colour = |img: &mut Rgb| d.colour.as_ref().map_or(Ok(()), |c| c.apply(img));
+        let mut t = render_all(&d.rgb, "1/1".into(), 1, config, colour)?;
+        t.warnings = d.warnings;
+        return Ok(t);
+    }
     let orientation = orientation
         .filter(|o| (1..=8).contains(o))
         .or_else(|| orient::exif_orientation(bytes))
         .unwrap_or(1);
     let (src, scale) = decode(bytes, &config.renditions)?;
+    render_all(&src, scale, orientation, config, |_| Ok(()))
+}
+
+/// Renders, orients, post-processes (`finish`, e.g. colour) and encodes
+/// every rendition of `config` from one decoded picture.
+fn render_all(
+    src: &Rgb,
+    scale: String,
+    orientation: u8,
+    config: &Config,
+    finish: impl Fn(&mut Rgb) -> Result<(), ThumbError>,
+) -> Result<Thumbnails, ThumbError> {
     let mut resizer = Resizer::new();
     let mut thumbs = Vec::with_capacity(config.renditions.len());
     for spec in &config.renditions {
-        let img = render(&mut resizer, &src, spec.kind)?;
-        let img = orient::apply(img, orientation);
+        let img = render(&mut resizer, src, spec.kind)?;
+        let mut img = orient::apply(img, orientation);
+        finish(&mut img)?;
         let jpeg = encode(&img, config.quality)?;
         thumbs.push(Thumb {
             name: spec.name.clone(),
@@ -195,6 +189,7 @@ pub fn thumbnails(
         thumbs,
         source_scale: scale,
         orientation,
+        warnings: Vec::new(),
     })
 }
 
@@ -224,17 +219,6 @@ fn target(w: u32, h: u32, kind: Kind) -> (u32, u32) {
 fn decode(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return decode_jpeg(bytes, specs);
-    }
-    if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        let brand = String::from_utf8_lossy(&bytes[8..12]).to_string();
-        let what = if brand.starts_with("av") {
-            "AVIF"
-        } else {
-            "HEIC"
-        };
-        return Err(ThumbError::Unsupported(format!(
-            "thumbnails for {what} are not supported yet"
-        )));
     }
     let img = image::load_from_memory(bytes).map_err(|e| match e {
         image::ImageError::Unsupported(u) => {
@@ -408,22 +392,16 @@ fn encode(img: &Rgb, quality: u8) -> Result<Vec<u8>, ThumbError> {
     Ok(out)
 }
 
-/// The stage entry point in plain Rust: the WASM glue calls this, and so can
-/// native benchmarks and tests.
-pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
-    let (config, log) = parse_config(input.config).map_err(StageError::Failed)?;
+/// The stage entry point: the component calls it through `export_stage!`,
+/// and so can native benchmarks and tests.
+pub fn run(input: &Input) -> Result<Output, StageError> {
+    let config = parse_config(&input.config)?;
     // An earlier stage's `orientation` fact wins (it also covers XMP, PNG and
-    // WebP EXIF, which this stage does not parse).
+    // WebP EXIF, which this stage does not parse); HEIF ignores it (see heic.rs).
     let hint = input
-        .facts
-        .iter()
-        .rev()
-        .find(|f| f.key == "orientation")
-        .and_then(|f| match f.value {
-            Value::Integer(o) => u8::try_from(o).ok(),
-            _ => None,
-        });
-    match thumbnails(input.bytes, &config, hint) {
+        .fact_int("orientation")
+        .and_then(|o| u8::try_from(o).ok());
+    match thumbnails(&input.bytes, &config, hint) {
         Ok(t) => Ok(Output {
             facts: vec![Fact::text("thumbnail_source_scale", t.source_scale)],
             renditions: t
@@ -437,20 +415,19 @@ pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
                     bytes: t.jpeg,
                 })
                 .collect(),
-            warnings: Vec::new(),
-            log,
+            warnings: t.warnings,
         }),
-        Err(ThumbError::Unsupported(m)) if !config.reject_unsupported => Ok(Output {
-            warnings: vec![m],
-            log,
-            ..Output::default()
-        }),
+        Err(ThumbError::Unsupported(m)) if !config.reject_unsupported => {
+            Ok(Output::default().warning(m))
+        }
         Err(ThumbError::Unsupported(m)) | Err(ThumbError::Corrupt(m)) => {
             Err(StageError::Rejected(m))
         }
         Err(ThumbError::Internal(m)) => Err(StageError::Failed(m)),
     }
 }
+
+export_stage!(run);
 
 #[cfg(test)]
 mod tests {
@@ -465,13 +442,17 @@ mod tests {
 
     #[test]
     fn config_overrides_and_disables() {
-        let pairs = vec![
-            ("small".to_string(), "256".to_string()),
-            ("large".to_string(), "0".to_string()),
-            ("quality".into(), "90".into()),
+        let pairs = [
+            ("small", "256"),
+            ("large", "0"),
+            ("quality", "90"),
+            ("qualty", "1"),
         ];
-        let (c, notes) = parse_config(&pairs).unwrap();
-        assert!(notes.is_empty());
+        let _ = log::take();
+        let c = parse_config(&pairs.into_iter().collect()).unwrap();
+        let logged = log::take();
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert!(logged[0].1.contains("'qualty'"), "{logged:?}");
         assert_eq!(c.quality, 90);
         assert_eq!(
             c.renditions
@@ -481,6 +462,8 @@ mod tests {
             ["small", "medium", "clip"]
         );
         assert_eq!(c.renditions[0].kind, Kind::Fit(256));
-        assert!(parse_config(&[("quality".into(), "0".into())]).is_err());
+        let e = parse_config(&[("quality", "0")].into_iter().collect()).unwrap_err();
+        assert_eq!(e.key, "quality");
+        assert_eq!(e.expected, "a whole number from 1 to 100");
     }
 }

@@ -1,34 +1,13 @@
-//! EXIF orientation: a tiny reader for IFD0 tag 0x0112 in JPEG APP1 or a raw
-//! TIFF, and the eight pixel transforms on packed RGB buffers.
+//! EXIF orientation: a tiny reader for IFD0 tag 0x0112 in JPEG APP1 (found
+//! by the SDK's segment walker) or a raw TIFF, and the eight pixel transforms
+//! on packed RGB buffers.
 
 /// Reads the EXIF orientation (1–8) of a JPEG or TIFF file, if present.
 pub fn exif_orientation(b: &[u8]) -> Option<u8> {
     if b.starts_with(b"II*\0") || b.starts_with(b"MM\0*") {
         return tiff_orientation(b);
     }
-    if !b.starts_with(&[0xFF, 0xD8]) {
-        return None;
-    }
-    let mut i = 2usize;
-    loop {
-        if *b.get(i)? != 0xFF {
-            return None;
-        }
-        let m = *b.get(i + 1)?;
-        if m == 0xFF {
-            i += 1;
-            continue;
-        }
-        if m == 0xDA || m == 0xD9 {
-            return None;
-        }
-        let len = u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]) as usize;
-        let payload = b.get(i + 4..(i + 2 + len).min(b.len()))?;
-        if m == 0xE1 && payload.starts_with(b"Exif\0\0") {
-            return tiff_orientation(&payload[6..]);
-        }
-        i += 2 + len;
-    }
+    tiff_orientation(lumilio_sdk::jpeg::exif(b)?)
 }
 
 fn tiff_orientation(t: &[u8]) -> Option<u8> {

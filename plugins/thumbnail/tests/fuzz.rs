@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use lumilio_fuzzkit::*;
-use thumbnail::stage::{Fact, Input, Output, StageError};
+use lumilio_sdk::{Fact, Input, Output, StageError};
 
 /// The default pipeline's config for this stage.
 fn config() -> Vec<(String, String)> {
@@ -32,17 +32,14 @@ fn config() -> Vec<(String, String)> {
 }
 
 fn call(bytes: &[u8]) -> Result<Output, StageError> {
-    let config = config();
+    let mut input = Input::new(bytes)
+        .content_type("image/jpeg")
+        .with_config(config());
     // Some cases carry an `orientation` fact (valid or not), as metadata would.
-    let o = bytes.len() as i64 % 11 - 1;
-    let facts = [Fact::int("orientation", o)];
-    let facts: &[Fact] = if bytes.len() % 3 == 0 { &facts } else { &[] };
-    thumbnail::run(&Input {
-        claimed_type: "image/jpeg",
-        bytes,
-        config: &config,
-        facts,
-    })
+    if bytes.len() % 3 == 0 {
+        input = input.fact(Fact::int("orientation", bytes.len() as i64 % 11 - 1));
+    }
+    thumbnail::run(&input)
 }
 
 fn check(r: &Result<Output, StageError>) -> Result<(), String> {

@@ -1,11 +1,11 @@
 //! Native tests of the thumbnail stage: sizes, DCT scaling, orientation (all
 //! eight, against the upright `_1` sample), no upscaling, non-JPEG input,
-//! HEIC handling and robustness on broken files.
+//! and robustness on broken files (HEIC/HEIF: tests/heic.rs).
 
+use lumilio_sdk::{Fact, Input, StageError, Value};
 use std::path::Path;
 use std::time::Instant;
 use testdata::read;
-use thumbnail::stage::{Fact, Input, StageError, Value};
 use thumbnail::{Config, ThumbError, parse_config, thumbnails};
 
 fn sizes(t: &thumbnail::Thumbnails) -> Vec<(&str, u32, u32)> {
@@ -87,7 +87,7 @@ fn default_sizes_from_a_large_jpeg() {
 fn shrink_on_load_when_renditions_are_small() {
     let bytes = read("jpg/mobile/HMD_Nokia_8.3_5G.jpg"); // 4608x1976
     // medium (800 px wide) needs 1/4 (1152x494).
-    let (c, _) = parse_config(&[("large".into(), "0".into())]).unwrap();
+    let c = parse_config(&[("large", "0")].into_iter().collect()).unwrap();
     let t = thumbnails(&bytes, &c, None).unwrap();
     assert_eq!(t.source_scale, "1/4");
     assert_eq!(
@@ -99,8 +99,7 @@ fn shrink_on_load_when_renditions_are_small() {
         ]
     );
     // small (400 px) and clip (224 px short side) both fit in 1/8 (576x247).
-    let (c, _) =
-        parse_config(&[("medium".into(), "0".into()), ("large".into(), "0".into())]).unwrap();
+    let c = parse_config(&[("medium", "0"), ("large", "0")].into_iter().collect()).unwrap();
     assert_eq!(thumbnails(&bytes, &c, None).unwrap().source_scale, "1/8");
 }
 
@@ -186,29 +185,17 @@ fn all_eight_orientations_come_out_upright() {
 #[test]
 fn orientation_fact_overrides_exif() {
     let bytes = read("jpg/orientation/landscape_6.jpg"); // stored 450x600
-    let cfg = vec![];
-    let facts = vec![Fact {
+    let input = Input::new(bytes).content_type("image/jpeg");
+    let out = thumbnail::run(&input.clone().fact(Fact {
         key: "orientation".into(),
         value: Value::Integer(1),
-    }];
-    let out = thumbnail::run(&Input {
-        claimed_type: "image/jpeg",
-        bytes: &bytes,
-        config: &cfg,
-        facts: &facts,
-    })
+    }))
     .unwrap();
     assert_eq!(
         (out.renditions[0].width, out.renditions[0].height),
         (300, 400)
     );
-    let out = thumbnail::run(&Input {
-        claimed_type: "image/jpeg",
-        bytes: &bytes,
-        config: &cfg,
-        facts: &[],
-    })
-    .unwrap();
+    let out = thumbnail::run(&input).unwrap();
     assert_eq!(
         (out.renditions[0].width, out.renditions[0].height),
         (400, 300)
@@ -249,34 +236,6 @@ fn png_with_alpha_and_tiff_are_supported() {
     assert_eq!(t.thumbs[0].width, 400);
 }
 
-#[test]
-fn heic_is_rejected_or_skipped() {
-    let bytes = read("heic/samplefilehub.heif");
-    assert!(matches!(
-        thumbnails(&bytes, &Config::default(), None),
-        Err(ThumbError::Unsupported(_))
-    ));
-    let input = Input {
-        claimed_type: "image/heic",
-        bytes: &bytes,
-        config: &[],
-        facts: &[],
-    };
-    assert_eq!(
-        thumbnail::run(&input),
-        Err(StageError::Rejected(
-            "thumbnails for HEIC are not supported yet".into()
-        ))
-    );
-    let skip = vec![("unsupported".to_string(), "skip".to_string())];
-    let out = thumbnail::run(&Input {
-        config: &skip,
-        ..input
-    })
-    .unwrap();
-    assert!(out.renditions.is_empty() && out.warnings.len() == 1);
-}
-
 /// Broken and truncated files end in a clean error or in renditions that
 /// really decode at their stated size; a 200-byte prefix never yields any.
 #[test]
@@ -307,7 +266,10 @@ fn broken_files_give_clean_results() {
         }
     }
     println!("broken files: {ok} gave renditions, {err} clean errors");
-    assert!(err > 0 && ok > 0, "{ok} ok / {err} errors: the samples should give both");
+    assert!(
+        err > 0 && ok > 0,
+        "{ok} ok / {err} errors: the samples should give both"
+    );
     assert!(matches!(
         thumbnails(b"not an image", &Config::default(), None),
         Err(ThumbError::Corrupt(_) | ThumbError::Unsupported(_))

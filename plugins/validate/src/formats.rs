@@ -256,45 +256,20 @@ pub fn integrity(f: Format, b: &[u8]) -> ParseResult<()> {
 
 // ---------- JPEG ----------
 
-/// Walks the marker segments up to the first SOS. Returns the frame size and
-/// the offset where entropy-coded data starts.
+/// Walks the marker segments up to the first SOS (the SDK's walker). Returns
+/// the frame size and the offset where entropy-coded data starts.
 fn jpeg_header(b: &[u8]) -> ParseResult<(Dims, usize)> {
-    let mut i = 2; // after SOI
     let mut dims = None;
-    loop {
-        // Markers may be preceded by any number of 0xFF fill bytes.
-        let Some(&ff) = b.get(i) else {
-            return Err("ends before the image data (truncated)".into());
-        };
-        if ff != 0xFF {
-            return Err(format!("has a corrupt marker at byte {i}"));
-        }
-        while b.get(i) == Some(&0xFF) {
-            i += 1;
-        }
-        let Some(&m) = b.get(i) else {
-            return Err("ends before the image data (truncated)".into());
-        };
-        i += 1;
-        match m {
-            // Standalone markers without a length.
-            0x01 | 0xD0..=0xD7 => continue,
-            0xD8 => return Err("has a second start-of-image marker before any image data".into()),
-            0xD9 => return Err("ends (EOI) before any image data".into()),
-            _ => {}
-        }
-        let len = be16(b, i).map_err(|_| "ends inside a marker segment (truncated)".to_string())?
-            as usize;
-        if len < 2 || i + len > b.len() {
-            return Err("ends inside a marker segment (truncated)".into());
-        }
+    for seg in lumilio_sdk::jpeg::segments(b) {
+        let seg = seg.map_err(|e| e.to_string())?;
+        let m = seg.marker;
         // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
         if matches!(m, 0xC0..=0xCF) && !matches!(m, 0xC4 | 0xC8 | 0xCC) {
-            if len < 8 {
+            if seg.payload.len() < 6 {
                 return Err("has a frame header (SOF) that is too short".into());
             }
-            let h = be16(b, i + 3)? as u32;
-            let w = be16(b, i + 5)? as u32;
+            let h = be16(seg.payload, 1)? as u32;
+            let w = be16(seg.payload, 3)? as u32;
             if h == 0 {
                 return Err("leaves its height to a DNL marker, which is not supported".into());
             }
@@ -309,10 +284,11 @@ fn jpeg_header(b: &[u8]) -> ParseResult<(Dims, usize)> {
             let Some(d) = dims else {
                 return Err("has no frame header (SOF) before its image data".into());
             };
-            return Ok((d, i + len));
+            return Ok((d, seg.end()));
         }
-        i += len;
     }
+    // The walk only ends without SOS by an error, returned above.
+    Err("ends before the image data (truncated)".into())
 }
 
 fn jpeg_integrity(b: &[u8]) -> ParseResult<()> {

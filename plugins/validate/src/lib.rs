@@ -8,17 +8,13 @@
 //! EXIF orientation). Config: `max_pixels` (default 100_000_000) and
 //! `max_bytes` (default 512 MiB).
 //!
-//! The logic is plain Rust ([`run`]); the WIT glue lives in `wasm.rs` and only
-//! compiles for wasm32.
+//! Written on `lumilio_sdk`: [`run`] is plain Rust, called natively by the
+//! tests and through `export_stage!` in the component.
 
 pub mod formats;
-pub mod stage;
-
-#[cfg(target_arch = "wasm32")]
-mod wasm;
 
 use formats::{Format, SUPPORTED};
-use stage::{Fact, Input, Output, StageError};
+use lumilio_sdk::{Config, ConfigError, Fact, Input, Output, StageError, export_stage, log};
 
 /// Default limit on width × height.
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
@@ -54,34 +50,17 @@ pub struct Info {
     pub height: u32,
 }
 
-/// Parses the config pairs; unknown keys are returned as log notes.
-pub fn parse_config(config: &[(String, String)]) -> Result<(Limits, Vec<String>), String> {
-    let mut limits = Limits::default();
-    let mut notes = Vec::new();
-    for (k, v) in config {
-        match k.as_str() {
-            "max_pixels" => limits.max_pixels = parse_positive(k, v)?,
-            "max_bytes" => limits.max_bytes = parse_positive(k, v)?,
-            _ => notes.push(format!("validate: ignoring unknown config key '{k}'")),
-        }
+/// Reads the limits from the stage's config; unknown keys are logged.
+pub fn parse_config(config: &Config) -> Result<Limits, ConfigError> {
+    const KEYS: [&str; 2] = ["max_pixels", "max_bytes"];
+    for k in config.unknown_keys(&KEYS) {
+        log::info(format!("ignoring unknown config key '{k}'"));
     }
-    Ok((limits, notes))
-}
-
-/// Parses a positive TOML integer (underscores allowed).
-fn parse_positive(key: &str, v: &str) -> Result<u64, String> {
-    let clean: String = v
-        .trim()
-        .trim_matches('"')
-        .chars()
-        .filter(|&c| c != '_')
-        .collect();
-    match clean.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!(
-            "validate: config {key} = {v:?} is not a positive whole number"
-        )),
-    }
+    let d = Limits::default();
+    Ok(Limits {
+        max_pixels: config.get_in("max_pixels", 1..)?.unwrap_or(d.max_pixels),
+        max_bytes: config.get_in("max_bytes", 1..)?.unwrap_or(d.max_bytes),
+    })
 }
 
 /// Checks `bytes` against `limits`; `Err` is the human reason for rejection.
@@ -118,15 +97,16 @@ pub fn validate(bytes: &[u8], limits: &Limits) -> Result<Info, String> {
     })
 }
 
-/// The stage entry point in plain Rust: the WASM glue calls this, and so can
-/// native benchmarks and tests.
-pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
-    let (limits, log) = parse_config(input.config).map_err(StageError::Failed)?;
-    let info = validate(input.bytes, &limits).map_err(StageError::Rejected)?;
+/// The stage entry point: the component calls it through `export_stage!`,
+/// and so can native benchmarks and tests.
+pub fn run(input: &Input) -> Result<Output, StageError> {
+    let limits = parse_config(&input.config)?;
+    let info = validate(&input.bytes, &limits).map_err(StageError::Rejected)?;
     let mime = info.format.mime();
     let mut warnings = Vec::new();
     let claimed = input
-        .claimed_type
+        .asset
+        .content_type
         .split(';')
         .next()
         .unwrap_or("")
@@ -146,7 +126,9 @@ pub fn run(input: &Input<'_>) -> Result<Output, StageError> {
             Fact::int("width", info.width as i64),
             Fact::int("height", info.height as i64),
         ],
+        renditions: Vec::new(),
         warnings,
-        log,
     })
 }
+
+export_stage!(run);

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use lumilio_fuzzkit::*;
-use validate::stage::{Input, Output, StageError, Value};
+use lumilio_sdk::{Input, Output, StageError, Value};
 
 /// The default pipeline's config for this stage.
 fn config() -> Vec<(String, String)> {
@@ -22,13 +22,11 @@ fn config() -> Vec<(String, String)> {
 }
 
 fn call(bytes: &[u8]) -> Result<Output, StageError> {
-    let config = config();
-    validate::run(&Input {
-        claimed_type: "image/jpeg",
-        bytes,
-        config: &config,
-        facts: &[],
-    })
+    validate::run(
+        &Input::new(bytes)
+            .content_type("image/jpeg")
+            .with_config(config()),
+    )
 }
 
 fn check(r: &Result<Output, StageError>) -> Result<(), String> {
@@ -95,10 +93,7 @@ fn regressions() -> Vec<(String, Vec<u8>)> {
 fn validate_survives_generated_inputs() {
     let n = cases(30_000);
     let samples = samples(16 << 20);
-    assert!(
-        !samples.is_empty(),
-        "the photo directory has no images"
-    );
+    assert!(!samples.is_empty(), "the photo directory has no images");
     fuzz(
         env!("CARGO_TARGET_TMPDIR"),
         "validate",

@@ -1,9 +1,9 @@
 //! Native tests of the validate stage over the sample photos and hand-built
 //! headers (no image encoder needed).
 
+use lumilio_sdk::{Fact, Input, StageError, Value};
 use testdata::read;
 use validate::formats::{Format, crc32};
-use validate::stage::{Fact, Input, StageError, Value};
 use validate::{Limits, validate};
 
 fn chunk(ty: &[u8; 4], data: &[u8]) -> Vec<u8> {
@@ -204,12 +204,9 @@ fn every_prefix_of_a_sample_is_rejected_or_read_as_the_whole() {
 fn run_emits_facts_and_config_errors_fail() {
     let cfg = vec![("max_pixels".to_string(), "1_000".to_string())];
     let bytes = png(10, 10, true);
-    let input = Input {
-        claimed_type: "image/jpeg",
-        bytes: &bytes,
-        config: &cfg,
-        facts: &[],
-    };
+    let input = Input::new(bytes)
+        .content_type("image/jpeg")
+        .with_config(cfg);
     let out = validate::run(&input).unwrap();
     assert_eq!(
         out.facts,
@@ -230,9 +227,6 @@ fn run_emits_facts_and_config_errors_fail() {
     );
     assert_eq!(out.warnings.len(), 1, "claimed type mismatch is a warning");
     let bad = vec![("max_pixels".to_string(), "lots".to_string())];
-    let input = Input {
-        config: &bad,
-        ..input
-    };
+    let input = input.with_config(bad);
     assert!(matches!(validate::run(&input), Err(StageError::Failed(_))));
 }

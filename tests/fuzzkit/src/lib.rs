@@ -94,11 +94,18 @@ impl Rng {
 /// Every image among the sample photos of at most `max_size` bytes, sorted
 /// by path so the case stream is the same on every run.
 pub fn samples(max_size: u64) -> Vec<(String, Vec<u8>)> {
-    let exts = ["jpg", "jpeg", "png", "gif", "webp", "tif", "tiff", "heic", "heif", "avif"];
+    let exts = [
+        "jpg", "jpeg", "png", "gif", "webp", "tif", "tiff", "heic", "heif", "avif",
+    ];
     testdata::files_with("", &exts)
         .into_iter()
         .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() <= max_size && m.len() > 0))
-        .map(|p| (testdata::rel(&p), std::fs::read(&p).expect("reading a sample photo")))
+        .map(|p| {
+            (
+                testdata::rel(&p),
+                std::fs::read(&p).expect("reading a sample photo"),
+            )
+        })
         .collect()
 }
 
@@ -493,23 +500,13 @@ pub fn synthetic(rng: &mut Rng) -> (String, Vec<u8>) {
     }
 }
 
-/// Offsets of a JPEG's marker segments before SOS: (marker, offset of 0xFF).
+/// Offsets of a JPEG's marker segments up to SOS: (marker, offset of 0xFF),
+/// from the SDK's walker (the one the stages use), stopping at damage.
 pub fn jpeg_markers(b: &[u8]) -> Vec<(u8, usize)> {
-    let mut out = Vec::new();
-    let mut i = 2;
-    while i + 4 <= b.len() && b[i] == 0xFF {
-        let m = b[i + 1];
-        if m == 0xFF {
-            i += 1;
-            continue;
-        }
-        out.push((m, i));
-        if m == 0xDA || m == 0xD9 {
-            break;
-        }
-        i += 2 + u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
-    }
-    out
+    lumilio_sdk::jpeg::segments(b)
+        .map_while(Result::ok)
+        .map(|s| (s.marker, s.offset))
+        .collect()
 }
 
 /// Header fields set to extremes, where the format is recognised: JPEG SOF
@@ -901,4 +898,107 @@ pub fn clean_error(reason: &str) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// The ISO-BMFF boxes of `b` (HEIF, AVIF, MP4), depth first: `(type, start,
+/// header length, end)`. Container boxes (`meta`, `iprp`, `ipco`, `iinf`,
+/// `dinf`, `iref`) are entered; a size that runs past its parent ends the walk
+/// of that level, so damaged files still yield what is readable.
+pub fn bmff_boxes(b: &[u8]) -> Vec<([u8; 4], usize, usize, usize)> {
+    fn walk(b: &[u8], start: usize, end: usize, depth: u32, out: &mut Vec<([u8; 4], usize, usize, usize)>) {
+        let mut i = start;
+        while i + 8 <= end && depth < 8 {
+            let size = u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]) as usize;
+            let ty = [b[i + 4], b[i + 5], b[i + 6], b[i + 7]];
+            let (size, hdr) = match size {
+                0 => (end - i, 8),
+                1 if i + 16 <= end => (
+                    u64::from_be_bytes(b[i + 8..i + 16].try_into().unwrap()) as usize,
+                    16,
+                ),
+                s => (s, 8),
+            };
+            if size < hdr || i.saturating_add(size) > end {
+                return;
+            }
+            out.push((ty, i, hdr, i + size));
+            // Full boxes among containers carry 4 bytes of version/flags first.
+            let skip = match &ty {
+                b"meta" => Some(4),
+                b"iinf" => Some(if b.get(i + hdr) == Some(&0) { 6 } else { 8 }),
+                b"iref" => Some(4),
+                b"iprp" | b"ipco" | b"dinf" => Some(0),
+                _ => None,
+            };
+            if let Some(skip) = skip {
+                walk(b, i + hdr + skip, i + size, depth + 1, out);
+            }
+            i += size;
+        }
+    }
+    let mut out = Vec::new();
+    walk(b, 0, b.len(), 0, &mut out);
+    out
+}
+
+/// One structure-aware change to an ISO-BMFF file: a box's size, type or
+/// first payload fields set to an extreme, a box cut, removed or repeated, or
+/// bytes inside one box flipped. Returns (what was done, the new bytes).
+pub fn bmff_mutate(rng: &mut Rng, base: &[u8]) -> (String, Vec<u8>) {
+    let boxes = bmff_boxes(base);
+    if boxes.is_empty() {
+        return mutate(rng, base);
+    }
+    let (ty, start, hdr, end) = *rng.pick(&boxes);
+    let name = String::from_utf8_lossy(&ty).to_string();
+    let mut b = base.to_vec();
+    let did = match rng.below(7) {
+        0 => {
+            let v = rng.extreme32();
+            b[start..start + 4].copy_from_slice(&v.to_be_bytes());
+            format!("{name} size = {v}")
+        }
+        1 => {
+            let types: [&[u8; 4]; 10] =
+                [b"grid", b"hvc1", b"iden", b"iovl", b"av01", b"mime", b"ispe", b"irot", b"meta", b"\0\0\0\0"];
+            let t = *rng.pick(&types);
+            b[start + 4..start + 8].copy_from_slice(t);
+            format!("{name} renamed {}", String::from_utf8_lossy(t))
+        }
+        2 => {
+            // A 16- or 32-bit field early in the payload (counts, ids, widths).
+            let at = start + hdr + rng.below((end - start - hdr).clamp(1, 24));
+            let v = rng.extreme32().to_be_bytes();
+            let n = if rng.chance(50) { 2 } else { 4 };
+            for k in 0..n {
+                if let Some(x) = b.get_mut(at + k) {
+                    *x = v[4 - n + k];
+                }
+            }
+            format!("{name} field at +{} = extreme", at - start)
+        }
+        3 => {
+            let cut = start + rng.below(end - start);
+            b.truncate(cut);
+            format!("cut inside {name} at {cut}")
+        }
+        4 => {
+            b.drain(start..end);
+            format!("{name} removed")
+        }
+        5 => {
+            let copy = b[start..end].to_vec();
+            b.splice(end..end, copy);
+            format!("{name} repeated")
+        }
+        _ => {
+            let n = 1 + rng.below(8);
+            for _ in 0..n {
+                let at = start + rng.below(end - start);
+                b[at] ^= 1 << rng.below(8);
+            }
+            format!("{n} bits flipped in {name}")
+        }
+    };
+    (did, b)
 }

@@ -1,5 +1,5 @@
 //! `lumilio plugin check` and `lumilio plugin run`: trying WASM stages
-//! without a database.
+//! without a database; `lumilio plugin new`: a new stage on the SDK.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Subcommand;
 use lumilio::{ingest, pipeline};
+
+mod scaffold;
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -19,6 +21,17 @@ pub enum PluginCommand {
         /// Compiled-component cache.
         #[arg(long, env = "LUMILIO_CACHE_PATH", default_value = "data/cache")]
         cache_path: PathBuf,
+    },
+    /// Write a new plugin crate on the SDK: a stage, its unit test, a README and a one-stage pipeline.toml.
+    New {
+        /// The plugin's name: lower-case letters, digits, '-' or '_' (it names the crate and the stage).
+        name: String,
+        /// The crate's folder (default: ./NAME); it must not exist or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The SDK crate to depend on (default: plugins/sdk of the checkout this binary was built from).
+        #[arg(long, env = "LUMILIO_SDK")]
+        sdk: Option<PathBuf>,
     },
     /// Run one component on one file, without a database; print facts as JSON.
     Run {
@@ -50,6 +63,23 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 /// Runs one `plugin` command; exit code 2 when the stage did not succeed.
 pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        PluginCommand::New { name, dir, sdk } => {
+            let s = scaffold::new_plugin(&name, dir.as_deref(), sdk.as_deref())?;
+            let d = s.dir.display();
+            let kind = if s.member {
+                "a member of the Lumilio workspace"
+            } else {
+                "a workspace of its own"
+            };
+            println!("created plugin {name} in {d} ({kind})");
+            println!("next:");
+            println!("  cd {d}");
+            println!("  cargo test");
+            println!("  cargo build --target wasm32-wasip2 --release");
+            println!("  lumilio plugin check pipeline.toml");
+            println!("  lumilio plugin run {} PHOTO", s.component);
+            Ok(ExitCode::SUCCESS)
+        }
         PluginCommand::Check {
             pipeline: path,
             cache_path,
@@ -169,4 +199,3 @@ fn guess_content_type(name: &str) -> &'static str {
         _ => "application/octet-stream",
     }
 }
-

@@ -1,0 +1,66 @@
+//! Issue 13 §5: the `places` stage through the real server and the default
+//! pipeline: a GPS photo is named Arezzo, stored in the place columns, shown
+//! in the asset view, and found with `place=` on the list API.
+
+use serde_json::Value;
+
+use crate::harness::{Server, TestDb};
+
+async fn list(server: &Server, query: &str) -> Vec<String> {
+    let (code, page) = server.get(&format!("/api/v1/assets?{query}")).await;
+    assert_eq!(code, 200, "{page}");
+    page["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["file_name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn places_named_stored_and_filtered() {
+    let db = TestDb::new().await;
+    db.migrate();
+    let server = Server::start(&db).await;
+
+    let (code, gps) = server.upload("arezzo.jpg", testdata::read("jpg/gps/DSCN0010.jpg"), "image/jpeg").await;
+    assert_eq!(code, 201, "{gps}");
+    // A photo without GPS: named nothing, and never matched by a place.
+    let (code, plain) = server.upload("no-gps.jpg", testdata::read("jpg/Canon_40D.jpg"), "image/jpeg").await;
+    assert_eq!(code, 201, "{plain}");
+
+    let done = server.wait_done(gps["asset_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    let stage = done["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "places").cloned();
+    assert_eq!(stage.as_ref().map(|s| &s["outcome"]), Some(&Value::from("ok")), "{done}");
+    assert_eq!(done["facts"]["place_city"], "Arezzo", "{done}");
+    assert_eq!(
+        done["place"],
+        serde_json::json!({ "city": "Arezzo", "region": "Tuscany", "country": "Italy", "country_code": "IT" })
+    );
+    let other = server.wait_done(plain["asset_id"].as_str().unwrap()).await;
+    assert_eq!(other["status"], "ready", "{other}");
+    assert_eq!(other["place"], Value::Null, "{other}");
+
+    // The typed columns, not only the facts JSON.
+    let mut conn = db.conn().await;
+    let (city, cc): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT place_city, place_country_code FROM assets WHERE file_name = 'arezzo.jpg'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((city.as_deref(), cc.as_deref()), (Some("Arezzo"), Some("IT")));
+
+    // City, region, country or country code, whole names, any case.
+    for q in ["arezzo", "AREZZO", "Tuscany", "italy", "it", "%20Arezzo%20"] {
+        assert_eq!(list(&server, &format!("place={q}")).await, ["arezzo.jpg"], "place={q}");
+    }
+    for q in ["arez", "Paris", "Germany"] {
+        assert!(list(&server, &format!("place={q}")).await.is_empty(), "place={q}");
+    }
+    // Combined with another filter, and with the timeline's order.
+    assert_eq!(list(&server, "place=arezzo&has_location=true&order=taken").await, ["arezzo.jpg"]);
+    assert!(list(&server, "place=arezzo&has_location=false").await.is_empty());
+    // An empty place is no filter.
+    assert_eq!(list(&server, "place=").await.len(), 2);
+}
