@@ -231,6 +231,7 @@ fn base_query() -> ListQuery {
         make: None,
         model: None,
         has_location: None,
+        place: None,
         by_taken: true,
     }
 }
