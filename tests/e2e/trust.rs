@@ -394,9 +394,14 @@ async fn kill_9_while_jobs_run_loses_and_duplicates_nothing() {
         4 * uploads as i64,
         "no duplicate renditions"
     );
+    let stages = std::fs::read_to_string(repo().join("pipeline.toml"))
+        .unwrap()
+        .matches("[[stage]]")
+        .count();
     assert_eq!(
         count(&mut conn, "SELECT count(*) FROM stage_results").await,
-        3 * uploads as i64
+        (stages * uploads) as i64,
+        "one result per stage and asset"
     );
     let staging = files_under(&server.data.path().join("staging"));
     assert!(staging.is_empty(), "staged leftovers: {staging:?}");

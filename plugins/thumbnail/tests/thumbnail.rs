@@ -2,7 +2,7 @@
 //! eight, against the upright `_1` sample), no upscaling, non-JPEG input,
 //! and robustness on broken files (HEIC/HEIF: tests/heic.rs).
 
-use lumilio_sdk::{Fact, Input, StageError, Value};
+use lumilio_sdk::{Fact, Input, Value};
 use std::path::Path;
 use std::time::Instant;
 use testdata::read;
