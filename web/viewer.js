@@ -175,6 +175,8 @@ export function viewer({ close, go }) {
         (s.warnings || []).length ? h('tr.detail', h('td', { colspan: 3 }, h('span.warn', 'warnings: ', s.warnings.join('; ')))) : null,
       ])));
     const labels = (a.predictions || []).map((p) => h('span.label', { title: `score ${p.score.toFixed(2)} (${p.source})` }, p.label));
+    // A rule-based stage (plugins-py/tagger) stores its tags as one comma-separated `tags` fact.
+    const tags = typeof f.tags === 'string' ? f.tags.split(',').map((t) => t.trim()).filter(Boolean) : [];
     const similar = h('div.similar', { 'aria-label': 'Similar photos' });
 
     clear(info).append(
@@ -191,6 +193,7 @@ export function viewer({ close, go }) {
         row('Size', a.width ? `${a.width} × ${a.height} px · ` : '', bytes(a.size), ` · ${a.content_type}`),
         row('Place', place),
         row('Location', gps, f.gps_altitude != null ? ` · ${Math.round(f.gps_altitude)} m` : null),
+        row('Tags', tags.length ? h('span.labels', { 'data-field': 'tags' }, tags.map((t) => h('span.label.tag', t))) : null),
         row('Labels', labels.length ? h('span.labels', labels) : null),
         row('Sidecar', a.sidecar ? `yes (${a.sidecar.file_name})` : 'no'),
         row('Uploaded', new Date(a.created_at).toLocaleString()),

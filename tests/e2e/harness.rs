@@ -35,6 +35,28 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_lumilio")
 }
 
+/// `lumilio plugin run COMPONENT FILE ARGS...` with the e2e component cache:
+/// its exit code and JSON report.
+pub fn plugin_run(component: &Path, file: &Path, args: &[&str]) -> (i32, Value) {
+    let out = Command::new(bin())
+        .args(["plugin", "run"])
+        .arg(component)
+        .arg(file)
+        .args(args)
+        .arg("--cache-path")
+        .arg(repo().join("target/e2e-cache"))
+        .output()
+        .expect("run lumilio plugin run");
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "plugin run printed no JSON ({e}):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
 fn admin_url() -> String {
     std::env::var("DATABASE_URL").expect(
         "DATABASE_URL is not set: run the tests with `make test`, which starts a local Postgres",

@@ -185,9 +185,12 @@ async fn two_hosts_share_the_work_and_the_survivor_takes_a_dead_hosts_jobs() {
     let b_port = b.base.rsplit(':').next().unwrap().to_owned();
     let held_by_b = "SELECT id FROM river_job WHERE state = 'running'
                        AND attempted_by[cardinality(attempted_by)] LIKE 'lumilio:%:' || $1";
+    // Wait for a job b started within the last 100 ms of its 300 ms stage, so it
+    // is surely still running when the kill lands.
+    let fresh = format!("{held_by_b} AND attempted_at > now() - interval '100 milliseconds'");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let n = sqlx::query_scalar::<_, i64>(held_by_b)
+        let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(fresh.as_str()))
             .bind(&b_port)
             .fetch_all(&mut conn)
             .await

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{Server, TestDb};
+use crate::harness::{Server, TestDb, plugin_run, repo};
 
 async fn list(server: &Server, query: &str) -> Vec<String> {
     let (code, page) = server.get(&format!("/api/v1/assets?{query}")).await;
@@ -63,4 +63,24 @@ async fn places_named_stored_and_filtered() {
     assert!(list(&server, "place=arezzo&has_location=false").await.is_empty());
     // An empty place is no filter.
     assert_eq!(list(&server, "place=").await.len(), 2);
+}
+
+/// `lumilio plugin run --fact` stands in for the metadata stage, so places can
+/// be tried alone on any file.
+#[test]
+fn plugin_run_with_gps_facts_names_the_place() {
+    let places = repo().join("target/wasm32-wasip2/release/places.wasm");
+    let file = repo().join("tests/data/photos/jpg/Canon_40D.jpg");
+    let (code, report) = plugin_run(
+        &places,
+        &file,
+        &["--fact", "gps_latitude=48.8584", "--fact", "gps_longitude=2.2945"],
+    );
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report["facts"]["place_city"], "Paris", "{report}");
+    assert_eq!(report["facts"]["place_country_code"], "FR", "{report}");
+    // Without the facts the stage has nothing to go on, and names nothing.
+    let (code, bare) = plugin_run(&places, &file, &[]);
+    assert_eq!(code, 0, "{bare}");
+    assert_eq!(bare["facts"].get("place_city"), None, "{bare}");
 }

@@ -3,14 +3,14 @@
 //! through `lumilio plugin run`, and in a served pipeline after `validate` and
 //! `metadata`, whose facts its rules read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::harness::{Server, TestDb, bin, repo};
+use crate::harness::{Server, TestDb, bin, plugin_run, repo};
 
 /// The component, built when its sources changed (idempotent) and compiled
 /// into the e2e compile cache, once per run for both tests. Compiling it takes
@@ -64,28 +64,6 @@ fn tagger() -> PathBuf {
         .clone()
 }
 
-/// `lumilio plugin run` on one file with `--config` entries; its exit code and JSON report.
-fn plugin_run(component: &Path, file: &Path, config: &[&str]) -> (i32, Value) {
-    let mut cmd = Command::new(bin());
-    cmd.args(["plugin", "run"]).arg(component).arg(file);
-    for c in config {
-        cmd.args(["--config", c]);
-    }
-    let out = cmd
-        .arg("--cache-path")
-        .arg(repo().join("target/e2e-cache"))
-        .output()
-        .expect("run lumilio plugin run");
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "plugin run printed no JSON ({e}):\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap_or(-1), report)
-}
-
 #[test]
 fn plugin_run_prints_the_tags_a_python_stage_gives() {
     let component = tagger();
@@ -95,7 +73,7 @@ fn plugin_run_prints_the_tags_a_python_stage_gives() {
 
     let rules = r#"rules=[{"glob":"*screenshot*","tag":"screenshot"},{"regex":"^(\\d{4})-","tag":"year-{1}"},{"glob":"*.png","tag":"png"}]"#;
     let started = Instant::now();
-    let (code, report) = plugin_run(&component, &file, &[rules]);
+    let (code, report) = plugin_run(&component, &file, &["--config", rules]);
     eprintln!(
         "plugin run on the Python stage: {:.2} s, stage call {} ms",
         started.elapsed().as_secs_f64(),
@@ -116,7 +94,7 @@ fn plugin_run_prints_the_tags_a_python_stage_gives() {
     let (code, report) = plugin_run(
         &component,
         &file,
-        &[r#"rules=[{"glob":"*.png","tag":"png"}]"#, "key=labels"],
+        &["--config", r#"rules=[{"glob":"*.png","tag":"png"}]"#, "--config", "key=labels"],
     );
     assert_eq!(
         (code, &report["facts"]),
@@ -125,7 +103,7 @@ fn plugin_run_prints_the_tags_a_python_stage_gives() {
     );
 
     // A malformed config fails the step (not the asset) and says which key and what to write.
-    let (code, report) = plugin_run(&component, &file, &[r#"rules=[{"glob":"*","tag":"a,b"}]"#]);
+    let (code, report) = plugin_run(&component, &file, &["--config", r#"rules=[{"glob":"*","tag":"a,b"}]"#]);
     assert_eq!(
         (code, &report["outcome"]),
         (2, &Value::from("failed")),
@@ -206,8 +184,10 @@ tag = "canon"
         ("Screenshot_2024.jpg", nikon, Some("screenshot")),
         ("DSCN0010.jpg", plain, None),
     ];
+    let mut tagged = None;
     for (name, bytes, want) in cases {
         let (code, up) = server.upload(name, bytes, "image/jpeg").await;
+        tagged.get_or_insert_with(|| up["asset_id"].as_str().unwrap().to_owned());
         assert_eq!(code, 201, "{name}: {up}");
         let done = server.wait_done(up["asset_id"].as_str().unwrap()).await;
         assert_eq!(
@@ -225,6 +205,21 @@ tag = "canon"
             .unwrap_or_else(|| panic!("{name}: no tagger stage in {done}"));
         assert_eq!(tagger["outcome"], "ok", "{name}: {done}");
     }
+    // The web app shows the stage's tags in the photo's info panel.
+    let b = lumilio_browser::Browser::start("tags", 1280, 800).await;
+    b.sign_in(&server.base, &server.key).await;
+    b.goto(&format!("{}/#/photo/{}", server.base, tagged.unwrap()))
+        .await;
+    let shown = b
+        .until(
+            "the tags row",
+            "const t = [...document.querySelectorAll('[data-field=tags] .tag')].map(e => e.textContent); \
+             return t.length ? t : null",
+        )
+        .await;
+    assert_eq!(shown, serde_json::json!(["year-2008", "canon"]));
+    b.assert_clean(&server.base).await;
+    b.close().await;
     eprintln!(
         "Python stage pipeline: healthy after {:.2} s, 3 assets done after {:.2} s",
         healthy.as_secs_f64(),

@@ -304,6 +304,14 @@ async fn phone_width_layout() {
     b.click(".library .tile").await;
     b.until("the info panel", "return !!document.querySelector('[data-field=file_name]')").await;
     assert_eq!(b.js(no_overflow).await, true, "photo view fits 360 px");
+    // Nothing paints over the actions: a tall photo once spilled over them.
+    let hidden_actions = b
+        .js("return [...document.querySelectorAll('.info .actions button')].filter(e => { \
+               const r = e.getBoundingClientRect(); \
+               const at = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2); \
+               return r.width === 0 || !(at && e.contains(at)); }).map(e => e.textContent)")
+        .await;
+    assert_eq!(hidden_actions, json!([]), "every action in the photo view can be tapped");
     b.shot("photo").await;
     b.key(Key::Escape).await;
     b.click("nav a[data-nav=search]").await;
@@ -364,30 +372,33 @@ async fn read_events(r: &mut reqwest::Response, want: &str, within: Duration) ->
     seen
 }
 
+/// Opens `key`'s event stream and waits for its `ready` event.
+async fn open_events(server: &Server, key: &str) -> reqwest::Response {
+    let mut r = Server::client_with(Some(key))
+        .get(format!("{}/api/v1/events", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let hello = read_events(&mut r, "event: ready", Duration::from_secs(10)).await;
+    assert!(hello.contains("event: ready"), "{hello}");
+    r
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn events_reach_their_owner_only() {
     let db = TestDb::new().await;
     db.migrate();
     let server = Server::start(&db).await;
     let bob = db.user("bob");
-    let open = |key: &str| {
-        Server::client_with(Some(key))
-            .get(format!("{}/api/v1/events", server.base))
-            .send()
-    };
-    let mut alice_events = open(&server.key).await.unwrap();
-    let mut bob_events = open(&bob).await.unwrap();
-    assert_eq!(alice_events.status().as_u16(), 200);
+    let mut alice_events = open_events(&server, &server.key).await;
+    let mut bob_events = open_events(&server, &bob).await;
     assert!(
         alice_events.headers()["content-type"]
             .to_str()
             .unwrap()
             .starts_with("text/event-stream")
     );
-    for r in [&mut alice_events, &mut bob_events] {
-        let hello = read_events(r, "event: ready", Duration::from_secs(10)).await;
-        assert!(hello.contains("event: ready"), "{hello}");
-    }
     let id = upload_file(&server, &server.key, &photos().join("Canon_40D.jpg")).await;
     let seen = read_events(&mut alice_events, "\"status\":\"ready\"", Duration::from_secs(20)).await;
     assert!(seen.contains(&format!("\"asset_id\":\"{id}\"")), "{seen}");
@@ -402,17 +413,8 @@ async fn a_revoked_key_ends_its_open_event_streams() {
     db.migrate();
     let server = Server::start(&db).await;
     let bob = db.user("bob");
-    let open = |key: &str| {
-        Server::client_with(Some(key))
-            .get(format!("{}/api/v1/events", server.base))
-            .send()
-    };
-    let mut doomed = open(&bob).await.unwrap();
-    let mut other = open(&server.key).await.unwrap();
-    for r in [&mut doomed, &mut other] {
-        let hello = read_events(r, "event: ready", Duration::from_secs(10)).await;
-        assert!(hello.contains("event: ready"), "{hello}");
-    }
+    let mut doomed = open_events(&server, &bob).await;
+    let mut other = open_events(&server, &server.key).await;
     let out = db.lumilio(&["user", "revoke-key", &bob]);
     assert!(
         out.status.success(),

@@ -162,7 +162,8 @@ fn merge_fact(facts: &mut Vec<(String, FactValue)>, key: String, value: FactValu
 }
 
 /// Runs one component on one asset with default limits and no grants, for
-/// `lumilio plugin run PLUGIN.wasm FILE --config k=v`. A component that
+/// `lumilio plugin run PLUGIN.wasm FILE --config k=v --fact k=v`: `facts`
+/// stand in for what earlier stages would have found. A component that
 /// cannot be loaded is reported as a [`PipelineConfigError`] naming the file.
 pub async fn run_single(
     runtime: &Runtime,
@@ -170,12 +171,15 @@ pub async fn run_single(
     asset: AssetFacts,
     bytes: Arc<[u8]>,
     config: Vec<(String, String)>,
+    facts: Vec<(String, FactValue)>,
 ) -> Result<SingleRun, PipelineConfigError> {
     let rt = runtime.inner().clone();
     let component = component.to_path_buf();
     let handle = tokio::runtime::Handle::current();
     let joined = tokio::task::spawn_blocking(move || {
-        handle.block_on(run_single_inner(&rt, &component, &asset, &bytes, config))
+        handle.block_on(run_single_inner(
+            &rt, &component, &asset, &bytes, config, &facts,
+        ))
     })
     .await;
     match joined {
@@ -196,6 +200,7 @@ async fn run_single_inner(
     asset: &AssetFacts,
     bytes: &[u8],
     config: Vec<(String, String)>,
+    facts: &[(String, FactValue)],
 ) -> Result<SingleRun, PipelineConfigError> {
     let name = component
         .file_stem()
@@ -215,7 +220,7 @@ async fn run_single_inner(
     }
     let mut stats = LoadStats::default();
     let (stage, _info) = prepare_stage(rt, spec, &mut stats).map_err(|e| err(e.bare))?;
-    let call = rt.call(&stage, asset, bytes, &[]).await;
+    let call = rt.call(&stage, asset, bytes, facts).await;
     let (report, output) = StageReport::from_call(&name, call);
     Ok(SingleRun { report, output })
 }

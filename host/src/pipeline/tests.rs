@@ -463,7 +463,7 @@ async fn wrong_world_fails_check_with_clear_message() {
     );
     // run_single says the same about the file.
     let (a, b) = asset("image/jpeg", b"x");
-    let e = run_single(runtime(), &wasm, a, b, vec![])
+    let e = run_single(runtime(), &wasm, a, b, vec![], vec![])
         .await
         .unwrap_err();
     assert!(
@@ -907,6 +907,7 @@ async fn run_single_runs_one_component() {
             ("fact.k".into(), "v".into()),
             ("rendition.thumb".into(), "64x48".into()),
         ],
+        vec![],
     )
     .await
     .unwrap();
@@ -921,6 +922,7 @@ async fn run_single_runs_one_component() {
         Path::new("/nope.wasm"),
         a.clone(),
         b.clone(),
+        vec![],
         vec![],
     )
     .await;
@@ -940,7 +942,7 @@ async fn real_validate_plugin_rejects_garbage() {
         wasm.display()
     );
     let (a, b) = asset("image/jpeg", b"definitely not an image");
-    let r = run_single(runtime(), &wasm, a, b, vec![]).await.unwrap();
+    let r = run_single(runtime(), &wasm, a, b, vec![], vec![]).await.unwrap();
     assert!(
         matches!(r.report.outcome, StageOutcome::Rejected(_)),
         "validate should reject garbage: {:?}",

@@ -64,7 +64,7 @@ impl fmt::Display for Format {
 /// The list shown to users when a file is not supported.
 pub const SUPPORTED: &str = "JPEG, PNG, WebP, GIF, TIFF, HEIC/HEIF, AVIF";
 
-/// Pixel dimensions as stored in the file (before any EXIF/irot rotation).
+/// Pixel dimensions as stored in the file (before EXIF orientation; HEIF `irot` applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dims {
     /// Width in pixels.
@@ -725,17 +725,22 @@ fn heif_dims(b: &[u8]) -> ParseResult<Dims> {
             height: be32(b, p.body.start + 8).ok()?,
         })
     };
-    // Preferred: the ispe associated with the primary item via ipma.
+    // Preferred: the ispe associated with the primary item via ipma, turned by
+    // its `irot`: the rotation is part of the HEIF image (readers must apply
+    // it), so a portrait iPhone photo is 3024 × 4032 as libheif reports it.
     if let (Some(primary), Some(ipma)) = (primary, find(&iprp_children, b"ipma")) {
         if let Some(idx) = ipma_props(b, ipma, primary) {
-            for i in idx {
-                if let Some(p) = props.get(i.wrapping_sub(1) as usize) {
-                    if &p.ty == b"ispe" {
-                        if let Some(d) = ispe_of(p) {
-                            return Ok(d);
-                        }
-                    }
-                }
+            let of_item = || idx.iter().filter_map(|&i| props.get(i.wrapping_sub(1) as usize));
+            let quarter_turns = of_item()
+                .find(|p| &p.ty == b"irot")
+                .and_then(|p| b.get(p.body.start))
+                .map_or(0, |angle| angle & 3);
+            if let Some(d) = of_item().filter(|p| &p.ty == b"ispe").find_map(ispe_of) {
+                return Ok(if quarter_turns % 2 == 1 {
+                    Dims { width: d.height, height: d.width }
+                } else {
+                    d
+                });
             }
         }
     }

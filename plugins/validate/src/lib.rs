@@ -5,7 +5,8 @@
 //! stage decodes them.
 //!
 //! Facts: `content_type` (text), `width`, `height` (integer, as stored, before
-//! EXIF orientation). Config: `max_pixels` (default 100_000_000) and
+//! EXIF orientation; for HEIF/AVIF after the container's `irot`, which is part
+//! of the image). Config: `max_pixels` (default 100_000_000) and
 //! `max_bytes` (default 512 MiB).
 //!
 //! Written on `lumilio_sdk`: [`run`] is plain Rust, called natively by the

@@ -164,14 +164,20 @@ impl Browser {
         self.client.goto(url).await.unwrap();
     }
 
-    /// Clicks the element `css` once it exists (30 s at most).
-    pub async fn click(&self, css: &str) {
+    /// The element `css` once it exists (30 s at most).
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
         self.client
             .wait()
             .at_most(Duration::from_secs(30))
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name))
+    }
+
+    /// Clicks the element `css` once it exists.
+    pub async fn click(&self, css: &str) {
+        self.find(css)
+            .await
             .click()
             .await
             .unwrap_or_else(|e| panic!("{}: cannot click {css}: {e}", self.name));
@@ -179,28 +185,14 @@ impl Browser {
 
     /// Replaces the text of the input `css`.
     pub async fn type_into(&self, css: &str, text: &str) {
-        let el = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap();
+        let el = self.find(css).await;
         el.clear().await.unwrap();
         el.send_keys(text).await.unwrap();
     }
 
     /// The text of `css` once it exists.
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name))
-            .text()
-            .await
-            .unwrap()
+        self.find(css).await.text().await.unwrap()
     }
 
     /// The text of `css` once it is shown and not empty.

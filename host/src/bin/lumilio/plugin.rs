@@ -42,6 +42,11 @@ pub enum PluginCommand {
         /// A config entry passed to the plugin, `key=value`; repeatable.
         #[arg(long = "config", value_parser = parse_key_value)]
         config: Vec<(String, String)>,
+        /// A fact an earlier stage would have found, `key=value`; repeatable.
+        /// Whole numbers become integers, other numbers floats, `true`/`false`
+        /// booleans, anything else text (`key=text:42` keeps `42` as text).
+        #[arg(long = "fact", value_parser = parse_fact)]
+        fact: Vec<(String, pipeline::FactValue)>,
         /// Write renditions into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -58,6 +63,23 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+fn parse_fact(s: &str) -> Result<(String, pipeline::FactValue), String> {
+    use pipeline::FactValue;
+    let (key, value) = parse_key_value(s)?;
+    let value = if let Some(text) = value.strip_prefix("text:") {
+        FactValue::Text(text.to_owned())
+    } else if let Ok(i) = value.parse::<i64>() {
+        FactValue::Integer(i)
+    } else if let Some(f) = value.parse::<f64>().ok().filter(|f| f.is_finite()) {
+        FactValue::Float(f)
+    } else if let Ok(b) = value.parse::<bool>() {
+        FactValue::Boolean(b)
+    } else {
+        FactValue::Text(value)
+    };
+    Ok((key, value))
 }
 
 /// Runs one `plugin` command; exit code 2 when the stage did not succeed.
@@ -113,6 +135,7 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             plugin,
             file,
             config,
+            fact,
             out,
             content_type,
             cache_path,
@@ -129,7 +152,7 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 size: bytes.len() as u64,
                 content_hash: blake3::hash(&bytes).to_hex().to_string(),
             };
-            let run = pipeline::run_single(&runtime, &plugin, asset, bytes, config).await?;
+            let run = pipeline::run_single(&runtime, &plugin, asset, bytes, config, fact).await?;
             let mut renditions = Vec::new();
             if let Some(output) = &run.output {
                 if let Some(dir) = &out {
