@@ -25,7 +25,7 @@ use super::intake::{self, Accepting, Intake, bad_multipart};
 use super::{ApiError, AppState};
 use crate::db::assets::{self, ClientFacts, Sidecar};
 use crate::db::users::{self, KeyView};
-use crate::ingest::{self, Staged};
+use crate::ingest::{self, Digests, Staged};
 
 /// File extensions the default pipeline accepts (see the validate plugin),
 /// which Immich clients use to decide what to crawl.
@@ -231,6 +231,9 @@ pub async fn bulk_upload_check(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Native uploads get their SHA-1 from their worker; hash this caller's
+    // not yet processed ones now, so that none is answered "accept" twice.
+    crate::queue::backfill::fill_missing(&state.pool, &state.storage, Some(owner.0)).await?;
     let found: std::collections::HashMap<Vec<u8>, Uuid> =
         assets::existing_sha1(&state.pool, owner.0, &digests)
             .await?
@@ -405,7 +408,7 @@ pub async fn upload_asset(
                     ));
                 }
                 let (file_name, content_type) = intake::field_meta(&field);
-                let staged = intake::stage(&state, &mut field, None).await?;
+                let staged = intake::stage(&state, &mut field, None, Digests::Blake3AndSha1).await?;
                 file = Some((staged, file_name, content_type));
                 continue;
             }
@@ -444,7 +447,7 @@ pub async fn upload_asset(
     if let Some(expected) = headers
         .get("x-immich-checksum")
         .and_then(|v| v.to_str().ok())
-        && parse_sha1(expected).as_deref() != Some(&staged.sha1[..])
+        && parse_sha1(expected).as_deref() != staged.sha1.as_ref().map(|d| &d[..])
     {
         return Err(ApiError::bad_request(
             "checksum_mismatch",

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::auth::Owner;
 use super::{ApiError, AppState};
 use crate::db::assets::{self, ClientFacts, Inserted, NewAsset, Sidecar};
-use crate::ingest::{self, IngestError, Staged};
+use crate::ingest::{self, Digests, IngestError, Staged};
 use crate::queue::ProcessAsset;
 
 /// What an accepted upload became.
@@ -142,13 +142,15 @@ pub(super) async fn refuse_oversize(
     next.run(req).await
 }
 
-/// Streams one multipart field to staging and checks it against `expected`.
+/// Streams one multipart field to staging, computing `digests`, and checks it
+/// against `expected`.
 pub(super) async fn stage(
     state: &AppState,
     field: &mut Field<'_>,
     expected: Option<&str>,
+    digests: Digests,
 ) -> Result<Staged, IntakeError> {
-    let mut upload = state.staging.begin(state.max_upload_bytes).await?;
+    let mut upload = state.staging.begin(state.max_upload_bytes, digests).await?;
     while let Some(chunk) = field.chunk().await? {
         if let Err(e) = upload.write(&chunk).await {
             // The bytes so far are already deleted. Read (and drop) a little
@@ -235,7 +237,7 @@ pub(super) async fn accept(
         content_type,
         size: size as i64,
         content_hash: &staged.content_hash,
-        sha1: &staged.sha1,
+        sha1: staged.sha1.as_ref(),
         client,
     };
     let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;

@@ -11,6 +11,7 @@ use super::auth::Owner;
 use super::intake::{self, Accepting, Intake, IntakeError, bad_multipart, field_meta};
 use super::{ApiError, AppState};
 use crate::db::assets;
+use crate::ingest::Digests;
 
 /// The answer to an accepted single upload.
 #[derive(Debug, Serialize, ToSchema)]
@@ -87,7 +88,7 @@ pub async fn single(
             continue;
         }
         let (file_name, content_type) = field_meta(&field);
-        let staged = intake::stage(&state, &mut field, expected.as_deref()).await?;
+        let staged = intake::stage(&state, &mut field, expected.as_deref(), Digests::Blake3).await?;
         let (size, content_hash) = (staged.size, staged.content_hash.clone());
         let upload = Accepting::bare(staged, &file_name, &content_type);
         let intake = intake::accept(&state, owner, upload).await?;
@@ -208,7 +209,7 @@ pub async fn batch(
             }
         };
         let outcome = async {
-            let staged = intake::stage(&state, &mut field, Some(&expected)).await?;
+            let staged = intake::stage(&state, &mut field, Some(&expected), Digests::Blake3).await?;
             let (size, content_hash) = (staged.size, staged.content_hash.clone());
             let upload = Accepting::bare(staged, &file_name, &content_type);
             let intake = intake::accept(&state, owner, upload).await?;

@@ -118,8 +118,8 @@ pub struct NewAsset<'a> {
     pub size: i64,
     /// BLAKE3 hex.
     pub content_hash: &'a str,
-    /// SHA-1 of the same bytes.
-    pub sha1: &'a [u8; 20],
+    /// SHA-1 of the same bytes, when the route computed it (else the worker does).
+    pub sha1: Option<&'a [u8; 20]>,
     /// What the client said about the file.
     pub client: &'a ClientFacts,
 }
@@ -160,7 +160,7 @@ pub async fn insert(conn: &mut PgConnection, a: &NewAsset<'_>) -> Result<Inserte
     .bind(a.content_type)
     .bind(a.size)
     .bind(a.content_hash)
-    .bind(&a.sha1[..])
+    .bind(a.sha1.map(|d| &d[..]))
     .bind(a.client.file_created_at)
     .bind(a.client.file_modified_at)
     .bind(a.client.is_favorite)
@@ -539,15 +539,19 @@ pub async fn existing_sha1(
         .await
 }
 
-/// Assets stored before SHA-1 was recorded, after `after`, by id.
+/// Assets without a SHA-1 (of `owner`, or of everyone), after `after`, by id.
 pub async fn missing_sha1(
     pool: &PgPool,
+    owner: Option<Uuid>,
     after: Uuid,
     limit: i64,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, content_hash FROM assets WHERE sha1 IS NULL AND id > $1 ORDER BY id LIMIT $2",
+        "SELECT id, content_hash FROM assets
+         WHERE sha1 IS NULL AND ($1::uuid IS NULL OR owner_id = $1) AND id > $2
+         ORDER BY id LIMIT $3",
     )
+    .bind(owner)
     .bind(after)
     .bind(limit)
     .fetch_all(pool)

@@ -1,6 +1,8 @@
 //! Streaming uploads to the staging directory while hashing them with BLAKE3
-//! (the content address) and SHA-1 (what Immich clients check duplicates by),
-//! both in the one pass over the bytes.
+//! (the content address) and, for the Immich route only, SHA-1 (what Immich
+//! clients check duplicates by), in the one pass over the bytes. SHA-1 costs
+//! about as much as everything else per byte, so the native routes leave it
+//! to the asset's worker.
 //!
 //! A leaf: it sees chunks of bytes, never HTTP, rows or jobs. An [`Upload`]
 //! that is dropped before [`Upload::finish`], or a [`Staged`] file that is
@@ -36,6 +38,15 @@ pub enum IngestError {
     },
 }
 
+/// The digests an upload computes while streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Digests {
+    /// BLAKE3 only (the native routes).
+    Blake3,
+    /// BLAKE3 and SHA-1 (the Immich route, which checks `x-immich-checksum`).
+    Blake3AndSha1,
+}
+
 /// The staging directory where uploads land before a worker processes them.
 #[derive(Debug, Clone)]
 pub struct Staging {
@@ -61,7 +72,7 @@ impl Staging {
     }
 
     /// Starts a new upload of at most `limit` bytes.
-    pub async fn begin(&self, limit: u64) -> Result<Upload, IngestError> {
+    pub async fn begin(&self, limit: u64, digests: Digests) -> Result<Upload, IngestError> {
         // `.part` files are in flight; anything else here is waiting for a worker.
         let path = self.dir.join(format!("{}.part", Uuid::new_v4()));
         let file = File::create(&path)
@@ -71,7 +82,7 @@ impl Staging {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             guard: Guard(Some(path)),
             hasher: blake3::Hasher::new(),
-            sha1: sha1::Sha1::new(),
+            sha1: (digests == Digests::Blake3AndSha1).then(sha1::Sha1::new),
             size: 0,
             limit,
             dir: self.dir.clone(),
@@ -104,7 +115,7 @@ pub struct Upload {
     file: Option<BufWriter<File>>,
     guard: Guard,
     hasher: blake3::Hasher,
-    sha1: sha1::Sha1,
+    sha1: Option<sha1::Sha1>,
     size: u64,
     limit: u64,
     dir: PathBuf,
@@ -121,7 +132,9 @@ impl Upload {
             return Err(IngestError::TooLarge { limit: self.limit });
         }
         self.hasher.update(chunk);
-        self.sha1.update(chunk);
+        if let Some(sha1) = &mut self.sha1 {
+            sha1.update(chunk);
+        }
         let file = self
             .file
             .as_mut()
@@ -157,7 +170,7 @@ impl Upload {
             guard: Guard(self.guard.0.take()),
             size: self.size,
             content_hash: self.hasher.finalize().to_hex().to_string(),
-            sha1: self.sha1.finalize().into(),
+            sha1: self.sha1.take().map(|h| h.finalize().into()),
         })
     }
 }
@@ -170,8 +183,8 @@ pub struct Staged {
     pub size: u64,
     /// BLAKE3 of the bytes, lower-case hex.
     pub content_hash: String,
-    /// SHA-1 of the bytes.
-    pub sha1: [u8; 20],
+    /// SHA-1 of the bytes, when [`Digests::Blake3AndSha1`] asked for it.
+    pub sha1: Option<[u8; 20]>,
 }
 
 impl Staged {
@@ -210,7 +223,7 @@ mod tests {
     async fn hashes_while_streaming_and_keeps() {
         let dir = std::env::temp_dir().join(format!("lumilio-ingest-{}", Uuid::new_v4()));
         let staging = Staging::open(&dir).await.unwrap();
-        let mut up = staging.begin(1024).await.unwrap();
+        let mut up = staging.begin(1024, Digests::Blake3AndSha1).await.unwrap();
         up.write(b"hello ").await.unwrap();
         up.write(b"world").await.unwrap();
         let staged = up.finish().await.unwrap();
@@ -220,10 +233,16 @@ mod tests {
             blake3::hash(b"hello world").to_hex().to_string()
         );
         assert_eq!(
-            hex(&staged.sha1),
+            hex(&staged.sha1.unwrap()),
             "2aae6c35c94fcfb415dbe95f408b9ce91ee846ed",
             "SHA-1 of the same bytes, from the same pass"
         );
+        let mut native = staging.begin(1024, Digests::Blake3).await.unwrap();
+        native.write(b"hello world").await.unwrap();
+        let native = native.finish().await.unwrap();
+        assert_eq!(native.content_hash, staged.content_hash);
+        assert_eq!(native.sha1, None, "SHA-1 only when asked for");
+        drop(native);
         let dest = dir.join("kept");
         staged.keep_as(&dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
@@ -234,7 +253,7 @@ mod tests {
     async fn over_limit_or_dropped_leaves_nothing() {
         let dir = std::env::temp_dir().join(format!("lumilio-ingest-{}", Uuid::new_v4()));
         let staging = Staging::open(&dir).await.unwrap();
-        let mut up = staging.begin(4).await.unwrap();
+        let mut up = staging.begin(4, Digests::Blake3).await.unwrap();
         assert!(matches!(
             up.write(b"12345").await,
             Err(IngestError::TooLarge { limit: 4 })
@@ -245,11 +264,11 @@ mod tests {
             "over-limit bytes deleted at once"
         );
         drop(up);
-        let mut up = staging.begin(100).await.unwrap();
+        let mut up = staging.begin(100, Digests::Blake3).await.unwrap();
         up.write(b"abc").await.unwrap();
         drop(up);
         let staged = {
-            let mut up = staging.begin(100).await.unwrap();
+            let mut up = staging.begin(100, Digests::Blake3).await.unwrap();
             up.write(b"abc").await.unwrap();
             up.finish().await.unwrap()
         };

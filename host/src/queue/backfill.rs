@@ -1,6 +1,8 @@
-//! Fills in the SHA-1 of assets stored before it was recorded (migration
-//! 004), so Immich clients' duplicate check finds them too. Runs once in the
-//! background at start-up; new uploads get it while streaming in.
+//! Fills in the SHA-1 that Immich clients check duplicates by. The native
+//! upload routes leave it off their hot path (only the Immich route hashes it
+//! while streaming), so the asset's worker records it ([`fill_one`]), and a
+//! background pass at start-up catches assets stored before it was kept
+//! (migration 004) or whose job never ran.
 
 use sha1::Digest as _;
 use sqlx::PgPool;
@@ -25,47 +27,64 @@ async fn sha1_of(path: &std::path::Path) -> std::io::Result<[u8; 20]> {
     }
 }
 
-/// Hashes every asset without a SHA-1 whose bytes are on disk (the stored
-/// original, else the staged copy; an asset with neither is skipped);
-/// returns how many were filled in.
-pub async fn backfill_sha1(pool: &PgPool, storage: &Storage) -> Result<usize, sqlx::Error> {
+/// Records the SHA-1 of one asset from its bytes on disk (the stored original,
+/// else the staged copy); false when neither is there.
+pub async fn fill_one(
+    pool: &PgPool,
+    storage: &Storage,
+    id: Uuid,
+    content_hash: &str,
+) -> Result<bool, sqlx::Error> {
+    let Ok(original) = storage.original_path(content_hash) else {
+        return Ok(false);
+    };
+    let digest = match sha1_of(&original).await {
+        Ok(d) => d,
+        Err(_) => match sha1_of(&storage.staged_path(id)).await {
+            Ok(d) => d,
+            Err(_) => return Ok(false),
+        },
+    };
+    assets::set_sha1(pool, id, &digest).await?;
+    Ok(true)
+}
+
+/// Hashes every asset (of `owner`, or of everyone) without a SHA-1 whose
+/// bytes are on disk (the stored original, else the staged copy; an asset
+/// with neither is skipped); returns how many were filled in. The Immich
+/// duplicate check calls it for its caller first, so that uploads whose worker
+/// has not run yet are found too.
+pub async fn fill_missing(
+    pool: &PgPool,
+    storage: &Storage,
+    owner: Option<Uuid>,
+) -> Result<usize, sqlx::Error> {
     let mut after = Uuid::nil();
     let mut filled = 0;
     loop {
-        let batch = assets::missing_sha1(pool, after, 100).await?;
+        let batch = assets::missing_sha1(pool, owner, after, 100).await?;
         let Some((last, _)) = batch.last() else {
             break;
         };
         after = *last;
         for (id, hash) in batch {
-            let Ok(original) = storage.original_path(&hash) else {
-                continue;
-            };
-            let digest = match sha1_of(&original).await {
-                Ok(d) => d,
-                Err(_) => match sha1_of(&storage.staged_path(id)).await {
-                    Ok(d) => d,
-                    Err(_) => continue,
-                },
-            };
-            assets::set_sha1(pool, id, &digest).await?;
-            filled += 1;
+            if fill_one(pool, storage, id, &hash).await? {
+                filled += 1;
+            }
         }
-    }
-    if filled > 0 {
-        info!(
-            filled,
-            "SHA-1 recorded for assets stored before it was kept"
-        );
     }
     Ok(filled)
 }
 
-/// Runs [`backfill_sha1`] in the background, logging a failure.
+/// Runs [`fill_missing`] for everyone in the background, logging a failure.
 pub fn spawn(pool: PgPool, storage: Storage) {
     tokio::spawn(async move {
-        if let Err(e) = backfill_sha1(&pool, &storage).await {
-            warn!(error = %e, "SHA-1 backfill stopped; it runs again at the next start");
+        match fill_missing(&pool, &storage, None).await {
+            Ok(0) => {}
+            Ok(filled) => info!(filled, "SHA-1 recorded for assets that had none"),
+            Err(e) => {
+                warn!(error = %e, "SHA-1 backfill stopped; it runs again at the next start");
+            }
         }
     });
 }

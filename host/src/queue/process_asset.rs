@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use super::{ProcessAsset, WorkerDeps};
+use super::{ProcessAsset, WorkerDeps, backfill};
 use crate::db::assets::{self, KnownFacts, Status};
 use crate::pipeline::{AssetFacts, FactValue, PipelineReport, StageOutcome, Verdict};
 use crate::storage::StorageError;
@@ -138,6 +138,11 @@ impl ProcessAssetWorker {
             // Already finished by an earlier attempt whose completion was lost.
             self.deps.storage.remove_staged(id).await?;
             return Ok(WorkOutcome::Complete);
+        }
+        if asset.sha1.is_none() {
+            // Native uploads leave SHA-1 to the worker (issue 15 §5): it is here
+            // for the Immich duplicate check only, and the file is hot in cache.
+            backfill::fill_one(pool, &self.deps.storage, id, &asset.content_hash).await?;
         }
         // Every stage gets the whole file in its own memory: a file that cannot
         // fit would fail the same way on every retry, so it is rejected up front.
