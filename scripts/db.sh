@@ -4,6 +4,9 @@
 #   scripts/db.sh [start]   make sure the server runs, then print one line on stdout:
 #                           DATABASE_URL=postgres://lumilio:lumilio@127.0.0.1:PORT/lumilio
 #   scripts/db.sh stop      stop the server (the cluster stays)
+#   scripts/db.sh crash     stop it as a crash would (pg_ctl stop -m immediate: no
+#                           checkpoint, clients cut at once, WAL recovery at the next
+#                           start); `start` on the same LUMILIO_PG_DIR brings it back
 #   scripts/db.sh status    tell whether it runs, where and on which port
 #   scripts/db.sh psql ...  open psql on the database (extra arguments go to psql)
 #   scripts/db.sh destroy   stop the server and delete the cluster (not the installed wheel)
@@ -339,6 +342,20 @@ cmd_stop() {
   unlock
 }
 
+# An immediate stop: every backend is killed and the next start replays the WAL,
+# as after a power cut of the database server alone (the outage tests use it).
+cmd_crash() {
+  if [[ ! -f $DATA/PG_VERSION ]]; then die "no cluster in $CLUSTER"; fi
+  lock
+  choose_bins_quiet
+  if is_running; then
+    as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >&2
+  else
+    log "not running (cluster $CLUSTER)"
+  fi
+  unlock
+}
+
 # For stop/status/destroy: whichever binaries exist, without installing anything.
 choose_bins_quiet() {
   if [[ -x $CLUSTER/dist/pgserver/pginstall/bin/pg_ctl ]]; then
@@ -394,10 +411,11 @@ cmd_psql() {
 case ${1:-start} in
   start)   cmd_start ;;
   stop)    cmd_stop ;;
+  crash)   cmd_crash ;;
   status)  cmd_status ;;
   destroy) cmd_destroy ;;
   psql)    shift; cmd_psql "$@" ;;
   dir)     echo "$CLUSTER" ;;
-  -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) die "unknown command '$1' (start|stop|status|psql|destroy|dir)" ;;
+  -h|--help|help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "unknown command '$1' (start|stop|crash|status|psql|destroy|dir)" ;;
 esac

@@ -73,22 +73,30 @@ pub struct TestDb {
     /// Its URL.
     pub url: String,
     name: String,
+    /// The server's admin URL it was made on (and is dropped through).
+    admin: String,
 }
 
 impl TestDb {
     /// Creates an empty database.
     pub async fn new() -> TestDb {
+        Self::new_at(&admin_url()).await
+    }
+
+    /// Creates an empty database on the server of `admin` (e.g. an [`OwnDb`]).
+    pub async fn new_at(admin: &str) -> TestDb {
         let name = format!("lumilio_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url())
+        let mut conn = PgConnection::connect(admin)
             .await
-            .expect("connect to DATABASE_URL");
+            .expect("connect to the admin database URL");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
+            .execute(&mut conn)
             .await
             .unwrap();
         TestDb {
-            url: with_db(&admin_url(), &name),
+            url: with_db(admin, &name),
             name,
+            admin: admin.to_owned(),
         }
     }
 
@@ -132,7 +140,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let url = admin_url();
+        let url = self.admin.clone();
         let name = self.name.clone();
         // Drop needs its own runtime: the test's may be shutting down.
         let _ = std::thread::spawn(move || {
@@ -151,6 +159,78 @@ impl Drop for TestDb {
                 })
         })
         .join();
+    }
+}
+
+/// A PostgreSQL server of one test's own, run by `scripts/db.sh` in its own
+/// cluster directory and port, so that the test can crash and restart it
+/// without touching the database every other test shares. Destroyed on drop.
+pub struct OwnDb {
+    /// Its `lumilio` database, as `scripts/db.sh start` printed it.
+    pub url: String,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl OwnDb {
+    /// Makes a new cluster (initdb, a few seconds) and starts it.
+    pub fn start() -> OwnDb {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        // Under /var/tmp, as scripts/db.sh's own default: the server user must
+        // traverse it, and the socket path must stay short.
+        let dir = PathBuf::from(format!("/var/tmp/lumilio-pg-e2e-{}", &tag[..12]));
+        let mut own = OwnDb {
+            url: String::new(),
+            dir,
+            port: free_port(),
+        };
+        own.url = own.start_again();
+        own
+    }
+
+    fn db_sh(&self, cmd: &str) -> Output {
+        Command::new("bash")
+            .arg(repo().join("scripts/db.sh"))
+            .arg(cmd)
+            .env_remove("DATABASE_URL")
+            .env("LUMILIO_PG_DIR", &self.dir)
+            .env("LUMILIO_PG_PORT", self.port.to_string())
+            .output()
+            .expect("run scripts/db.sh")
+    }
+
+    /// Stops the server as a crash would (`scripts/db.sh crash`: `pg_ctl stop -m immediate`).
+    pub fn crash(&self) {
+        let out = self.db_sh("crash");
+        assert!(
+            out.status.success(),
+            "scripts/db.sh crash: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts the server again on the same cluster and port (WAL recovery
+    /// after a crash); returns the URL it printed.
+    pub fn start_again(&self) -> String {
+        let out = self.db_sh("start");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "scripts/db.sh start: {}{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("DATABASE_URL="))
+            .expect("scripts/db.sh start prints DATABASE_URL=...")
+            .to_owned()
+    }
+}
+
+impl Drop for OwnDb {
+    fn drop(&mut self) {
+        let _ = self.db_sh("destroy");
     }
 }
 

@@ -10,6 +10,7 @@ mod hostile_guests;
 mod hosts;
 mod immich;
 mod migrations;
+mod outage;
 mod plugin_new;
 mod py_stage;
 mod places;

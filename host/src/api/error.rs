@@ -64,25 +64,45 @@ impl ApiError {
     }
 }
 
+/// Whether `err` means the database cannot be reached right now (down,
+/// restarting, in crash recovery, connection cut) rather than a bad query:
+/// the client should retry, and nothing was stored.
+pub fn database_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        // A connection that died mid-message (the server was killed).
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        // Class 57 operator intervention: 57P01 admin_shutdown, 57P02
+        // crash_shutdown, 57P03 cannot_connect_now ("the database system is
+        // starting up / in recovery mode"); class 08 connection exceptions.
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                error!(%err, "database unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database_unavailable",
-                    "the database is unavailable; nothing was stored, retry shortly",
-                )
-            }
-            other => Self::internal("database query failed", other),
+        if database_unavailable(&err) {
+            error!(%err, "database unavailable");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "the database is unavailable; nothing was stored, retry shortly",
+            );
         }
+        Self::internal("database query failed", err)
     }
 }
 
 impl From<riverqueue::Error> for ApiError {
     fn from(err: riverqueue::Error) -> Self {
-        Self::internal("could not enqueue the processing job", err)
+        match err {
+            // The job insert shares the upload's transaction: the same outage.
+            riverqueue::Error::Database(db) if database_unavailable(&db) => db.into(),
+            other => Self::internal("could not enqueue the processing job", other),
+        }
     }
 }
 

@@ -197,6 +197,8 @@ impl Staged {
     }
 
     /// Moves the file to `dest` (in the same directory tree) and keeps it.
+    /// The bytes were synced by [`Upload::finish`]; the rename is synced here
+    /// (`dest`'s directory), so the kept file is on disk when this returns.
     pub async fn keep_as(mut self, dest: &Path) -> io::Result<()> {
         let from = self
             .guard
@@ -207,13 +209,27 @@ impl Staged {
             self.guard.0 = Some(from);
             return Err(e);
         }
+        if let Some(dir) = dest.parent() {
+            sync_dir(dir).await?;
+        }
         Ok(())
     }
+}
+
+/// Flushes `dir`'s entries to disk, so that a rename into it survives a power cut.
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(test)]
+    tests::SYNCED_DIRS.lock().unwrap().push(dir.to_owned());
+    File::open(dir).await?.sync_all().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every directory [`sync_dir`] flushed (each test looks under its own folder).
+    pub(super) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> =
+        std::sync::Mutex::new(Vec::new());
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|b| format!("{b:02x}")).collect()
@@ -246,6 +262,10 @@ mod tests {
         let dest = dir.join("kept");
         staged.keep_as(&dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
+        assert!(
+            SYNCED_DIRS.lock().unwrap().contains(&dir),
+            "keep_as syncs the directory it renamed into"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

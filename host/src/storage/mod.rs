@@ -2,11 +2,17 @@
 //!
 //! Every path is derived from a content hash (validated as 64 hex digits) or
 //! an asset id, never from a client's file name. A leaf module.
+//!
+//! Durability: a file is synced before it is renamed into place, and the
+//! directory that receives it is synced after the rename (a rename is only an
+//! entry in the directory until that directory is flushed). New directories
+//! are synced into their parents once, when they are made.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use tokio::fs;
+use tokio::io::AsyncWriteExt as _;
 use uuid::Uuid;
 
 /// Why a storage operation failed.
@@ -54,7 +60,38 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
     }
 }
 
+/// Flushes `dir`'s entries to disk, so that a rename into it survives a power cut.
+async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    #[cfg(test)]
+    tests::SYNCED_DIRS.lock().unwrap().push(dir.to_owned());
+    fs::File::open(dir)
+        .await
+        .map_err(io_err(dir))?
+        .sync_all()
+        .await
+        .map_err(io_err(dir))
+}
+
 impl Storage {
+    /// Makes `dir` (under the storage root) if it is missing, and syncs each
+    /// ancestor up to the root then, so a new directory's entry is on disk too.
+    /// An existing directory costs one `stat`.
+    async fn make_dir(&self, dir: &Path) -> Result<(), StorageError> {
+        if fs::try_exists(dir).await.map_err(io_err(dir))? {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).await.map_err(io_err(dir))?;
+        let mut d = dir;
+        while let Some(parent) = d.parent() {
+            sync_dir(parent).await?;
+            if parent == self.root || !parent.starts_with(&self.root) {
+                break;
+            }
+            d = parent;
+        }
+        Ok(())
+    }
+
     /// Uses these directories, creating them if needed.
     pub async fn open(
         staging: impl Into<PathBuf>,
@@ -112,13 +149,15 @@ impl Storage {
 
     /// Moves a staged file into place as the original for `hash`. Idempotent:
     /// if the original is already stored (same bytes), the staged copy is dropped.
+    /// The staged file was synced when its upload finished; the rename is synced
+    /// here (its directory), so the original is on disk when this returns.
     pub async fn put_original(&self, staged: &Path, hash: &str) -> Result<PathBuf, StorageError> {
         let dest = self.original_path(hash)?;
         if fs::try_exists(&dest).await.map_err(io_err(&dest))? {
             return Ok(dest);
         }
         let parent = dest.parent().expect("original paths have a parent");
-        fs::create_dir_all(parent).await.map_err(io_err(parent))?;
+        self.make_dir(parent).await?;
         if fs::rename(staged, &dest).await.is_err() {
             // Different file systems: copy to a temporary name, then rename, so a
             // crash never leaves a half-written original under its final name.
@@ -132,10 +171,12 @@ impl Storage {
                 .map_err(io_err(&tmp))?;
             fs::rename(&tmp, &dest).await.map_err(io_err(&dest))?;
         }
+        sync_dir(parent).await?;
         Ok(dest)
     }
 
-    /// Writes a rendition atomically (temporary file, then rename).
+    /// Writes a rendition atomically and durably (temporary file, synced, then
+    /// renamed, then its directory synced).
     pub async fn put_rendition(
         &self,
         hash: &str,
@@ -144,10 +185,14 @@ impl Storage {
     ) -> Result<PathBuf, StorageError> {
         let dest = self.rendition_path(hash, name)?;
         let parent = dest.parent().expect("rendition paths have a parent");
-        fs::create_dir_all(parent).await.map_err(io_err(parent))?;
+        self.make_dir(parent).await?;
         let tmp = dest.with_extension(format!("{}.tmp", Uuid::new_v4()));
-        fs::write(&tmp, bytes).await.map_err(io_err(&tmp))?;
+        let mut file = fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
+        file.write_all(bytes).await.map_err(io_err(&tmp))?;
+        file.sync_all().await.map_err(io_err(&tmp))?;
+        drop(file);
         fs::rename(&tmp, &dest).await.map_err(io_err(&dest))?;
+        sync_dir(parent).await?;
         Ok(dest)
     }
 
@@ -181,6 +226,55 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every directory [`sync_dir`] flushed, in order (tests run in parallel:
+    /// each looks only at the paths under its own folder).
+    pub(super) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> =
+        std::sync::Mutex::new(Vec::new());
+
+    fn synced_under(root: &Path) -> Vec<PathBuf> {
+        SYNCED_DIRS
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with(root))
+            .cloned()
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_rename_into_storage_syncs_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Storage::open(tmp.path().join("staging"), tmp.path().join("storage"))
+            .await
+            .unwrap();
+        let hash = "cd".repeat(32);
+        let staged = s.staged_path(Uuid::new_v4());
+        std::fs::write(&staged, b"bytes").unwrap();
+        let dest = s.put_original(&staged, &hash).await.unwrap();
+        let synced = synced_under(tmp.path());
+        assert_eq!(
+            synced.last().map(PathBuf::as_path),
+            dest.parent(),
+            "the original's directory is synced after the rename: {synced:?}"
+        );
+        // The new directories (originals/cd/cd) are synced into their parents, up to the root.
+        for dir in ["storage/originals/cd", "storage/originals", "storage"] {
+            assert!(synced.contains(&tmp.path().join(dir)), "{dir} not synced: {synced:?}");
+        }
+
+        let before = synced_under(tmp.path()).len();
+        let r = s.put_rendition(&hash, "small", b"thumb").await.unwrap();
+        let synced = synced_under(tmp.path());
+        assert_eq!(synced.last().map(PathBuf::as_path), r.parent(), "{synced:?}");
+        // A second rendition in the same (now existing) directory: one sync, of that directory.
+        let before2 = synced.len();
+        s.put_rendition(&hash, "large", b"thumb2").await.unwrap();
+        let synced = synced_under(tmp.path());
+        assert_eq!(synced[before2..], [r.parent().unwrap().to_owned()], "one directory sync per rename");
+        assert!(before2 > before);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"bytes");
+    }
 
     #[tokio::test]
     async fn paths_come_from_hashes_only() {
