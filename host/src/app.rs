@@ -90,9 +90,6 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// The HTTP server stopped with an error.
-    #[error("HTTP server failed")]
-    Http(#[source] std::io::Error),
 }
 
 /// Runs the service until SIGINT or SIGTERM: checks migrations, loads the
@@ -177,6 +174,8 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
         clip,
         near_duplicate_distance: cfg.near_duplicate_distance,
         stages,
+        body_idle_timeout: Duration::from_secs(cfg.body_idle_timeout_secs.max(1)),
+        upload_slots: api::UploadSlots::new(cfg.max_uploads_per_key),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -184,11 +183,21 @@ pub async fn serve(cfg: ServeConfig) -> Result<(), ServeError> {
             addr: cfg.listen,
             source,
         })?;
-    info!(listen = %cfg.listen, max_upload_bytes, "serving");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(ServeError::Http)?;
+    info!(
+        listen = %cfg.listen,
+        max_upload_bytes,
+        header_read_timeout_secs = cfg.header_read_timeout_secs,
+        body_idle_timeout_secs = cfg.body_idle_timeout_secs,
+        max_uploads_per_key = cfg.max_uploads_per_key,
+        "serving"
+    );
+    api::serve(
+        listener,
+        api::router(state),
+        Duration::from_secs(cfg.header_read_timeout_secs.max(1)),
+        shutdown_signal(),
+    )
+    .await;
     info!("HTTP stopped; letting running jobs finish");
     stopper.stop();
     if tokio::time::timeout(Duration::from_secs(30), run.wait())

@@ -74,6 +74,17 @@ pub struct ServeConfig {
     /// Seconds after which an untouched partial or uncommitted upload in staging is deleted.
     #[arg(long, env = "LUMILIO_STALE_UPLOAD_SECS", default_value_t = 600)]
     pub stale_upload_secs: u64,
+    /// Seconds a client may take to send a request's headers before its
+    /// connection is closed (slow-header clients hold no connection longer).
+    #[arg(long, env = "LUMILIO_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may send nothing before the request fails with
+    /// 408 and its connection closes; a stalled upload's staged part is removed then.
+    #[arg(long, env = "LUMILIO_BODY_IDLE_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_idle_timeout_secs: u64,
+    /// Concurrent uploads one API key may run; over it, 429 with `Retry-After`.
+    #[arg(long, env = "LUMILIO_MAX_UPLOADS_PER_KEY", default_value_t = 8)]
+    pub max_uploads_per_key: usize,
     /// Seconds a single pipeline job may run before it is cancelled and retried.
     #[arg(long, env = "LUMILIO_JOB_TIMEOUT_SECS", default_value_t = 60)]
     pub job_timeout_secs: u64,

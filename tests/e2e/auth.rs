@@ -6,6 +6,14 @@ use serde_json::{Value, json};
 
 use crate::harness::{Server, TestDb};
 
+/// What a route of the matrix is sent.
+enum Body {
+    None,
+    Json(Value),
+    /// An upload: the file's field name and the text fields beside it.
+    Upload(String, Vec<(&'static str, &'static str)>),
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_route_as_owner_other_user_and_anonymous() {
     let db = TestDb::new().await;
@@ -21,110 +29,198 @@ async fn every_route_as_owner_other_user_and_anonymous() {
     assert_eq!(done["status"], "ready", "{done}");
     let job = up["task_id"].as_i64().unwrap();
 
+    // A second asset, for the one route that destroys.
+    let victim_bytes = testdata::read("jpg/Canon_40D.jpg");
+    let (code, victim) = server.upload("victim.jpg", victim_bytes, "image/jpeg").await;
+    assert_eq!(code, 201, "{victim}");
+    let victim = victim["asset_id"].as_str().unwrap().to_owned();
+    server.wait_done(&victim).await;
+
     let owner = server.client();
     let other = Server::client_with(Some(&bob));
     let anonymous = Server::client_with(None);
     let bad_key = Server::client_with(Some("lum_not-a-real-key"));
     let url = |p: &str| format!("{}{p}", server.base);
 
-    // (method, path, body, owner's status, other user's status)
-    let routes: Vec<(Method, String, Option<Value>, u16, u16)> = vec![
-        (Method::GET, format!("/api/v1/assets/{id}"), None, 200, 404),
+    // Upload probes are tiny: the server answers 401 before reading the
+    // body, and a small body is sent whole before that answer arrives.
+    let probe = b"lumilio route matrix probe".to_vec();
+    let probe_hash = blake3::hash(&probe).to_hex().to_string();
+    let upload = |field: &str, extra: &[(&'static str, &'static str)]| {
+        Body::Upload(field.to_owned(), extra.to_vec())
+    };
+    let form = |field: &str, extra: &[(&'static str, &'static str)]| {
+        let mut form = reqwest::multipart::Form::new();
+        for (k, v) in extra {
+            form = form.text(*k, *v);
+        }
+        form.part(
+            field.to_owned(),
+            reqwest::multipart::Part::bytes(probe.clone()).file_name("probe.jpg"),
+        )
+    };
+    let json = Body::Json;
+    // (route as the router names it, path sent, body, owner's status, other user's status),
+    // in the order they are sent: each caller goes anonymous, bad key, other user, owner.
+    let routes: Vec<(&str, String, Body, u16, u16)> = vec![
+        ("GET /api/v1/assets/{id}", format!("/api/v1/assets/{id}"), Body::None, 200, 404),
+        ("GET /api/v1/assets/{id}/original", format!("/api/v1/assets/{id}/original"), Body::None, 200, 404),
         (
-            Method::GET,
-            format!("/api/v1/assets/{id}/original"),
-            None,
-            200,
-            404,
-        ),
-        (
-            Method::GET,
+            "GET /api/v1/assets/{id}/renditions/{name}",
             format!("/api/v1/assets/{id}/renditions/small"),
-            None,
+            Body::None,
             200,
             404,
         ),
-        (Method::GET, format!("/api/v1/jobs/{job}"), None, 200, 404),
-        (Method::GET, "/api/v1/assets".into(), None, 200, 200),
+        ("GET /api/v1/jobs/{id}", format!("/api/v1/jobs/{job}"), Body::None, 200, 404),
+        ("GET /api/v1/assets", "/api/v1/assets".into(), Body::None, 200, 200),
         (
-            Method::POST,
+            "POST /api/v1/assets/check",
             "/api/v1/assets/check".into(),
-            Some(json!({"hashes": [hash]})),
+            json(json!({"hashes": [hash]})),
             200,
             200,
         ),
         (
-            Method::POST,
+            "POST /api/v1/assets/{id}/reprocess",
             format!("/api/v1/assets/{id}/reprocess"),
-            None,
+            Body::None,
             202,
             404,
         ),
         // No sidecar was uploaded, so 404 for the owner too; the Immich test
         // checks one that exists.
+        ("GET /api/v1/assets/{id}/sidecar", format!("/api/v1/assets/{id}/sidecar"), Body::None, 404, 404),
+        // No inference service here: the owner learns the asset has no
+        // embedding (409), another user only that it does not exist (404).
+        ("GET /api/v1/assets/{id}/similar", format!("/api/v1/assets/{id}/similar"), Body::None, 409, 404),
         (
-            Method::GET,
-            format!("/api/v1/assets/{id}/sidecar"),
-            None,
-            404,
-            404,
+            "POST /api/v1/search",
+            "/api/v1/search".into(),
+            json(json!({"query": "a beach"})),
+            503,
+            503,
         ),
         // The web app's routes: status and events are the caller's own.
-        (Method::GET, "/api/v1/status".into(), None, 200, 200),
-        (Method::GET, "/api/v1/events".into(), None, 200, 200),
+        ("GET /api/v1/status", "/api/v1/status".into(), Body::None, 200, 200),
+        ("GET /api/v1/events", "/api/v1/events".into(), Body::None, 200, 200),
         (
-            Method::POST,
+            "POST /api/v1/assets/{id}/favorite",
             format!("/api/v1/assets/{id}/favorite"),
-            Some(json!({"favorite": true})),
+            json(json!({"favorite": true})),
             200,
             404,
         ),
-        // The Immich compatibility routes that need a key.
-        (Method::GET, "/api/users/me".into(), None, 200, 200),
-        (Method::GET, "/api/api-keys/me".into(), None, 200, 200),
-        (Method::GET, "/api/assets/statistics".into(), None, 200, 200),
+        // Uploads: bob's probe is new to him, then a duplicate on each route.
+        ("POST /api/v1/assets", "/api/v1/assets".into(), upload("file", &[]), 201, 201),
+        ("POST /api/v1/assets/batch", "/api/v1/assets/batch".into(), upload(&probe_hash, &[]), 200, 200),
         (
-            Method::POST,
-            "/api/assets/bulk-upload-check".into(),
-            Some(
-                json!({"assets": [{"id": "a", "checksum": "0000000000000000000000000000000000000000"}]}),
+            "POST /api/assets",
+            "/api/assets".into(),
+            upload(
+                "assetData",
+                &[
+                    ("deviceAssetId", "probe"),
+                    ("deviceId", "matrix"),
+                    ("fileCreatedAt", "2024-05-01T12:00:00.000Z"),
+                    ("fileModifiedAt", "2024-05-01T12:00:00.000Z"),
+                ],
             ),
             200,
             200,
         ),
+        // The Immich compatibility routes that need a key.
+        ("GET /api/users/me", "/api/users/me".into(), Body::None, 200, 200),
+        ("GET /api/api-keys/me", "/api/api-keys/me".into(), Body::None, 200, 200),
+        ("GET /api/assets/statistics", "/api/assets/statistics".into(), Body::None, 200, 200),
+        (
+            "POST /api/assets/bulk-upload-check",
+            "/api/assets/bulk-upload-check".into(),
+            json(json!({"assets": [{"id": "a", "checksum": "0000000000000000000000000000000000000000"}]})),
+            200,
+            200,
+        ),
+        // Last: the one that destroys, on its own asset.
+        ("DELETE /api/v1/assets/{id}", format!("/api/v1/assets/{victim}"), Body::None, 204, 404),
     ];
-    for (method, path, body, as_owner, as_other) in &routes {
+    // Routes anyone may call: the service's own, the web app's files, and
+    // Immich's discovery routes (a client asks them before it has a key).
+    let public = [
+        "GET /health",
+        "GET /api/openapi.json",
+        "GET /metrics",
+        "GET /",
+        "GET /web/{file}",
+        "GET /.well-known/immich",
+        "GET /api/server/media-types",
+        "GET /api/server/version",
+        "GET /api/server/ping",
+    ];
+    // The matrix covers every route the server documents (a test in the host
+    // checks the document lists every route of the router), so a new route
+    // cannot be left out of it.
+    let doc: Value = anonymous
+        .get(url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    for route in &documented {
+        assert!(
+            public.contains(&route.as_str()) || routes.iter().any(|r| r.0 == route.as_str()),
+            "{route} is in the router but not in this route matrix: add it (owner, other user, no key, bad key) or to `public`"
+        );
+    }
+    for (route, ..) in &routes {
+        assert!(documented.contains(&route.to_string()), "{route} is in the matrix but not served");
+    }
+    for route in public {
+        assert!(documented.contains(&route.to_string()), "{route} is listed public but not served");
+    }
+
+    for (route, path, body, as_owner, as_other) in &routes {
+        let method: Method = route.split(' ').next().unwrap().parse().unwrap();
         let send = |c: &reqwest::Client| {
             let mut r = c.request(method.clone(), url(path));
-            if let Some(b) = body {
-                r = r.json(b);
+            match body {
+                Body::None => {}
+                Body::Json(b) => r = r.json(b),
+                Body::Upload(field, extra) => r = r.multipart(form(field, extra)),
             }
             r.send()
         };
         assert_eq!(
             send(&anonymous).await.unwrap().status().as_u16(),
             401,
-            "{method} {path} without a key"
+            "{route} ({path}) without a key"
         );
         assert_eq!(
             send(&bad_key).await.unwrap().status().as_u16(),
             401,
-            "{method} {path} with a bad key"
+            "{route} ({path}) with a bad key"
         );
         let r = send(&other).await.unwrap();
         assert_eq!(
             r.status().as_u16(),
             *as_other,
-            "{method} {path} as another user"
+            "{route} ({path}) as another user"
         );
         if *as_other == 404 {
             let b: Value = r.json().await.unwrap();
-            assert_eq!(b["error"]["code"], "not_found", "{method} {path}: {b}");
+            assert_eq!(b["error"]["code"], "not_found", "{route}: {b}");
         }
         assert_eq!(
             send(&owner).await.unwrap().status().as_u16(),
             *as_owner,
-            "{method} {path} as the owner"
+            "{route} ({path}) as the owner"
         );
     }
     server.wait_done(&id).await;
@@ -138,7 +234,13 @@ async fn every_route_as_owner_other_user_and_anonymous() {
         .json()
         .await
         .unwrap();
-    assert_eq!(list["assets"], json!([]));
+    let ids: Vec<&str> = list["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["asset_id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&id.as_str()), "bob's list shows alice's asset: {list}");
     let check: Value = other
         .post(url("/api/v1/assets/check"))
         .json(&json!({"hashes": [hash]}))

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `lumilio` binary, a real Postgres, real WASM
 //! plugins. See tests/README.md.
 
+mod abuse;
 mod assets_api;
 mod auth;
 mod clip;

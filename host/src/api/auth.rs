@@ -3,30 +3,28 @@
 //! only ever see that user's rows; other users' ids answer 404.
 
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
-use crate::db::users;
+use crate::db::users::{self, KeyView};
 
 /// The user a request acts for.
 #[derive(Debug, Clone, Copy)]
 pub struct Owner(pub Uuid);
 
 /// The key a request carries, if any.
-pub(super) fn presented_key(parts: &Parts) -> Option<&str> {
-    if let Some(v) = parts
-        .headers
+pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
         let (scheme, key) = v.trim().split_once(' ')?;
         return scheme.eq_ignore_ascii_case("bearer").then_some(key.trim());
     }
-    parts
-        .headers
+    headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
@@ -37,17 +35,26 @@ fn unauthorized(message: &str) -> ApiError {
 }
 
 /// 401 for a request without a key.
-pub(super) fn missing_key() -> ApiError {
+fn missing_key() -> ApiError {
     unauthorized(
         "send an API key as `Authorization: Bearer KEY` or `x-api-key: KEY`; `lumilio user create NAME` makes one",
     )
 }
 
 /// 401 for a key that is not (or no longer) valid.
-pub(super) fn unknown_key() -> ApiError {
+fn unknown_key() -> ApiError {
     unauthorized(
         "the API key is unknown or revoked; `lumilio user create-key NAME` makes a new one",
     )
+}
+
+/// The one lookup every extractor of the caller shares: the key the request
+/// presents and its user, or 401 when it has none or an unknown one.
+pub(super) async fn presented(parts: &Parts, state: &AppState) -> Result<KeyView, ApiError> {
+    let key = presented_key(&parts.headers).ok_or_else(missing_key)?;
+    users::describe_key(&state.pool, key)
+        .await?
+        .ok_or_else(unknown_key)
 }
 
 impl FromRequestParts<AppState> for Owner {
@@ -57,11 +64,7 @@ impl FromRequestParts<AppState> for Owner {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = presented_key(parts).ok_or_else(missing_key)?;
-        match users::authenticate(&state.pool, key).await? {
-            Some(user) => Ok(Owner(user)),
-            None => Err(unknown_key()),
-        }
+        Ok(Owner(presented(parts, state).await?.user_id))
     }
 }
 
@@ -82,13 +85,10 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = presented_key(parts).ok_or_else(missing_key)?;
-        match users::describe_key(&state.pool, key).await? {
-            Some(k) => Ok(Caller {
-                owner: k.user_id,
-                key_id: k.key_id,
-            }),
-            None => Err(unknown_key()),
-        }
+        let key = presented(parts, state).await?;
+        Ok(Caller {
+            owner: key.user_id,
+            key_id: key.key_id,
+        })
     }
 }

@@ -82,6 +82,35 @@ pub fn database_unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
+/// Longest run of a client's value that an error message quotes back.
+const QUOTE_CHARS: usize = 64;
+
+/// A client-supplied value (header, field, file name) as an error message may
+/// quote it: Debug-quoted and cut to [`QUOTE_CHARS`] characters, saying how
+/// long it was, so that an answer never echoes unbounded input.
+pub fn quoted(raw: &str) -> String {
+    let total = raw.chars().count();
+    if total <= QUOTE_CHARS {
+        return format!("{raw:?}");
+    }
+    let head: String = raw.chars().take(QUOTE_CHARS).collect();
+    format!("{head:?}… ({total} characters)")
+}
+
+/// Longest text of an axum rejection kept in its JSON message: serde's and
+/// multer's errors can quote the request (a field, a path segment).
+const REJECTION_CHARS: usize = 300;
+
+/// A library's error text (which can quote the request: a field, a path
+/// segment) cut to [`REJECTION_CHARS`] characters for an error message.
+pub fn cut(text: &str) -> String {
+    if text.chars().count() <= REJECTION_CHARS {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(REJECTION_CHARS).collect();
+    format!("{head}… (cut)")
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(err: sqlx::Error) -> Self {
         if database_unavailable(&err) {
@@ -125,9 +154,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut res = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        // When to come back: the database's usual restart, or an upload slot.
+        let retry_after = match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => Some("5"),
+            StatusCode::TOO_MANY_REQUESTS => Some("2"),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
         }
         res
     }
@@ -162,7 +197,23 @@ pub async fn json_errors(res: Response) -> Response {
     let message = if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
     } else {
-        text
+        cut(&text)
     };
     ApiError::new(status, code, message).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quoted;
+
+    #[test]
+    fn quoted_values_are_bounded() {
+        assert_eq!(quoted("abc"), "\"abc\"");
+        let long = "x".repeat(10_000);
+        let q = quoted(&long);
+        assert!(q.len() < 100, "{q}");
+        assert!(q.ends_with("(10000 characters)"), "{q}");
+        // Cut on a character, not a byte.
+        assert!(quoted(&"é".repeat(100)).starts_with("\"éé"));
+    }
 }

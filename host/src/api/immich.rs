@@ -22,9 +22,10 @@ use uuid::Uuid;
 
 use super::auth::{self, Owner};
 use super::intake::{self, Accepting, Intake, bad_multipart};
+use super::error::quoted;
 use super::{ApiError, AppState};
 use crate::db::assets::{self, ClientFacts, Sidecar};
-use crate::db::users::{self, KeyView};
+use crate::db::users::KeyView;
 use crate::ingest::{self, Digests, Staged};
 
 /// File extensions the default pipeline accepts (see the validate plugin),
@@ -52,11 +53,7 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let key = auth::presented_key(parts).ok_or_else(auth::missing_key)?;
-        users::describe_key(&state.pool, key)
-            .await?
-            .map(Caller)
-            .ok_or_else(auth::unknown_key)
+        Ok(Caller(auth::presented(parts, state).await?))
     }
 }
 
@@ -224,8 +221,9 @@ pub async fn bulk_upload_check(
                 ApiError::bad_request(
                     "bad_checksum",
                     format!(
-                        "the checksum of {:?} is not a SHA-1 in hex (40 characters) or base64: {:?}",
-                        a.id, a.checksum
+                        "the checksum of {} is not a SHA-1 in hex (40 characters) or base64: {}",
+                        quoted(&a.id),
+                        quoted(&a.checksum)
                     ),
                 )
             })
@@ -316,7 +314,8 @@ fn parse_time(raw: &str, name: &str) -> Result<DateTime<Utc>, ApiError> {
             ApiError::bad_request(
                 "bad_field",
                 format!(
-                    "`{name}` must be an ISO 8601 time like 2024-05-01T12:00:00.000Z, got {raw:?}"
+                    "`{name}` must be an ISO 8601 time like 2024-05-01T12:00:00.000Z, got {}",
+                    quoted(raw)
                 ),
             )
         })
@@ -342,22 +341,23 @@ impl TextFields {
             .file_size
             .map(|raw| {
                 raw.parse::<u64>()
-                    .map_err(|_| bad(format!("`fileSize` must be a byte count, got {raw:?}")))
+                    .map_err(|_| bad(format!("`fileSize` must be a byte count, got {}", quoted(&raw))))
             })
             .transpose()?;
         let is_favorite = match self.is_favorite.as_deref() {
             Some("true") => true,
             None | Some("false" | "") => false,
             Some(other) => {
-                return Err(bad(format!("`isFavorite` is true or false, got {other:?}")));
+                return Err(bad(format!("`isFavorite` is true or false, got {}", quoted(other))));
             }
         };
         if let Some(v) = &self.visibility
             && !VISIBILITIES.contains(&v.as_str())
         {
             return Err(bad(format!(
-                "`visibility` is one of {}, got {v:?}",
-                VISIBILITIES.join(", ")
+                "`visibility` is one of {}, got {}",
+                VISIBILITIES.join(", "),
+                quoted(v)
             )));
         }
         let client = ClientFacts {
@@ -452,7 +452,8 @@ pub async fn upload_asset(
         return Err(ApiError::bad_request(
             "checksum_mismatch",
             format!(
-                "x-immich-checksum {expected:?} is not the SHA-1 of the received bytes; nothing was stored, upload again"
+                "x-immich-checksum {} is not the SHA-1 of the received bytes; nothing was stored, upload again",
+                quoted(expected)
             ),
         ));
     }

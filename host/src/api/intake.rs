@@ -275,14 +275,19 @@ pub(super) async fn accept(
     }
 }
 
-/// 4xx `bad_multipart`, with the status multer chose.
+/// 4xx `bad_multipart`, with the status multer chose; 408 `body_timeout`
+/// when the body stalled past the idle timeout (the connection then closes,
+/// and what was staged of the file is already gone).
 pub(super) fn bad_multipart(err: MultipartError) -> ApiError {
+    if super::limits::is_body_timeout(&err) {
+        return super::limits::body_timeout();
+    }
     ApiError::new(
         err.status(),
         "bad_multipart",
         format!(
             "the multipart body could not be read ({}); nothing of this file was stored",
-            err.body_text()
+            super::error::cut(&err.body_text())
         ),
     )
 }

@@ -13,20 +13,24 @@ mod files;
 mod immich;
 mod intake;
 mod jobs;
+mod limits;
 mod metrics;
 mod openapi;
 mod search;
+mod serve;
 mod status;
 mod upload;
 mod web;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::routing::{MethodRouter, delete, get, post};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 pub use error::ApiError;
+pub use limits::UploadSlots;
+pub use serve::serve;
 pub use openapi::ApiDoc;
 pub use status::StageLimits;
 
@@ -54,6 +58,10 @@ pub struct AppState {
     pub near_duplicate_distance: f64,
     /// The pipeline's stages and their limits, for `GET /api/v1/status`.
     pub stages: std::sync::Arc<[StageLimits]>,
+    /// Longest silence of a request body before it fails (408).
+    pub body_idle_timeout: std::time::Duration,
+    /// Uploads in flight per key, capped.
+    pub upload_slots: UploadSlots,
 }
 
 /// Every route as (method, path, handler): the one list both the router and
@@ -145,12 +153,28 @@ pub fn router(state: AppState) -> Router {
             )),
             None => handler,
         };
+        // The cap is outermost: a refused upload costs no more than its headers.
+        let handler = if matches!(
+            (method, path),
+            ("POST", "/api/v1/assets" | "/api/v1/assets/batch" | "/api/assets")
+        ) {
+            handler.layer(axum::middleware::from_fn_with_state(
+                state.upload_slots.clone(),
+                limits::cap_uploads,
+            ))
+        } else {
+            handler
+        };
         router = router.route(path, handler);
     }
+    let idle = state.body_idle_timeout;
     router
         .fallback(|| async { ApiError::not_found("route") })
         .layer(axum::middleware::map_response(error::json_errors))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_request(move |req: Request| async move {
+            limits::idle_body(req, idle)
+        }))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::auth::Owner;
 use super::intake::{self, Accepting, Intake, IntakeError, bad_multipart, field_meta};
+use super::error::quoted;
 use super::{ApiError, AppState};
 use crate::db::assets;
 use crate::ingest::Digests;
@@ -58,7 +59,10 @@ fn parse_hash(raw: &str, what: &str) -> Result<String, ApiError> {
     } else {
         Err(ApiError::bad_request(
             "bad_hash",
-            format!("{what} must be a BLAKE3 digest in hex (64 characters), got {raw:?}"),
+            format!(
+                "{what} must be a BLAKE3 digest in hex (64 characters), got {}",
+                quoted(raw)
+            ),
         ))
     }
 }
