@@ -3,6 +3,7 @@
 
 mod assets_api;
 mod auth;
+mod bombs;
 mod clip;
 mod fuzz;
 mod harness;
