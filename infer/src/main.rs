@@ -28,6 +28,10 @@ struct Cli {
     /// Batches processed at once (a GPU runs one at a time).
     #[arg(long, default_value_t = 1)]
     max_concurrency: u32,
+    /// Testing only: make and report embeddings of this length instead of
+    /// 512 (zero-padded or cut), to check that a host refuses the mismatch.
+    #[arg(long, hide = true)]
+    embedding_dim: Option<usize>,
 }
 
 #[tokio::main]
@@ -42,6 +46,10 @@ async fn main() {
         batch_cost: Duration::from_millis(cli.batch_cost_ms),
         item_cost: Duration::from_millis(cli.item_cost_ms),
         max_concurrency: cli.max_concurrency.max(1),
+        embedding_dim: cli
+            .embedding_dim
+            .unwrap_or(lumilio_infer::descriptor::DIM)
+            .max(1),
         ..Options::default()
     };
     let listener = match tokio::net::TcpListener::bind(cli.listen).await {

@@ -48,6 +48,9 @@ pub struct Options {
     /// When a stream does not say how many requests it will send (`total` 0),
     /// process what has arrived after this long without a new request.
     pub gather_idle: Duration,
+    /// Length of the embeddings it makes and reports (`DIM`; other values,
+    /// zero-padded or cut, exist only to test a host against a mismatch).
+    pub embedding_dim: usize,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
             item_cost: Duration::ZERO,
             max_concurrency: 1,
             gather_idle: Duration::from_millis(20),
+            embedding_dim: DIM,
         }
     }
 }
@@ -108,7 +112,7 @@ pub fn capability(opts: &Options) -> Capability {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     };
-    let dim = DIM.to_string();
+    let dim = opts.embedding_dim.to_string();
     let max_topk = MAX_TOPK.to_string();
     Capability {
         service_name: SERVICE_NAME.to_owned(),
@@ -242,7 +246,8 @@ async fn run_stream(
                 cost += svc.opts.batch_cost;
             }
             tokio::time::sleep(cost).await;
-            match tokio::task::spawn_blocking(move || answer_group(group)).await {
+            let dim = svc.opts.embedding_dim;
+            match tokio::task::spawn_blocking(move || answer_group(group, dim)).await {
                 Ok(answers) => answers,
                 Err(e) => {
                     let _ = tx
@@ -269,7 +274,7 @@ async fn run_stream(
 }
 
 /// Answers a group; each distinct image is decoded and analysed once.
-fn answer_group(group: Vec<InferRequest>) -> Vec<InferResponse> {
+fn answer_group(group: Vec<InferRequest>, dim: usize) -> Vec<InferResponse> {
     let mut cache: HashMap<Vec<u8>, Arc<Result<Analysis, String>>> = HashMap::new();
     group
         .into_iter()
@@ -282,16 +287,23 @@ fn answer_group(group: Vec<InferRequest>) -> Vec<InferResponse> {
                     })
                     .clone()
             };
-            answer_one(&req, &mut analysis)
+            answer_one(&req, &mut analysis, dim)
         })
         .collect()
 }
 
-/// Answers one request; bad input becomes a per-item INVALID_ARGUMENT, never a stream failure.
+/// Answers one request with `dim`-long embeddings ([`DIM`] unless testing a
+/// mismatch); bad input becomes a per-item INVALID_ARGUMENT, never a stream failure.
 pub fn answer_one(
     req: &InferRequest,
     analysis: &mut dyn FnMut(&[u8]) -> Arc<Result<Analysis, String>>,
+    dim: usize,
 ) -> InferResponse {
+    let embedding_json = |v: &[f32]| {
+        let mut v = v.to_vec();
+        v.resize(dim, 0.0);
+        embedding_json(&v)
+    };
     let outcome: Result<(serde_json::Value, &str, &str, HashMap<String, String>), String> =
         match req.task.as_str() {
             TASK_IMAGE_EMBED | TASK_SMART if req.payload.is_empty() => {

@@ -1,12 +1,14 @@
 //! CLIP through the reference inference server over real gRPC: embeddings
-//! and predictions stored, similar-photo and text search, and an ML outage
-//! that delays CLIP without holding up uploads.
+//! and predictions stored, similar-photo and text search, an ML outage that
+//! delays CLIP without holding up uploads, the service killed mid-batch, an
+//! image the service refuses, and an embedding-dimension mismatch at start-up.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use sqlx::Connection;
 
-use crate::harness::{Infer, Server, TestDb, free_port, repo};
+use crate::harness::{Infer, Server, TestDb, bin, files_under, free_port, repo};
 
 async fn embedded(db: &TestDb, asset: &str, within: Duration) -> bool {
     let mut conn = db.conn().await;
@@ -188,4 +190,289 @@ async fn ml_outage_delays_clip_but_not_uploads() {
             .await
             .unwrap();
     assert_eq!(state, "completed");
+}
+
+/// One counter of the host's `/metrics`.
+async fn metric(server: &Server, name: &str) -> f64 {
+    let text = server
+        .client()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+/// Polls `f` every 100 ms until it holds, for at most `within`.
+async fn until<F, Fut>(within: Duration, what: &str, server: &Server, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !f().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what} (waited {within:?}):\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "written at the deadline and not yet run: run with --ignored, then drop this"]
+async fn infer_killed_mid_batch_then_every_item_retries_and_completes() {
+    let db = TestDb::new().await;
+    db.migrate();
+    let port = free_port();
+    let logs = tempfile::tempdir().unwrap();
+    let infer_log = logs.path().join("infer.log");
+    // A batch takes 5 s: long enough to be surely in flight at the kill.
+    let mut infer = Infer::start_logged(port, &["--batch-cost-ms", "5000"], &infer_log);
+    let addr = format!("http://127.0.0.1:{port}");
+    let server = Server::start_with(
+        &db,
+        &repo().join("pipeline.toml"),
+        &[
+            ("ML_SERVICE_ADDR", addr.as_str()),
+            ("LUMILIO_CLIP_WINDOW_MS", "300"),
+        ],
+    )
+    .await;
+    let photos = [
+        "jpg/gps/DSCN0010.jpg",
+        "jpg/orientation/landscape_6.jpg",
+        "jpg/Canon_40D.jpg",
+        "jpg/Nikon_D70.jpg",
+    ];
+    let mut ids = Vec::new();
+    for p in photos {
+        let (code, up) = server.upload(p, testdata::read(p), "image/jpeg").await;
+        assert_eq!(code, 201, "{up}");
+        ids.push(up["asset_id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        assert_eq!(server.wait_done(id).await["status"], "ready");
+    }
+
+    // In flight: a batch was sent, nothing came back, nothing failed yet.
+    until(Duration::from_secs(30), "no CLIP batch was sent", &server, || async {
+        metric(&server, "lumilio_clip_batches_total").await >= 1.0
+    })
+    .await;
+    let mut conn = db.conn().await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM embeddings")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "the batch must still be in flight at the kill");
+    assert_eq!(metric(&server, "lumilio_clip_items_failed_total").await, 0.0);
+    let in_flight = metric(&server, "lumilio_clip_items_total").await;
+    assert!(in_flight >= 1.0);
+    let running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM river_job WHERE kind = 'process_clip' AND state = 'running'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(running >= 1, "process_clip jobs wait on the batch");
+    let log = std::fs::read_to_string(&infer_log).unwrap();
+    assert!(!log.contains("group answered"), "answered before the kill:\n{log}");
+    infer.kill9();
+    let killed = Instant::now();
+
+    // The broken stream fails exactly the items that were in it.
+    until(Duration::from_secs(20), "the killed batch's items did not fail", &server, || async {
+        metric(&server, "lumilio_clip_items_failed_total").await >= in_flight
+    })
+    .await;
+    drop(infer);
+    let _infer = Infer::start_logged(port, &[], &infer_log);
+    let restarted = Instant::now();
+    until(Duration::from_secs(60), "CLIP did not complete after the restart", &server, || {
+        let url = db.url.clone();
+        async move {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM river_job WHERE kind = 'process_clip' AND state = 'completed'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            n == 4
+        }
+    })
+    .await;
+    println!(
+        "infer kill -9 mid-batch: {in_flight} items in flight; all 4 embedded {:.1} s after the restart ({:.1} s after the kill)",
+        restarted.elapsed().as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+    // Exactly once per asset: one embedding, one set of predictions, and the
+    // in-flight items completed on a later attempt.
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT a.id::text,
+                (SELECT count(*) FROM embeddings e WHERE e.asset_id = a.id),
+                (SELECT count(*) FROM predictions p WHERE p.asset_id = a.id),
+                (SELECT count(DISTINCT p.label) FROM predictions p WHERE p.asset_id = a.id)
+         FROM assets a ORDER BY a.id",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4);
+    for (id, emb, preds, distinct) in &rows {
+        assert_eq!(*emb, 1, "{id}: one embedding");
+        assert!(*preds >= 1 && preds == distinct, "{id}: predictions stored once ({preds} rows, {distinct} labels)");
+    }
+    let retried: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM river_job WHERE kind = 'process_clip' AND attempt >= 2
+           AND coalesce(array_length(errors, 1), 0) >= 1",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        retried as f64 >= in_flight,
+        "every item of the killed batch completed on a later attempt ({retried} of {in_flight})"
+    );
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM river_job WHERE kind = 'process_clip'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 4, "one process_clip job per asset");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "written at the deadline and not yet run: run with --ignored, then drop this"]
+async fn an_image_the_service_refuses_is_not_retried() {
+    let db = TestDb::new().await;
+    db.migrate();
+    let port = free_port();
+    let addr = format!("http://127.0.0.1:{port}");
+    // ML down at first, so the job is still waiting when the rendition is spoilt.
+    let server = Server::start_with(
+        &db,
+        &repo().join("pipeline.toml"),
+        &[
+            ("ML_SERVICE_ADDR", addr.as_str()),
+            ("LUMILIO_CLIP_WINDOW_MS", "100"),
+        ],
+    )
+    .await;
+    let (_, up) = server
+        .upload("gps.jpg", testdata::read("jpg/gps/DSCN0010.jpg"), "image/jpeg")
+        .await;
+    let id = up["asset_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_done(&id).await["status"], "ready");
+    let url = db.url.clone();
+    let errors = move || {
+        let url = url.clone();
+        async move {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            let row: (String, i16, i32, String) = sqlx::query_as(
+                "SELECT state::text, attempt, coalesce(array_length(errors, 1), 0),
+                        coalesce(errors[array_length(errors, 1)]->>'error', '')
+                 FROM river_job WHERE kind = 'process_clip'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            row
+        }
+    };
+    until(Duration::from_secs(30), "process_clip never failed while ML was down", &server, || {
+        let e = errors.clone();
+        async move { e().await.2 >= 1 }
+    })
+    .await;
+    // The clip rendition becomes bytes no decoder accepts.
+    let clip = files_under(&server.data.path().join("storage"))
+        .into_iter()
+        .find(|p| p.ends_with("clip"))
+        .expect("a clip rendition in storage");
+    std::fs::write(&clip, b"not an image at all").unwrap();
+
+    let _infer = Infer::start_on(port);
+    until(Duration::from_secs(45), "process_clip was not cancelled", &server, || {
+        let e = errors.clone();
+        async move { e().await.0 == "cancelled" }
+    })
+    .await;
+    let (_, attempt, _, last) = errors().await;
+    assert!(
+        last.contains("INVALID_ARGUMENT") && last.contains("not retried"),
+        "the recorded error carries the service's reason: {last}"
+    );
+    println!("refused by the service: attempt {attempt}: {last}");
+    // It stays cancelled: no further attempt, no embedding.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (state, again, _, _) = errors().await;
+    assert_eq!((state.as_str(), again), ("cancelled", attempt));
+    assert!(!embedded(&db, &id, Duration::from_millis(10)).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "written at the deadline and not yet run: run with --ignored, then drop this"]
+async fn embedding_dimension_mismatch_at_start_up_is_refused() {
+    let db = TestDb::new().await;
+    db.migrate();
+    // The dimension the host checks against is the column's.
+    let mut conn = db.conn().await;
+    let column: i32 = sqlx::query_scalar(
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'embeddings'::regclass AND attname = 'embedding'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(column, 512);
+
+    let port = free_port();
+    let logs = tempfile::tempdir().unwrap();
+    let _infer = Infer::start_logged(port, &["--embedding-dim", "768"], &logs.path().join("infer.log"));
+    // Wait until it listens, so the host surely asks it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "lumilio-infer did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(bin())
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("LUMILIO_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("LUMILIO_PIPELINE", repo().join("pipeline.toml"))
+        .env("STAGING_PATH", data.path().join("staging"))
+        .env("STORAGE_PATH", data.path().join("storage"))
+        .env("LUMILIO_CACHE_PATH", repo().join("target/e2e-cache"))
+        .env("ML_SERVICE_ADDR", format!("http://127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lumilio serve did not refuse the 768-dimensional service within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("makes 768-dimensional embeddings, but the database stores 512")
+            && stderr.contains("point ML_SERVICE_ADDR at a service with 512-dimensional embeddings"),
+        "the message says what to change:\n{stderr}"
+    );
 }

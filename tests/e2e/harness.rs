@@ -268,6 +268,34 @@ impl Infer {
     }
 }
 
+impl Infer {
+    /// Starts it on `port` with extra arguments (e.g. `--batch-cost-ms`),
+    /// its log in `log`, for the tests that kill it or read what it did.
+    pub fn start_logged(port: u16, args: &[&str], log: &Path) -> Infer {
+        let bin = repo().join("target/release/lumilio-infer");
+        assert!(bin.exists(), "{} is missing: run `make build`", bin.display());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(bin)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Infer(child)
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Infer {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -384,6 +412,11 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+
+    /// The process id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Whether the process is still running.

@@ -4,6 +4,7 @@
 mod abuse;
 mod assets_api;
 mod auth;
+mod bombs;
 mod clip;
 mod fuzz;
 mod harness;

@@ -1,7 +1,7 @@
 //! The `process_clip` worker: the `clip` rendition → the CLIP dispatcher →
 //! an embedding and predictions in Postgres.
 
-use riverqueue::{Job, WorkContext, WorkOutcome, Worker};
+use riverqueue::{Job, JobCancelError, WorkContext, WorkOutcome, Worker};
 use sqlx::PgPool;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -9,12 +9,14 @@ use uuid::Uuid;
 use super::ProcessClip;
 use crate::clip::{ClipError, Dispatcher};
 use crate::db::{assets, embeddings};
+use crate::db::embeddings::DIMENSION;
 use crate::storage::{Storage, StorageError};
 
 /// The rendition the thumbnail stage makes for CLIP (a 224×224 centre crop).
 pub const CLIP_RENDITION: &str = "clip";
 
-/// Why a `process_clip` attempt failed (River retries it with backoff).
+/// Why a `process_clip` attempt failed (River retries it with backoff, except
+/// [`ClipJobError::Refused`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ClipJobError {
     /// A query failed.
@@ -29,6 +31,23 @@ pub enum ClipJobError {
     /// The inference service failed; retried with backoff.
     #[error("CLIP inference failed: {0}")]
     Clip(#[from] ClipError),
+    /// The service refused the image as bad input (`INVALID_ARGUMENT`) or
+    /// answered unusably: a retry would get the same answer, so the job is
+    /// cancelled at once, its recorded error ending with the service's reason.
+    #[error("CLIP inference cannot succeed for this asset, so it is not retried (reprocess the asset once the cause is fixed)")]
+    Refused(#[source] JobCancelError),
+    /// The service's embeddings do not fit the `embeddings.embedding` column
+    /// (it was swapped after start-up); retried, so fixing the address resumes.
+    #[error(
+        "the inference service sent a {got}-dimensional embedding, but the database stores {expected}; \
+         point ML_SERVICE_ADDR at a service with {expected}-dimensional embeddings"
+    )]
+    Dimension {
+        /// The vector's length.
+        got: usize,
+        /// The column's dimension.
+        expected: usize,
+    },
 }
 
 /// Works `process_clip` jobs.
@@ -72,7 +91,20 @@ impl ProcessClipWorker {
         let result = self
             .dispatcher
             .submit(asset_id, image, "image/jpeg")
-            .await?;
+            .await
+            .map_err(|e| {
+                if e.is_retryable() {
+                    ClipJobError::Clip(e)
+                } else {
+                    ClipJobError::Refused(JobCancelError::new(e))
+                }
+            })?;
+        if result.embedding.vector.len() != DIMENSION {
+            return Err(ClipJobError::Dimension {
+                got: result.embedding.vector.len(),
+                expected: DIMENSION,
+            });
+        }
         let labels: Vec<(String, f32)> = result
             .labels
             .into_iter()
@@ -123,8 +155,15 @@ impl Worker<ProcessClip> for ProcessClipWorker {
         job: Job<ProcessClip>,
     ) -> Result<WorkOutcome, ClipJobError> {
         let result = self.process(&context, job.args.asset_id).await;
-        if let Err(e) = &result {
-            warn!(asset = %job.args.asset_id, attempt = job.row.attempt, error = %e, "process_clip attempt failed; will retry");
+        match &result {
+            Err(ClipJobError::Refused(why)) => {
+                let reason = std::error::Error::source(why).map(|s| s.to_string()).unwrap_or_default();
+                warn!(asset = %job.args.asset_id, attempt = job.row.attempt, reason, "process_clip cancelled: the inference service refused the image; not retried");
+            }
+            Err(e) => {
+                warn!(asset = %job.args.asset_id, attempt = job.row.attempt, error = %e, "process_clip attempt failed; will retry");
+            }
+            Ok(_) => {}
         }
         result
     }
