@@ -72,6 +72,12 @@ pub const APP_MIGRATIONS: &[AppMigration] = &[
         up: include_str!("../../../migrations/008_places.up.sql"),
         down: include_str!("../../../migrations/008_places.down.sql"),
     },
+    AppMigration {
+        version: 9,
+        name: "filter_indexes",
+        up: include_str!("../../../migrations/009_filter_indexes.up.sql"),
+        down: include_str!("../../../migrations/009_filter_indexes.down.sql"),
+    },
 ];
 
 /// The app line records what it applied here, apart from River's
