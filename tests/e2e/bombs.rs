@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Server, TestDb};
+use crate::harness::{Server, TestDb, repo};
 
 /// `max_pixels` of the validate stage in the repository's pipeline.toml.
 const MAX_PIXELS: u64 = 100_000_000;
@@ -253,8 +253,24 @@ async fn bombs_within_the_limits_end_as_documented() {
     assert!(r.secs < 45.0, "{:.1} s", r.secs);
     assert!(r.peak_mib < 1536, "host peak RSS {} MiB", r.peak_mib);
 
-    // 4. A valid JPEG padded past places' 64 MB memory limit (under max_bytes,
-    // 200 MB): the host refuses it before copying it into any stage.
+    let (code, _) = server.get("/health").await;
+    assert_eq!(code, 200, "the host is still up");
+    drop(server);
+
+    // 4. A valid JPEG padded past a stage's memory limit (under max_bytes,
+    // 200 MB): the host refuses it before copying it into any stage. Every
+    // stage of the default pipeline holds max_bytes, so places gets 64 MB here.
+    let default = std::fs::read_to_string(repo().join("pipeline.toml")).unwrap();
+    let places = "timeout_ms = 2000\n# ";
+    assert!(default.contains(places), "places' block in pipeline.toml changed");
+    let small = default
+        .replace("\"target/", &format!("\"{}/target/", repo().display()))
+        .replacen("memory_limit_mb = 256\ncontent_types = [\"image/*\"]\n\n[[stage]]\nname = \"thumbnail\"",
+                  "memory_limit_mb = 64\ncontent_types = [\"image/*\"]\n\n[[stage]]\nname = \"thumbnail\"", 1);
+    assert!(small.contains("memory_limit_mb = 64"), "places' limit set to 64 MB:\n{small}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pipeline.toml"), small).unwrap();
+    let server = Server::start_with(&db, &dir.path().join("pipeline.toml"), &[]).await;
     let mut fat = jpeg(640, 480, 90);
     fat.extend(std::iter::repeat_n(0x5Au8, 70 << 20));
     let r = run(&server, &db, "fat.jpg", fat, "image/jpeg", Duration::from_secs(90)).await;

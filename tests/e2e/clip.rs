@@ -226,7 +226,6 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "written at the deadline and not yet run: run with --ignored, then drop this"]
 async fn infer_killed_mid_batch_then_every_item_retries_and_completes() {
     let db = TestDb::new().await;
     db.migrate();
@@ -350,7 +349,6 @@ async fn infer_killed_mid_batch_then_every_item_retries_and_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "written at the deadline and not yet run: run with --ignored, then drop this"]
 async fn an_image_the_service_refuses_is_not_retried() {
     let db = TestDb::new().await;
     db.migrate();
@@ -419,7 +417,6 @@ async fn an_image_the_service_refuses_is_not_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "written at the deadline and not yet run: run with --ignored, then drop this"]
 async fn embedding_dimension_mismatch_at_start_up_is_refused() {
     let db = TestDb::new().await;
     db.migrate();

@@ -57,6 +57,37 @@ pub fn plugin_run(component: &Path, file: &Path, args: &[&str]) -> (i32, Value) 
     (out.status.code().unwrap_or(-1), report)
 }
 
+/// A pipeline of one stage, the `echo` test guest sleeping `ms` per asset, so
+/// that jobs are surely running when a fault is injected.
+pub fn slow_pipeline(dir: &Path, ms: u64) -> PathBuf {
+    let echo = repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
+    assert!(
+        echo.is_file(),
+        "{} is missing: run `make guests` (make test does)",
+        echo.display()
+    );
+    let path = dir.join("slow-pipeline.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ sleep_ms = {ms} }}\n\
+             timeout_ms = {}\nmemory_limit_mb = 64\n",
+            echo.display().to_string(),
+            ms * 4
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The one `bigint` that `sql` selects.
+pub async fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 fn admin_url() -> String {
     std::env::var("DATABASE_URL").expect(
         "DATABASE_URL is not set: run the tests with `make test`, which starts a local Postgres",

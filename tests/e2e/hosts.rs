@@ -4,41 +4,11 @@
 //! processed once. The pipeline is one slow stage (the `echo` test guest
 //! sleeping), so jobs are surely running when a host is killed.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 
-use crate::harness::{Server, TestDb, repo};
-
-/// A pipeline of one stage that sleeps `ms` per asset.
-fn slow_pipeline(dir: &Path, ms: u64) -> PathBuf {
-    let echo = repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
-    assert!(
-        echo.is_file(),
-        "{} is missing: run `make guests` (make test does)",
-        echo.display()
-    );
-    let path = dir.join("slow-pipeline.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ sleep_ms = {ms} }}\n\
-             timeout_ms = {}\nmemory_limit_mb = 64\n",
-            echo.display().to_string(),
-            ms * 4
-        ),
-    )
-    .unwrap();
-    path
-}
-
-async fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(conn)
-        .await
-        .unwrap()
-}
+use crate::harness::{Server, TestDb, scalar, slow_pipeline};
 
 /// Uploads `n` distinct small files to `server`; returns their asset ids.
 async fn upload_many(server: &Server, tag: &str, n: usize) -> Vec<String> {

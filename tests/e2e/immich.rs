@@ -11,7 +11,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use sha1::Digest as _;
 
-use crate::harness::{Server, TestDb, repo};
+use crate::harness::{Server, TestDb, repo, scalar, slow_pipeline};
 
 /// Installs the pinned client (idempotent) and returns its wrapper script.
 fn install_cli() -> String {
@@ -554,4 +554,43 @@ async fn sha1_of_older_assets_is_filled_in_at_start() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Issue 15 §5: a native upload does not hash SHA-1 on its hot path; its
+/// worker records it, and the bulk check finds a photo whose worker has not
+/// run yet by hashing it first.
+#[tokio::test(flavor = "multi_thread")]
+async fn native_uploads_get_sha1_later_and_the_check_still_finds_them() {
+    let db = TestDb::new().await;
+    db.migrate();
+    let dir = tempfile::tempdir().unwrap();
+    // One worker busy for 3 s per asset: the second upload waits in the queue.
+    let pipeline = slow_pipeline(dir.path(), 3000);
+    let server = Server::start_with(&db, &pipeline, &[("LUMILIO_PROCESS_ASSET_WORKERS", "1")]).await;
+    let first = testdata::read("jpg/gps/DSCN0010.jpg");
+    let waiting = testdata::read("jpg/Canon_40D.jpg");
+    let mut ids = Vec::new();
+    for (name, bytes) in [("first.jpg", &first), ("waiting.jpg", &waiting)] {
+        let (code, up) = server.upload(name, bytes.clone(), "image/jpeg").await;
+        assert_eq!(code, 201, "{up}");
+        ids.push(up["asset_id"].as_str().unwrap().to_owned());
+    }
+    let mut conn = db.conn().await;
+    let unhashed = "SELECT count(*) FROM assets WHERE file_name = 'waiting.jpg' AND sha1 IS NULL";
+    // The fault is in place: the queued upload has no SHA-1 yet.
+    assert_eq!(scalar(&mut conn, unhashed).await, 1, "the native route hashed SHA-1 inline");
+    let r: Value = immich_client(Some(&server.key))
+        .post(format!("{}/api/assets/bulk-upload-check", server.base))
+        .json(&json!({"assets": [{"id": "w", "checksum": sha1_hex(&waiting)}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["results"][0]["action"], "reject", "{r}");
+    assert_eq!(scalar(&mut conn, unhashed).await, 0, "the check recorded it");
+    // And the worker records it for the ones nobody asked about.
+    let done = server.wait_done(&ids[0]).await;
+    assert_eq!(done["sha1"], sha1_hex(&first).as_str(), "{done}");
 }

@@ -6,41 +6,16 @@
 //! `Retry-After`; afterwards every accepted upload ends `ready` exactly once,
 //! nothing is half-stored, and the host holds its node lock again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{OwnDb, Server, TestDb, files_under, repo};
+use crate::harness::{OwnDb, Server, TestDb, files_under, scalar, slow_pipeline};
 
 /// The node id the host runs under, so that its advisory lock can be found.
 const NODE: &str = "outage-test";
-
-/// A pipeline of one stage, the `echo` test guest sleeping `ms` per asset.
-fn slow_pipeline(dir: &Path, ms: u64) -> PathBuf {
-    let echo = repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
-    assert!(echo.is_file(), "{} is missing: run `make guests`", echo.display());
-    let path = dir.join("slow-pipeline.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[[stage]]\nname = \"slow\"\ncomponent = {:?}\nconfig = {{ sleep_ms = {ms} }}\n\
-             timeout_ms = {}\nmemory_limit_mb = 64\n",
-            echo.display().to_string(),
-            ms * 4
-        ),
-    )
-    .unwrap();
-    path
-}
-
-async fn scalar(conn: &mut PgConnection, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(conn)
-        .await
-        .unwrap()
-}
 
 /// An API call while the database is down: 503, `Retry-After`, and the
 /// `database_unavailable` code.

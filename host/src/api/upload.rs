@@ -135,12 +135,13 @@ pub struct BatchItem {
 }
 
 impl BatchItem {
-    /// A part that was refused, with why.
-    fn refused(file_name: String, content_hash: String, error: ApiError) -> Self {
+    /// A part that was refused, with why. The claimed hash is the client's
+    /// field name: cut to a digest's 64 characters, so it is never echoed whole.
+    fn refused(file_name: String, claimed_hash: String, error: ApiError) -> Self {
         BatchItem {
             success: false,
             file_name,
-            content_hash,
+            content_hash: claimed_hash.chars().take(64).collect(),
             status: None,
             task_id: None,
             asset_id: None,
