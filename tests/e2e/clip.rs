@@ -35,22 +35,26 @@ fn near_copy(jpeg: &[u8]) -> Vec<u8> {
     v
 }
 
+/// The real server with the default pipeline and CLIP sent to
+/// 127.0.0.1:`port` (up or not), batches waiting at most `window_ms`.
+async fn server_with_ml_at(db: &TestDb, port: u16, window_ms: u64) -> Server {
+    let addr = format!("http://127.0.0.1:{port}");
+    let window = window_ms.to_string();
+    Server::start_with(
+        db,
+        &repo().join("pipeline.toml"),
+        &[("ML_SERVICE_ADDR", addr.as_str()), ("LUMILIO_CLIP_WINDOW_MS", window.as_str())],
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn embeddings_predictions_similar_and_search() {
     let db = TestDb::new().await;
     db.migrate();
     let port = free_port();
     let _infer = Infer::start_on(port);
-    let addr = format!("http://127.0.0.1:{port}");
-    let server = Server::start_with(
-        &db,
-        &repo().join("pipeline.toml"),
-        &[
-            ("ML_SERVICE_ADDR", addr.as_str()),
-            ("LUMILIO_CLIP_WINDOW_MS", "200"),
-        ],
-    )
-    .await;
+    let server = server_with_ml_at(&db, port, 200).await;
     let a = testdata::read("jpg/orientation/landscape_6.jpg");
     let other = testdata::read("jpg/gps/DSCN0010.jpg");
     let mut ids = Vec::new();
@@ -137,16 +141,7 @@ async fn ml_outage_delays_clip_but_not_uploads() {
     let db = TestDb::new().await;
     db.migrate();
     let port = free_port();
-    let addr = format!("http://127.0.0.1:{port}");
-    let server = Server::start_with(
-        &db,
-        &repo().join("pipeline.toml"),
-        &[
-            ("ML_SERVICE_ADDR", addr.as_str()),
-            ("LUMILIO_CLIP_WINDOW_MS", "100"),
-        ],
-    )
-    .await;
+    let server = server_with_ml_at(&db, port, 100).await;
     let jpeg = testdata::read("jpg/gps/DSCN0010.jpg");
     let (_, up) = server.upload("gps.jpg", jpeg, "image/jpeg").await;
     let id = up["asset_id"].as_str().unwrap().to_owned();
@@ -234,16 +229,7 @@ async fn infer_killed_mid_batch_then_every_item_retries_and_completes() {
     let infer_log = logs.path().join("infer.log");
     // A batch takes 5 s: long enough to be surely in flight at the kill.
     let mut infer = Infer::start_logged(port, &["--batch-cost-ms", "5000"], &infer_log);
-    let addr = format!("http://127.0.0.1:{port}");
-    let server = Server::start_with(
-        &db,
-        &repo().join("pipeline.toml"),
-        &[
-            ("ML_SERVICE_ADDR", addr.as_str()),
-            ("LUMILIO_CLIP_WINDOW_MS", "300"),
-        ],
-    )
-    .await;
+    let server = server_with_ml_at(&db, port, 300).await;
     let photos = [
         "jpg/gps/DSCN0010.jpg",
         "jpg/orientation/landscape_6.jpg",
@@ -353,17 +339,8 @@ async fn an_image_the_service_refuses_is_not_retried() {
     let db = TestDb::new().await;
     db.migrate();
     let port = free_port();
-    let addr = format!("http://127.0.0.1:{port}");
     // ML down at first, so the job is still waiting when the rendition is spoilt.
-    let server = Server::start_with(
-        &db,
-        &repo().join("pipeline.toml"),
-        &[
-            ("ML_SERVICE_ADDR", addr.as_str()),
-            ("LUMILIO_CLIP_WINDOW_MS", "100"),
-        ],
-    )
-    .await;
+    let server = server_with_ml_at(&db, port, 100).await;
     let (_, up) = server
         .upload("gps.jpg", testdata::read("jpg/gps/DSCN0010.jpg"), "image/jpeg")
         .await;
