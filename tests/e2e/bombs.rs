@@ -132,24 +132,6 @@ fn proc_mib(pid: u32, key: &str) -> u64 {
     kib >> 10
 }
 
-/// Polls an asset until it leaves `processing`, for up to `within`.
-async fn wait_final(server: &Server, id: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let (code, body) = server.get(&format!("/api/v1/assets/{id}")).await;
-        assert_eq!(code, 200, "{body}");
-        if body["status"] != "processing" {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "asset {id} still processing after {within:?}:\n{body}\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// One stage's result in an asset view.
 fn stage<'a>(view: &'a Value, name: &str) -> &'a Value {
     view["stages"]
@@ -174,7 +156,7 @@ async fn run(server: &Server, db: &TestDb, name: &str, bytes: Vec<u8>, ty: &str,
     let (code, up) = server.upload(name, bytes, ty).await;
     assert_eq!(code, 201, "{name}: {up}");
     let id = up["asset_id"].as_str().unwrap().to_owned();
-    let view = wait_final(server, &id, within).await;
+    let view = server.wait_done_within(&server.client(), &id, within).await;
     let secs = started.elapsed().as_secs_f64();
     let peak_mib = proc_mib(pid, "VmHWM:");
     let mut conn = db.conn().await;

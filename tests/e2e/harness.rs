@@ -530,14 +530,24 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    /// Polls an asset until its status is no longer `processing`.
+    /// Polls an asset until its status is no longer `processing` (60 s at most).
     pub async fn wait_done(&self, asset_id: &str) -> Value {
         self.wait_done_as(&self.client(), asset_id).await
     }
 
     /// [`Server::wait_done`] with another user's client.
     pub async fn wait_done_as(&self, client: &reqwest::Client, asset_id: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        self.wait_done_within(client, asset_id, Duration::from_secs(60)).await
+    }
+
+    /// [`Server::wait_done_as`], for up to `within`.
+    pub async fn wait_done_within(
+        &self,
+        client: &reqwest::Client,
+        asset_id: &str,
+        within: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + within;
         loop {
             let r = client
                 .get(format!("{}/api/v1/assets/{asset_id}", self.base))
@@ -552,7 +562,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "asset {asset_id} still processing after 60 s:\n{}",
+                "asset {asset_id} still processing after {within:?}:\n{body}\n{}",
                 self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
