@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::NaiveDateTime;
+use sha1::Digest as _;
 use riverqueue::{Job, WorkContext, WorkOutcome, Worker};
 use serde_json::{Map, Value};
 use tracing::{info, warn};
@@ -139,11 +140,6 @@ impl ProcessAssetWorker {
             self.deps.storage.remove_staged(id).await?;
             return Ok(WorkOutcome::Complete);
         }
-        if asset.sha1.is_none() {
-            // Native uploads leave SHA-1 to the worker (issue 15 §5): it is here
-            // for the Immich duplicate check only, and the file is hot in cache.
-            backfill::fill_one(pool, &self.deps.storage, id, &asset.content_hash).await?;
-        }
         // Every stage gets the whole file in its own memory: a file that cannot
         // fit would fail the same way on every retry, so it is rejected up front.
         if let Some(stage) = self
@@ -159,6 +155,10 @@ impl ProcessAssetWorker {
                 stage.name,
                 stage.memory_limit_mb
             );
+            if asset.sha1.is_none() {
+                // No bytes are read for the pipeline here: hash them from disk.
+                backfill::fill_one(pool, &self.deps.storage, id, &asset.content_hash).await?;
+            }
             let mut tx = riverqueue::database::begin_postgres(&self.deps.pool).await?;
             self.keep_original(&mut tx, &asset).await?;
             assets::finish(
@@ -177,6 +177,12 @@ impl ProcessAssetWorker {
             return Ok(WorkOutcome::Complete);
         }
         let bytes: Arc<[u8]> = self.read_bytes(&asset).await?.into();
+        if asset.sha1.is_none() {
+            // Native uploads leave SHA-1 to the worker (issue 15 §5): it is here
+            // for the Immich duplicate check only; hashed from the bytes in hand.
+            let digest: [u8; 20] = sha1::Sha1::digest(&bytes).into();
+            assets::set_sha1(pool, id, &digest).await?;
+        }
         let facts = AssetFacts {
             id: id.to_string(),
             file_name: asset.file_name.clone(),
