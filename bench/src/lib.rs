@@ -139,6 +139,25 @@ pub fn write_pipeline(dir: &Path, name: &str, stage: toml::Table) -> Result<Path
     Ok(path)
 }
 
+/// Writes `DIR/NAME.toml`, a pipeline of one empty stage (test guest `echo`
+/// with `noop`): the peer for the cost of instantiate + call alone.
+pub fn empty_stage_pipeline(tmp: &Path, name: &str) -> Result<PathBuf> {
+    let guest = repo().join("target/guests/wasm32-wasip2/release/guest_echo.wasm");
+    if !guest.is_file() {
+        bail!(
+            "{} is missing: run `tests/guests/build.sh echo` (scripts/bench.sh does)",
+            guest.display()
+        );
+    }
+    let mut stage = toml::Table::new();
+    stage.insert("name".into(), "empty".into());
+    stage.insert("component".into(), guest.display().to_string().into());
+    let mut config = toml::Table::new();
+    config.insert("noop".into(), "1".into());
+    stage.insert("config".into(), config.into());
+    write_pipeline(tmp, name, stage)
+}
+
 /// The WASM runtime the benchmarks use, caching compiled components in
 /// `target/bench-cache` so that compile time never enters a measure.
 pub fn runtime() -> Result<lumilio::pipeline::Runtime> {
@@ -197,6 +216,30 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     } else {
         (xs[n / 2 - 1] + xs[n / 2]) / 2.0
     }
+}
+
+/// User + system CPU time of this process (`who = RUSAGE_SELF`) or of its
+/// waited-for children (`RUSAGE_CHILDREN`), so that a CPU-bound measure can
+/// be printed in CPU seconds beside wall time: a busy machine stretches wall
+/// time but not the work done (issue 15 §6).
+fn rusage(who: libc::c_int) -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time (user + system) this process has used so far.
+pub fn cpu_self() -> Duration {
+    rusage(libc::RUSAGE_SELF)
+}
+
+/// CPU time (user + system) of this process's children that have been waited for.
+pub fn cpu_children() -> Duration {
+    rusage(libc::RUSAGE_CHILDREN)
 }
 
 /// Milliseconds of a duration, as f64.

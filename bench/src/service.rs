@@ -187,9 +187,7 @@ impl Server {
 
     /// The last `n` lines of the server's log.
     pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        tail(&self.log, n)
     }
 
     /// GET `path` as JSON; an error unless 2xx.
@@ -226,6 +224,19 @@ pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// User + system CPU time process `pid` has used so far (`/proc/PID/stat`).
+pub fn proc_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of stat(5), so 11 and 12 here.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
 /// Samples VmRSS every 10 ms on a thread until stopped; yields the maximum.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
@@ -255,3 +266,91 @@ impl RssSampler {
     }
 }
 
+
+/// The last `n` lines of a log file.
+fn tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A running reference inference server (`lumilio-infer`), killed on drop.
+pub struct InferServer {
+    /// `http://127.0.0.1:PORT`, for `ML_SERVICE_ADDR`.
+    pub addr: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl InferServer {
+    /// Starts `bin` on a free port with `args` (e.g. `--batch-cost-ms 20`);
+    /// waits until it listens.
+    pub fn start(bin: &Path, work: &Path, args: &[&str]) -> Result<InferServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let log = work.join("infer.log");
+        let child = Command::new(bin)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            // Its per-group info lines would cost CPU that the measure shares.
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning lumilio-infer")?;
+        let mut s = InferServer {
+            addr: format!("http://127.0.0.1:{port}"),
+            child,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(s);
+            }
+            if let Some(st) = s.child.try_wait()? {
+                bail!("lumilio-infer exited with {st}:\n{}", s.log_tail(40));
+            }
+            if Instant::now() > deadline {
+                bail!("lumilio-infer not listening after 20 s:\n{}", s.log_tail(40));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        tail(&self.log, n)
+    }
+}
+
+impl Drop for InferServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How busy the disk holding `path` was over `window`: the share of that
+/// time it had I/O in flight (`io_ticks` of `/sys/dev/block/MAJ:MIN/stat`).
+/// None when the kernel does not tell (e.g. an overlay without a block device).
+pub fn disk_busy(path: &Path, window: Duration) -> Option<f64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let stat = PathBuf::from(format!("/sys/dev/block/{}:{}/stat", libc::major(dev), libc::minor(dev)));
+    // Field 10 of the block stat file: milliseconds spent doing I/O.
+    let ticks = || -> Option<u64> {
+        std::fs::read_to_string(&stat).ok()?.split_whitespace().nth(9)?.parse().ok()
+    };
+    let (a, t) = (ticks()?, Instant::now());
+    std::thread::sleep(window);
+    let b = ticks()?;
+    Some((b.saturating_sub(a)) as f64 / t.elapsed().as_millis().max(1) as f64)
+}

@@ -10,7 +10,8 @@
 //!
 //! Data flows one way: `api` → `ingest`/`queue` → `pipeline` → `storage`/`db`.
 //! `pipeline`, `clip`, `db`, `storage` and `ingest` are leaves that use no
-//! other module of the host.
+//! other module of the host. [`telemetry`] (per-phase time totals for
+//! `/metrics`) is a leaf that every module may record into.
 
 pub mod api;
 pub mod app;
@@ -22,3 +23,4 @@ pub mod pipeline;
 pub mod queue;
 pub mod signal;
 pub mod storage;
+pub mod telemetry;

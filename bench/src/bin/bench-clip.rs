@@ -9,23 +9,25 @@
 //! dry (saturation) and awaits `submit`.
 //!
 //! * 5a: mean batch fill ratio with W = 16 (the host's `LUMILIO_CLIP_WORKERS`).
-//! * 5b: CLIP items/s with W = 16 vs W = 1 (the original configuration).
+//! * 5b: CLIP items/s with W = 16 vs one worker with batch size 1, whose
+//!   items never wait for the window (the server's serial speed: the fair peer).
 //! * 5b': p50/p95 latency from a worker taking the item to `submit` returning
 //!   (the embedding's database write is not part of it).
-//! * 5b'': context: W = 16 vs one worker with batch size 1, whose items never
-//!   wait for the window (the server's serial speed).
+//! * 5b'': context: W = 16 vs W = 1 with the default window (the original
+//!   configuration, whose lone items wait out the window).
 //!
 //! Images are the 224×224 `clip` renditions of the sample JPEGs, made once
 //! with the thumbnail plugin's native code and the repository's config.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use lumilio::clip::{ClipConfig, Dispatcher, DispatcherMetrics};
+use lumilio_bench::service::InferServer;
 use lumilio_bench::{Row, Status, Summary, repo};
 use uuid::Uuid;
 
@@ -54,7 +56,16 @@ async fn main() -> Result<()> {
     );
 
     let images = Arc::new(clip_renditions(&photos, work.path())?);
-    let server = InferServer::start(&infer, work.path())?;
+    let server = InferServer::start(
+        &infer,
+        work.path(),
+        &[
+            "--batch-cost-ms",
+            &BATCH_COST_MS.to_string(),
+            "--item-cost-ms",
+            &REQUEST_COST_MS.to_string(),
+        ],
+    )?;
     let defaults = ClipConfig::default();
     println!(
         "\n[5a/5b] CLIP dispatcher in-process against lumilio-infer --batch-cost-ms {BATCH_COST_MS} --item-cost-ms {REQUEST_COST_MS} \
@@ -142,21 +153,27 @@ async fn main() -> Result<()> {
         target: ">= 0.9".into(),
         status: Status::from(fill >= 0.9),
     });
-    let speedup = many.per_sec() / one.per_sec();
+    // The fair peer leads (issue 15 §6): one worker with batch size 1 never
+    // waits for the window, so it is the server's serial speed; batching must
+    // beat that, not only the one-worker set-up whose items wait out the window.
+    let speedup = many.per_sec() / serial.per_sec();
     summary.push(Row {
-        measure: format!("5b CLIP items/s, {WORKERS} workers vs 1 worker"),
+        measure: format!(
+            "5b CLIP items/s, {WORKERS} workers vs 1 worker with batch size 1 (no window wait)"
+        ),
         ours: format!("{:.1} items/s", many.per_sec()),
-        peer: format!("{:.2} items/s", one.per_sec()),
+        peer: format!("{:.1} items/s", serial.per_sec()),
         ratio: format!("{speedup:.1}x"),
         target: ">= 5x".into(),
         status: Status::from(speedup >= 5.0),
     });
     summary.push(Row {
-        measure: "5b'' CLIP items/s, 16 workers vs 1 worker with batch size 1 (no window wait)"
-            .into(),
+        measure: format!(
+            "5b'' CLIP items/s, {WORKERS} workers vs 1 worker with the default window (the original set-up)"
+        ),
         ours: format!("{:.1} items/s", many.per_sec()),
-        peer: format!("{:.1} items/s", serial.per_sec()),
-        ratio: format!("{:.1}x", many.per_sec() / serial.per_sec()),
+        peer: format!("{:.2} items/s", one.per_sec()),
+        ratio: format!("{:.1}x", many.per_sec() / one.per_sec()),
         target: "-".into(),
         status: Status::Info,
     });
@@ -293,67 +310,4 @@ async fn run(
         r.metrics.items_sent
     );
     Ok(r)
-}
-
-/// A running `lumilio-infer`, killed on drop.
-struct InferServer {
-    addr: String,
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl InferServer {
-    fn start(bin: &Path, work: &Path) -> Result<InferServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let log = work.join("infer.log");
-        let child = Command::new(bin)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--batch-cost-ms")
-            .arg(BATCH_COST_MS.to_string())
-            .arg("--item-cost-ms")
-            .arg(REQUEST_COST_MS.to_string())
-            // Its per-group info lines would cost CPU that the measure shares.
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("spawning lumilio-infer")?;
-        let mut s = InferServer {
-            addr: format!("http://127.0.0.1:{port}"),
-            child,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(s);
-            }
-            if let Some(st) = s.child.try_wait()? {
-                bail!("lumilio-infer exited with {st}:\n{}", s.log_tail(40));
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "lumilio-infer not listening after 20 s:\n{}",
-                    s.log_tail(40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-impl Drop for InferServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -13,12 +13,14 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use tracing::info;
 use uuid::Uuid;
+use std::time::Instant;
 
 use super::auth::Owner;
 use super::{ApiError, AppState};
 use crate::db::assets::{self, ClientFacts, Inserted, NewAsset, Sidecar};
 use crate::ingest::{self, Digests, IngestError, Staged};
 use crate::queue::ProcessAsset;
+use crate::telemetry;
 
 /// What an accepted upload became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +152,7 @@ pub(super) async fn stage(
     expected: Option<&str>,
     digests: Digests,
 ) -> Result<Staged, IntakeError> {
+    let started = Instant::now();
     let mut upload = state.staging.begin(state.max_upload_bytes, digests).await?;
     while let Some(chunk) = field.chunk().await? {
         if let Err(e) = upload.write(&chunk).await {
@@ -167,7 +170,10 @@ pub(super) async fn stage(
     if upload.size() == 0 {
         return Err(IntakeError::Empty);
     }
+    telemetry::since("upload.receive", started);
+    let started = Instant::now();
     let staged = upload.finish().await?;
+    telemetry::since("upload.finish", started);
     if let Some(expected) = expected
         && expected != staged.content_hash
     {
@@ -218,6 +224,19 @@ impl<'a> Accepting<'a> {
 /// Records a staged upload (every upload route ends here), its sidecar and
 /// its job in one transaction.
 pub(super) async fn accept(
+    state: &AppState,
+    owner: Owner,
+    upload: Accepting<'_>,
+) -> Result<Intake, IntakeError> {
+    let started = Instant::now();
+    let recorded = record(state, owner, upload).await;
+    telemetry::since("upload.record", started);
+    recorded
+}
+
+/// [`accept`]'s transaction: the row, its job, its sidecar, and the staged
+/// file kept where the worker finds it.
+async fn record(
     state: &AppState,
     owner: Owner,
     upload: Accepting<'_>,

@@ -43,6 +43,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
             "lumilio_stage_duration_ms_sum{{stage=\"{stage}\",outcome=\"{outcome}\"}} {ms}"
         );
     }
+    phases(&mut out);
     if let Some(clip) = &state.clip {
         let m = clip.metrics();
         out.push_str("# HELP lumilio_clip_batches_total Infer streams sent by this process.\n# TYPE lumilio_clip_batches_total counter\n");
@@ -64,4 +65,23 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
         );
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
+}
+
+/// This process's time per phase of an upload and its processing
+/// ([`crate::telemetry`]): receive, each stage's call, instantiate and CPU,
+/// storage writes, CLIP.
+fn phases(out: &mut String) {
+    let phases = crate::telemetry::snapshot();
+    out.push_str("# HELP lumilio_phase_seconds_total Time spent per phase by this process (stage.NAME.cpu is CPU time, the rest wall time).\n# TYPE lumilio_phase_seconds_total counter\n");
+    for (phase, t) in &phases {
+        let _ = writeln!(
+            out,
+            "lumilio_phase_seconds_total{{phase=\"{phase}\"}} {}",
+            t.total.as_secs_f64()
+        );
+    }
+    out.push_str("# HELP lumilio_phase_runs_total Runs per phase by this process.\n# TYPE lumilio_phase_runs_total counter\n");
+    for (phase, t) in &phases {
+        let _ = writeln!(out, "lumilio_phase_runs_total{{phase=\"{phase}\"}} {}", t.runs);
+    }
 }

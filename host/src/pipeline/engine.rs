@@ -299,6 +299,7 @@ impl RuntimeInner {
         store.epoch_deadline_trap();
 
         let started = Instant::now();
+        let cpu_before = crate::telemetry::thread_cpu();
         // The epoch trap normally fires first; the timer is a backstop with
         // one tick of grace.
         let limit = Duration::from_millis(spec.timeout_ms) + self.tick;
@@ -310,6 +311,7 @@ impl RuntimeInner {
             Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
         };
         let duration = started.elapsed();
+        record_phases(&spec.name, duration, store.data().instantiated_in, cpu_before);
 
         let out = stdout.text();
         if !out.trim().is_empty() {
@@ -334,6 +336,18 @@ impl RuntimeInner {
             tracing::debug!(stage = %spec.name, asset = %asset.id, stderr = %err_text.trim_end(), "stage stderr");
         }
         CallResult { duration, outcome }
+    }
+}
+
+/// Adds one call to the stage's phase totals ([`crate::telemetry`]): its wall
+/// time, the part of it spent instantiating, and this thread's CPU time over
+/// the call (the call runs on one thread from start to end).
+fn record_phases(stage: &str, wall: Duration, instantiate: Duration, cpu_before: Option<Duration>) {
+    use crate::telemetry::{record, thread_cpu};
+    record(&format!("stage.{stage}.call"), wall);
+    record(&format!("stage.{stage}.instantiate"), instantiate);
+    if let (Some(before), Some(after)) = (cpu_before, thread_cpu()) {
+        record(&format!("stage.{stage}.cpu"), after.saturating_sub(before));
     }
 }
 

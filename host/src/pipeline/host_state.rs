@@ -83,6 +83,8 @@ pub struct HostState {
     stage: String,
     asset_id: String,
     log_lines: u32,
+    /// How long instantiation took, set by the bindings (for the phase totals).
+    pub(crate) instantiated_in: std::time::Duration,
 }
 
 /// Log lines a single call may write through `host.log`; later ones are dropped.
@@ -100,6 +102,7 @@ impl HostState {
             stage,
             asset_id,
             log_lines: 0,
+            instantiated_in: std::time::Duration::ZERO,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The `process_asset` worker: staged upload → pipeline → storage and rows.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::NaiveDateTime;
 use sha1::Digest as _;
@@ -13,6 +14,7 @@ use super::{ProcessAsset, WorkerDeps, backfill};
 use crate::db::assets::{self, KnownFacts, Status};
 use crate::pipeline::{AssetFacts, FactValue, PipelineReport, StageOutcome, Verdict};
 use crate::storage::StorageError;
+use crate::telemetry;
 
 /// Room a stage needs beside the file itself (its code, stack and buffers).
 const HEADROOM: u64 = 32 << 20;
@@ -176,11 +178,15 @@ impl ProcessAssetWorker {
             info!(asset = %id, reason, "asset rejected before the pipeline");
             return Ok(WorkOutcome::Complete);
         }
+        let started = Instant::now();
         let bytes: Arc<[u8]> = self.read_bytes(&asset).await?.into();
+        telemetry::since("asset.read", started);
         if asset.sha1.is_none() {
             // Native uploads leave SHA-1 to the worker (issue 15 §5): it is here
             // for the Immich duplicate check only; hashed from the bytes in hand.
+            let started = Instant::now();
             let digest: [u8; 20] = sha1::Sha1::digest(&bytes).into();
+            telemetry::since("asset.sha1", started);
             assets::set_sha1(pool, id, &digest).await?;
         }
         let facts = AssetFacts {
@@ -190,7 +196,9 @@ impl ProcessAssetWorker {
             size: asset.size as u64,
             content_hash: asset.content_hash.clone(),
         };
+        let started = Instant::now();
         let report = self.deps.pipeline.run(facts, bytes).await;
+        telemetry::since("asset.pipeline", started);
         let results = stage_results(&report);
         let (mut known, facts_json) = facts_of(&report);
         if known.taken_at.is_some() {
@@ -202,13 +210,21 @@ impl ProcessAssetWorker {
         let (status, reason) = match &report.verdict {
             Verdict::Ready => {
                 let mut tx = riverqueue::database::begin_postgres(pool).await?;
+                let started = Instant::now();
                 self.keep_original(&mut tx, &asset).await?;
+                telemetry::since("asset.store_original", started);
+                let started = Instant::now();
+                let files: Vec<(&str, &[u8])> = report
+                    .renditions
+                    .iter()
+                    .map(|r| (r.name.as_str(), r.bytes.as_slice()))
+                    .collect();
+                self.deps
+                    .storage
+                    .put_renditions(&asset.content_hash, &files)
+                    .await?;
                 let mut rows = Vec::with_capacity(report.renditions.len());
                 for r in &report.renditions {
-                    self.deps
-                        .storage
-                        .put_rendition(&asset.content_hash, &r.name, &r.bytes)
-                        .await?;
                     rows.push(assets::Rendition {
                         name: r.name.clone(),
                         content_type: r.content_type.clone(),
@@ -217,6 +233,7 @@ impl ProcessAssetWorker {
                         size: r.bytes.len() as i64,
                     });
                 }
+                telemetry::since("asset.store_renditions", started);
                 assets::save_renditions(&mut tx, id, &rows).await?;
                 // The next step is enqueued with the outcome, in the same transaction.
                 if self.deps.clip.is_some() && rows.iter().any(|r| r.name == super::CLIP_RENDITION)
@@ -338,7 +355,9 @@ impl Worker<ProcessAsset> for ProcessAssetWorker {
         context: WorkContext,
         job: Job<ProcessAsset>,
     ) -> Result<WorkOutcome, ProcessError> {
+        let started = std::time::Instant::now();
         let result = self.process(&context, &job).await;
+        telemetry::since("asset.total", started);
         if let Err(e) = &result {
             warn!(asset = %job.args.asset_id, attempt = job.row.attempt, error = %e, "process_asset attempt failed");
         }

@@ -175,25 +175,52 @@ impl Storage {
         Ok(dest)
     }
 
-    /// Writes a rendition atomically and durably (temporary file, synced, then
-    /// renamed, then its directory synced).
-    pub async fn put_rendition(
+    /// Writes one asset's renditions, `(name, bytes)`, each atomically, and
+    /// all durably: every file is written to a temporary name and synced (the
+    /// syncs run at once, so the file system can commit them together), then
+    /// each is renamed into place, then their directory is synced once.
+    /// Returns the final paths, in order.
+    pub async fn put_renditions(
         &self,
         hash: &str,
-        name: &str,
-        bytes: &[u8],
-    ) -> Result<PathBuf, StorageError> {
-        let dest = self.rendition_path(hash, name)?;
-        let parent = dest.parent().expect("rendition paths have a parent");
+        renditions: &[(&str, &[u8])],
+    ) -> Result<Vec<PathBuf>, StorageError> {
+        let mut dests = Vec::with_capacity(renditions.len());
+        for (name, _) in renditions {
+            dests.push(self.rendition_path(hash, name)?);
+        }
+        let Some(parent) = dests.first().and_then(|d| d.parent()) else {
+            return Ok(dests);
+        };
         self.make_dir(parent).await?;
-        let tmp = dest.with_extension(format!("{}.tmp", Uuid::new_v4()));
-        let mut file = fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
-        file.write_all(bytes).await.map_err(io_err(&tmp))?;
-        file.sync_all().await.map_err(io_err(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, &dest).await.map_err(io_err(&dest))?;
+        let writes = dests.iter().zip(renditions).map(|(dest, (_, bytes))| async move {
+            let tmp = dest.with_extension(format!("{}.tmp", Uuid::new_v4()));
+            let mut file = fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
+            file.write_all(bytes).await.map_err(io_err(&tmp))?;
+            file.sync_all().await.map_err(io_err(&tmp))?;
+            Ok::<_, StorageError>(tmp)
+        });
+        let written = futures_util::future::join_all(writes).await;
+        let mut tmps = Vec::with_capacity(written.len());
+        let mut failed = None;
+        for w in written {
+            match w {
+                Ok(tmp) => tmps.push(tmp),
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        if let Some(e) = failed {
+            // Leave no temporary files behind; the asset's job will be retried.
+            for tmp in &tmps {
+                let _ = fs::remove_file(tmp).await;
+            }
+            return Err(e);
+        }
+        for (tmp, dest) in tmps.iter().zip(&dests) {
+            fs::rename(tmp, dest).await.map_err(io_err(dest))?;
+        }
         sync_dir(parent).await?;
-        Ok(dest)
+        Ok(dests)
     }
 
     /// Deletes the original and every rendition stored for `hash`.
@@ -264,16 +291,28 @@ mod tests {
         }
 
         let before = synced_under(tmp.path()).len();
-        let r = s.put_rendition(&hash, "small", b"thumb").await.unwrap();
+        let r = s.put_renditions(&hash, &[("small", b"thumb")]).await.unwrap();
         let synced = synced_under(tmp.path());
-        assert_eq!(synced.last().map(PathBuf::as_path), r.parent(), "{synced:?}");
-        // A second rendition in the same (now existing) directory: one sync, of that directory.
+        assert_eq!(synced.last().map(PathBuf::as_path), r[0].parent(), "{synced:?}");
+        // More renditions in the same (now existing) directory: one sync, of
+        // that directory, after all their renames.
         let before2 = synced.len();
-        s.put_rendition(&hash, "large", b"thumb2").await.unwrap();
+        let more = s
+            .put_renditions(&hash, &[("large", b"thumb2"), ("clip", b"thumb3")])
+            .await
+            .unwrap();
         let synced = synced_under(tmp.path());
-        assert_eq!(synced[before2..], [r.parent().unwrap().to_owned()], "one directory sync per rename");
+        assert_eq!(synced[before2..], [r[0].parent().unwrap().to_owned()], "one directory sync per batch");
         assert!(before2 > before);
         assert_eq!(std::fs::read(&dest).unwrap(), b"bytes");
+        assert_eq!(std::fs::read(&more[1]).unwrap(), b"thumb3");
+        // Nothing but the renditions themselves is left in the directory.
+        let mut names: Vec<String> = std::fs::read_dir(r[0].parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["clip", "large", "small"]);
     }
 
     #[tokio::test]

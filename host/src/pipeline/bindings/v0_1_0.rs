@@ -18,6 +18,9 @@ wasmtime::component::bindgen!({
     // Calls are async so that a deadline can also cancel a guest blocked in
     // a WASI host call (e.g. sleeping), not only one running wasm code.
     exports: { default: async },
+    // Arguments borrow the host's data, so the file is copied once, straight
+    // into the guest's memory, rather than first into an owned `Vec`.
+    ownership: Borrowing { duplicate_if_necessary: true },
 });
 
 /// The WIT package version these bindings speak.
@@ -67,28 +70,35 @@ impl Pre {
         config: &[(String, String)],
         facts: &[(String, FactValue)],
     ) -> wasmtime::Result<Result<StageOutput, GuestError>> {
+        let started = std::time::Instant::now();
         let instance = self.0.instantiate_async(&mut *store).await?;
+        store.data_mut().instantiated_in = started.elapsed();
+        let config: Vec<(&str, &str)> = config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let facts: Vec<t::FactParam<'_>> = facts
+            .iter()
+            .map(|(k, v)| t::FactParam {
+                key: k,
+                value: fact_to_wit(v),
+            })
+            .collect();
         let input = t::Input {
             asset: t::Asset {
-                id: asset.id.clone(),
-                file_name: asset.file_name.clone(),
-                content_type: asset.content_type.clone(),
+                id: &asset.id,
+                file_name: &asset.file_name,
+                content_type: &asset.content_type,
                 size: asset.size,
-                content_hash: asset.content_hash.clone(),
+                content_hash: &asset.content_hash,
             },
-            bytes: bytes.to_vec(),
-            config: config.to_vec(),
-            facts: facts
-                .iter()
-                .map(|(k, v)| t::Fact {
-                    key: k.clone(),
-                    value: fact_to_wit(v),
-                })
-                .collect(),
+            bytes,
+            config: &config,
+            facts: &facts,
         };
         let result = instance
             .lumilio_pipeline_runner()
-            .call_process(&mut *store, &input)
+            .call_process(&mut *store, input)
             .await?;
         Ok(match result {
             Ok(out) => Ok(StageOutput {
@@ -116,20 +126,20 @@ impl Pre {
     }
 }
 
-fn fact_to_wit(v: &FactValue) -> t::FactValue {
+fn fact_to_wit(v: &FactValue) -> t::FactValueParam<'_> {
     match v {
-        FactValue::Text(s) => t::FactValue::Text(s.clone()),
-        FactValue::Integer(i) => t::FactValue::Integer(*i),
-        FactValue::Float(f) => t::FactValue::Float(*f),
-        FactValue::Boolean(b) => t::FactValue::Boolean(*b),
+        FactValue::Text(s) => t::FactValueParam::Text(s),
+        FactValue::Integer(i) => t::FactValueParam::Integer(*i),
+        FactValue::Float(f) => t::FactValueParam::Float(*f),
+        FactValue::Boolean(b) => t::FactValueParam::Boolean(*b),
     }
 }
 
-fn fact_from_wit(v: t::FactValue) -> FactValue {
+fn fact_from_wit(v: t::FactValueResult) -> FactValue {
     match v {
-        t::FactValue::Text(s) => FactValue::Text(s),
-        t::FactValue::Integer(i) => FactValue::Integer(i),
-        t::FactValue::Float(f) => FactValue::Float(f),
-        t::FactValue::Boolean(b) => FactValue::Boolean(b),
+        t::FactValueResult::Text(s) => FactValue::Text(s),
+        t::FactValueResult::Integer(i) => FactValue::Integer(i),
+        t::FactValueResult::Float(f) => FactValue::Float(f),
+        t::FactValueResult::Boolean(b) => FactValue::Boolean(b),
     }
 }
