@@ -275,3 +275,78 @@ fn broken_files_give_clean_results() {
         Err(ThumbError::Corrupt(_) | ThumbError::Unsupported(_))
     ));
 }
+
+/// PSNR in dB of two RGB8 buffers of the same size.
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let se: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    10.0 * (255.0f64.powi(2) / (se / a.len() as f64).max(1e-12)).log10()
+}
+
+/// Renditions resized from a larger rendition (the cascade) stay close to
+/// those resized from the full decode, on the real phone photos; and the
+/// cascade is really taken (the smaller renditions then carry no orient
+/// phase), so this test compares two different paths.
+#[test]
+fn cascaded_renditions_match_direct_ones() {
+    for photo in ["jpg/hdr/iphone_hdr_NO.jpg", "jpg/mobile/HMD_Nokia_8.3_5G.jpg"] {
+        let bytes = read(photo);
+        let cascaded = thumbnails(&bytes, &Config::default(), None).unwrap();
+        let direct_config = Config {
+            cascade: false,
+            ..Config::default()
+        };
+        let direct = thumbnails(&bytes, &direct_config, None).unwrap();
+        assert_eq!(sizes(&cascaded), sizes(&direct), "{photo}");
+        let oriented = |t: &thumbnail::Thumbnails| {
+            t.phases
+                .iter()
+                .filter(|p| p.name.starts_with("orient "))
+                .count()
+        };
+        assert_eq!(oriented(&direct), 4, "{photo}: {:?}", direct.phases);
+        assert!(oriented(&cascaded) < 4, "{photo}: no cascade: {:?}", cascaded.phases);
+        for (c, d) in cascaded.thumbs.iter().zip(&direct.thumbs) {
+            let db = psnr(
+                &decode(&c.jpeg, c.width, c.height),
+                &decode(&d.jpeg, d.width, d.height),
+            );
+            println!("{photo} {}: cascaded vs direct {db:.1} dB", c.name);
+            assert!(db > 36.0, "{photo} {}: {db:.1} dB", c.name);
+        }
+    }
+}
+
+/// The clip rendition (cut from a larger, already upright rendition when the
+/// cascade allows) is upright for every EXIF orientation too.
+#[test]
+fn clip_is_upright_in_all_eight_orientations() {
+    for base in ["landscape", "portrait"] {
+        let reference = thumbnails(
+            &read(&format!("jpg/orientation/{base}_1.jpg")),
+            &Config::default(),
+            None,
+        )
+        .unwrap();
+        let r = reference.thumbs.iter().find(|t| t.name == "clip").unwrap();
+        let ref_px = decode(&r.jpeg, r.width, r.height);
+        let flipped: Vec<u8> = ref_px.chunks_exact(3).rev().flatten().copied().collect();
+        assert!(similarity(&flipped, &ref_px, 224, 224) < 0.8, "{base}: metric");
+        for n in 2..=8 {
+            let t = thumbnails(
+                &read(&format!("jpg/orientation/{base}_{n}.jpg")),
+                &Config::default(),
+                None,
+            )
+            .unwrap();
+            let c = t.thumbs.iter().find(|t| t.name == "clip").unwrap();
+            let sim = similarity(&decode(&c.jpeg, 224, 224), &ref_px, 224, 224);
+            println!("{base}_{n} clip: similarity to {base}_1 {sim:.3}");
+            assert!(sim > 0.95, "{base}_{n} clip is not upright ({sim:.3})");
+        }
+    }
+}
