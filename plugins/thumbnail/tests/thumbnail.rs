@@ -308,6 +308,19 @@ fn cascaded_renditions_match_direct_ones() {
                 .filter(|p| p.name.starts_with("orient "))
                 .count()
         };
+        let resize_ms = |t: &thumbnail::Thumbnails| {
+            t.phases
+                .iter()
+                .filter(|p| p.name.starts_with("resize "))
+                .map(|p| p.time.as_secs_f64() * 1e3)
+                .sum::<f64>()
+        };
+        // Information only (timing targets live in `make bench`).
+        println!(
+            "{photo}: resize total {:.1} ms cascaded, {:.1} ms direct",
+            resize_ms(&cascaded),
+            resize_ms(&direct)
+        );
         assert_eq!(oriented(&direct), 4, "{photo}: {:?}", direct.phases);
         assert!(oriented(&cascaded) < 4, "{photo}: no cascade: {:?}", cascaded.phases);
         for (c, d) in cascaded.thumbs.iter().zip(&direct.thumbs) {
