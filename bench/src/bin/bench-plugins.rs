@@ -2,7 +2,10 @@
 //!
 //! * 3a: the thumbnail plugin in WASM (all renditions from one decode) vs
 //!   `vipsthumbnail`, one process per size, on `jpg/hdr/` and `jpg/mobile/`.
-//! * 3b: the same thumbnail code in WASM vs built natively (`thumbnail::run`).
+//! * 3b: the same thumbnail code in WASM vs built natively (`thumbnail::run`),
+//!   with CPU time beside wall time; 3b' the time of each phase (decode,
+//!   resize, orient, encode per rendition) in both builds, as the plugin
+//!   times them itself when asked (`phase_timings`).
 //! * 3e: 3a on the HEIC/HEIF samples (`heic/`), vipsthumbnail reading them
 //!   through libheif.
 //! * 3c: the metadata plugin over every file of the photo folder vs one
@@ -23,7 +26,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use lumilio::pipeline::{AssetFacts, Pipeline, Runtime, RuntimeOptions, Verdict};
@@ -46,11 +49,14 @@ fn main() -> Result<()> {
         }
     );
     thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
-    heic_thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
-    metadata(&rt, &photos, tmp.path(), &mut summary)?;
-    overhead(&rt, tmp.path(), &mut summary)?;
-    python_stage(&rt, &photos, tmp.path(), &mut summary)?;
-    places_stage(&rt, &photos, tmp.path(), &mut summary)?;
+    // `BENCH_PLUGINS_ONLY=thumbnails`: 3a/3b/3b' alone, while working on them.
+    if std::env::var("BENCH_PLUGINS_ONLY").as_deref() != Ok("thumbnails") {
+        heic_thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
+        metadata(&rt, &photos, tmp.path(), &mut summary)?;
+        overhead(&rt, tmp.path(), &mut summary)?;
+        python_stage(&rt, &photos, tmp.path(), &mut summary)?;
+        places_stage(&rt, &photos, tmp.path(), &mut summary)?;
+    }
     summary.finish()
 }
 
@@ -185,15 +191,16 @@ fn thumbnail_rows(
         .collect::<Result<_>>()?;
     let mut wasm_t = vec![Vec::new(); inputs.len()];
     let mut native_t = vec![Vec::new(); inputs.len()];
+    let (mut wasm_cpu, mut native_cpu) = (vec![Vec::new(); inputs.len()], vec![Vec::new(); inputs.len()]);
     let mut vips_t = vec![Vec::new(); inputs.len()];
     let (mut wasm_bytes, mut vips_bytes) = (0u64, 0u64);
     for round in 0..=rounds {
         for (i, (path, bytes)) in inputs.iter().enumerate() {
             let facts = asset(path, bytes, rows.content_type);
 
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), thread_cpu());
             let report = pipeline.run_blocking(&facts, bytes);
-            let wasm = t.elapsed();
+            let (wasm, wasm_c) = (t.elapsed(), thread_cpu() - c);
             if report.verdict != Verdict::Ready {
                 bail!(
                     "thumbnail (WASM) on {}: {:?}",
@@ -205,10 +212,10 @@ fn thumbnail_rows(
             let input = Input::new(bytes.clone())
                 .content_type(rows.content_type)
                 .with_config(config.clone());
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), thread_cpu());
             let out = thumbnail::run(&input)
                 .map_err(|e| anyhow::anyhow!("thumbnail (native) on {}: {e:?}", path.display()))?;
-            let native = t.elapsed();
+            let (native, native_c) = (t.elapsed(), thread_cpu() - c);
 
             let t = Instant::now();
             let vb = vips_all(path, &cfg.renditions, cfg.quality, &vips_dir)?;
@@ -236,33 +243,35 @@ fn thumbnail_rows(
             }
             wasm_t[i].push(ms(wasm));
             native_t[i].push(ms(native));
+            wasm_cpu[i].push(ms(wasm_c));
+            native_cpu[i].push(ms(native_c));
             vips_t[i].push(ms(vips));
         }
     }
 
     println!(
-        "  {:<28} {:>10} {:>10} {:>14}",
-        "photo", "WASM ms", "native ms", "vips x4 ms"
+        "  {:<28} {:>10} {:>10} {:>14} {:>12} {:>12}",
+        "photo", "WASM ms", "native ms", "vips x4 ms", "WASM CPU ms", "native CPU"
     );
     let (mut w_sum, mut n_sum, mut v_sum) = (0.0, 0.0, 0.0);
+    let (mut wc_sum, mut nc_sum) = (0.0, 0.0);
     for (i, (path, _)) in inputs.iter().enumerate() {
         let (w, n, v) = (
             median(wasm_t[i].clone()),
             median(native_t[i].clone()),
             median(vips_t[i].clone()),
         );
+        let (wc, nc) = (median(wasm_cpu[i].clone()), median(native_cpu[i].clone()));
         w_sum += w;
         n_sum += n;
         v_sum += v;
-        let name = path
-            .strip_prefix(photos.join(rows.under))
-            .unwrap_or(path)
-            .display()
-            .to_string();
-        println!("  {name:<28} {w:>10.1} {n:>10.1} {v:>14.1}");
+        wc_sum += wc;
+        nc_sum += nc;
+        let name = photo_name(path, photos, rows.under);
+        println!("  {name:<28} {w:>10.1} {n:>10.1} {v:>14.1} {wc:>12.1} {nc:>12.1}");
     }
     println!(
-        "  {:<28} {w_sum:>10.1} {n_sum:>10.1} {v_sum:>14.1}",
+        "  {:<28} {w_sum:>10.1} {n_sum:>10.1} {v_sum:>14.1} {wc_sum:>12.1} {nc_sum:>12.1}",
         "total"
     );
     println!(
@@ -296,12 +305,204 @@ fn thumbnail_rows(
     };
     summary.push(Row {
         measure: native.into(),
-        ours: format!("{w_sum:.0} ms"),
-        peer: format!("{n_sum:.0} ms"),
-        ratio: format!("{r:.2}x"),
+        ours: format!("{w_sum:.0} ms ({wc_sum:.0} ms CPU)"),
+        peer: format!("{n_sum:.0} ms ({nc_sum:.0} ms CPU)"),
+        ratio: format!("{r:.2}x ({:.2}x CPU)", wc_sum / nc_sum.max(0.001)),
         target: "<= 1.5x".into(),
         status: Status::from(r <= 1.5),
     });
+    thumbnail_phases(rt, &inputs, &toml, &config, photos, rows.under, tmp, summary)
+}
+
+/// A photo's name under the folder its rows read.
+fn photo_name(path: &Path, photos: &Path, under: &str) -> String {
+    path.strip_prefix(photos.join(under))
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// CPU time (user + sys) of the calling thread, from the scheduler's account
+/// (`/proc/thread-self/schedstat`, nanoseconds). The WASM stage runs on the
+/// calling thread (a current-thread runtime), so this counts both sides alike
+/// and leaves out what other processes do to the machine.
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+/// The `thumbnail_ms_<phase>` facts of one call, in the order the plugin ran them.
+fn phase_facts<'a>(facts: impl Iterator<Item = (&'a str, Option<f64>)>) -> Vec<(String, f64)> {
+    facts
+        .filter_map(|(k, v)| Some((k.strip_prefix("thumbnail_ms_")?.replace('_', " "), v?)))
+        .collect()
+}
+
+/// 3b': the time of each phase in both builds, per photo, timed by the plugin
+/// itself (`phase_timings = true`; in WASM its clock is the host's, through
+/// WASI). Rounds interleave the two builds; per phase the median is taken.
+/// "whole call" is the caller's wall time: for WASM it adds a fresh instance,
+/// the copy of the file into the guest and of the renditions out.
+#[allow(clippy::too_many_arguments)]
+fn thumbnail_phases(
+    rt: &Runtime,
+    inputs: &[(PathBuf, Vec<u8>)],
+    toml_file: &Path,
+    config: &[(String, String)],
+    photos: &Path,
+    under: &str,
+    tmp: &Path,
+    summary: &mut Summary,
+) -> Result<()> {
+    let doc: toml::Table = toml::from_str(&std::fs::read_to_string(toml_file)?)?;
+    let mut stage = doc
+        .get("stage")
+        .and_then(|s| s.as_array())
+        .and_then(|s| s.first())
+        .and_then(|s| s.as_table())
+        .context("the one-stage pipeline has no [[stage]]")?
+        .clone();
+    let mut stage_config = stage
+        .get("config")
+        .and_then(|c| c.as_table())
+        .cloned()
+        .unwrap_or_default();
+    stage_config.insert("phase_timings".into(), true.into());
+    stage.insert("config".into(), stage_config.into());
+    let phases_toml = lumilio_bench::write_pipeline(tmp, "thumbnail-phases", stage)?;
+    let pipeline = Pipeline::load(&phases_toml, rt)?;
+    // The same stage on a runtime that keeps 256 MiB of each linear memory
+    // resident between calls (memset instead of madvise): the difference is
+    // what the fresh memory's page faults cost the service's configuration.
+    let resident_rt = Runtime::with_options(
+        tmp.join("cache-resident"),
+        RuntimeOptions {
+            keep_resident_bytes: 256 << 20,
+            ..RuntimeOptions::default()
+        },
+    )?;
+    let resident = Pipeline::load(&phases_toml, &resident_rt)?;
+    let mut config = config.to_vec();
+    config.push(("phase_timings".into(), "true".into()));
+    let rounds = lumilio_bench::rounds(5, 3);
+    println!("\n[3b'] thumbnail phases, WASM vs native, ms (median of {rounds} rounds after 1 warm-up)");
+    // Per phase group (the word before the rendition name): summed over photos.
+    let mut groups: Vec<(String, f64, f64)> = Vec::new();
+    let mut resident_sum = (0.0, 0.0, 0.0);
+    for (path, bytes) in inputs {
+        let facts = asset(path, bytes, "image/jpeg");
+        let input = Input::new(bytes.clone())
+            .content_type("image/jpeg")
+            .with_config(config.clone());
+        let (mut wasm, mut native): (Vec<Vec<(String, f64)>>, Vec<Vec<(String, f64)>>) =
+            (Vec::new(), Vec::new());
+        let (mut wasm_call, mut native_call) = (Vec::new(), Vec::new());
+        let (mut wasm_cpu, mut native_cpu, mut resident_cpu) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..=rounds {
+            let c = thread_cpu();
+            let report = resident.run_blocking(&facts, bytes);
+            let rc = ms(thread_cpu() - c);
+            ensure!(report.verdict == Verdict::Ready, "{:?}", report.verdict);
+            let c = thread_cpu();
+            let t = Instant::now();
+            let report = pipeline.run_blocking(&facts, bytes);
+            let (w, wc) = (ms(t.elapsed()), ms(thread_cpu() - c));
+            ensure!(
+                report.verdict == Verdict::Ready,
+                "thumbnail (WASM, phases) on {}: {:?}",
+                path.display(),
+                report.verdict
+            );
+            let (t, c) = (Instant::now(), thread_cpu());
+            let out = thumbnail::run(&input)
+                .map_err(|e| anyhow::anyhow!("thumbnail (native) on {}: {e:?}", path.display()))?;
+            let (n, nc) = (ms(t.elapsed()), ms(thread_cpu() - c));
+            if round == 0 {
+                continue;
+            }
+            wasm_call.push(w);
+            native_call.push(n);
+            wasm_cpu.push(wc);
+            native_cpu.push(nc);
+            resident_cpu.push(rc);
+            wasm.push(phase_facts(report.facts.iter().map(|(k, v)| {
+                (k.as_str(), match v {
+                    lumilio::pipeline::FactValue::Float(x) => Some(*x),
+                    _ => None,
+                })
+            })));
+            native.push(phase_facts(out.facts.iter().map(|f| {
+                (f.key.as_str(), match f.value {
+                    lumilio_sdk::Value::Float(x) => Some(x),
+                    _ => None,
+                })
+            })));
+        }
+        let names: Vec<String> = native[0].iter().map(|(n, _)| n.clone()).collect();
+        ensure!(
+            wasm.iter().chain(&native).all(|r| r.iter().map(|(n, _)| n).eq(names.iter())),
+            "the two builds ran different phases on {}",
+            path.display()
+        );
+        let column = |runs: &[Vec<(String, f64)>], k: usize| median(runs.iter().map(|r| r[k].1).collect());
+        println!(
+            "  {}\n    {:<20} {:>9} {:>9} {:>7}",
+            photo_name(path, photos, under),
+            "phase",
+            "native",
+            "WASM",
+            "ratio"
+        );
+        let (mut n_sum, mut w_sum) = (0.0, 0.0);
+        for (k, name) in names.iter().enumerate() {
+            let (n, w) = (column(&native, k), column(&wasm, k));
+            n_sum += n;
+            w_sum += w;
+            println!("    {name:<20} {n:>9.2} {w:>9.2} {:>6.2}x", w / n.max(1e-6));
+            let group = name.split(' ').next().unwrap_or(name).to_string();
+            match groups.iter_mut().find(|g| g.0 == group) {
+                Some(g) => {
+                    g.1 += w;
+                    g.2 += n;
+                }
+                None => groups.push((group, w, n)),
+            }
+        }
+        let (nc, wc) = (median(native_call), median(wasm_call));
+        println!("    {:<20} {n_sum:>9.2} {w_sum:>9.2} {:>6.2}x", "sum of phases", w_sum / n_sum);
+        println!("    {:<20} {nc:>9.2} {wc:>9.2} {:>6.2}x", "whole call", wc / nc);
+        let (nc, wc, rc) = (median(native_cpu), median(wasm_cpu), median(resident_cpu));
+        println!("    {:<20} {nc:>9.2} {wc:>9.2} {:>6.2}x", "whole call, CPU", wc / nc);
+        println!(
+            "    {:<20} {nc:>9.2} {rc:>9.2} {:>6.2}x  (WASM with 256 MiB kept resident)",
+            "whole call, CPU",
+            rc / nc
+        );
+        resident_sum.0 += rc;
+        resident_sum.1 += wc;
+        resident_sum.2 += nc;
+    }
+    summary.push(Row {
+        measure: "3b' CPU of a call: WASM with memory kept resident (no fresh pages) vs as served vs native".into(),
+        ours: format!("{:.0} ms vs {:.0} ms", resident_sum.0, resident_sum.1),
+        peer: format!("{:.0} ms", resident_sum.2),
+        ratio: format!("{:.2}x vs {:.2}x", resident_sum.0 / resident_sum.2, resident_sum.1 / resident_sum.2),
+        target: "-".into(),
+        status: Status::Info,
+    });
+    for (group, w, n) in groups {
+        summary.push(Row {
+            measure: format!("3b' phase {group} (all renditions, both photos): WASM vs native"),
+            ours: format!("{w:.1} ms"),
+            peer: format!("{n:.1} ms"),
+            ratio: format!("{:.2}x", w / n.max(1e-6)),
+            target: "-".into(),
+            status: Status::Info,
+        });
+    }
     Ok(())
 }
 

@@ -16,6 +16,8 @@
 pub mod heic;
 pub mod orient;
 
+use std::time::{Duration, Instant};
+
 use fast_image_resize::{self as fr, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
 use lumilio_sdk::{ConfigError, Fact, Input, Output, Rendition, StageError, export_stage, log};
 use orient::Rgb;
@@ -47,6 +49,11 @@ pub struct Config {
     pub quality: u8,
     /// Reject (true) or only warn (false) when the format cannot be decoded.
     pub reject_unsupported: bool,
+    /// Return the time of each phase as facts (`thumbnail_ms_<phase>`), for benchmarks.
+    pub phase_timings: bool,
+    /// Resize smaller renditions from a larger one already made (see [`CASCADE_FACTOR`])
+    /// instead of each from the full decode; off only to compare the two in tests.
+    pub cascade: bool,
 }
 
 impl Default for Config {
@@ -64,6 +71,8 @@ impl Default for Config {
             ],
             quality: 80,
             reject_unsupported: true,
+            phase_timings: false,
+            cascade: true,
         }
     }
 }
@@ -72,7 +81,7 @@ impl Default for Config {
 /// keys are logged. A size of 0 turns a rendition off.
 pub fn parse_config(pairs: &lumilio_sdk::Config) -> Result<Config, ConfigError> {
     const SIZES: [&str; 4] = ["small", "medium", "large", "clip"];
-    for k in pairs.unknown_keys(&[&SIZES[..], &["quality", "unsupported"]].concat()) {
+    for k in pairs.unknown_keys(&[&SIZES[..], &["quality", "unsupported", "phase_timings"]].concat()) {
         log::info(format!("ignoring unknown config key '{k}'"));
     }
     let mut c = Config::default();
@@ -99,6 +108,7 @@ pub fn parse_config(pairs: &lumilio_sdk::Config) -> Result<Config, ConfigError> 
     if let Some(u) = pairs.choice("unsupported", &["reject", "skip"])? {
         c.reject_unsupported = u == "reject";
     }
+    c.phase_timings = pairs.get_or("phase_timings", false)?;
     Ok(c)
 }
 
@@ -126,6 +136,29 @@ pub struct Thumbnails {
     pub orientation: u8,
     /// Things the renditions do not reflect (e.g. colours left as coded).
     pub warnings: Vec<String>,
+    /// Where the time went, in the order the phases ran.
+    pub phases: Vec<Phase>,
+}
+
+/// The time one phase of [`thumbnails`] took: `decode`, then per rendition
+/// `resize NAME`, `orient NAME`, `colour NAME` (HEIF) and `encode NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    /// What ran, e.g. `encode small`.
+    pub name: String,
+    /// How long it took (wall time; the stage is single-threaded).
+    pub time: Duration,
+}
+
+/// Runs `f`, recording its time as phase `name` (a no-op phase is still listed).
+fn timed<T>(phases: &mut Vec<Phase>, name: impl Into<String>, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    phases.push(Phase {
+        name: name.into(),
+        time: start.elapsed(),
+    });
+    out
 }
 
 /// Why thumbnails could not be made.
@@ -146,50 +179,116 @@ pub fn thumbnails(
     config: &Config,
     orientation: Option<u8>,
 ) -> Result<Thumbnails, ThumbError> {
+    let mut phases = Vec::new();
     if heic::is_heif(bytes) {
         // Upright already (irot/imir); EXIF orientation must not be re-applied.
-        let d = heic::decode(bytes)?;
-        let colour = |img: &mut Rgb| d.colour.as_ref().map_or(Ok(()), |c| c.apply(img));
-        let mut t = render_all(&d.rgb, "1/1".into(), 1, config, colour)?;
+        let d = timed(&mut phases, "decode", || heic::decode(bytes))?;
+        let mut t = render_all(&d.rgb, "1/1".into(), 1, config, d.colour.as_ref(), phases)?;
         t.warnings = d.warnings;
         return Ok(t);
     }
-    let orientation = orientation
-        .filter(|o| (1..=8).contains(o))
-        .or_else(|| orient::exif_orientation(bytes))
-        .unwrap_or(1);
-    let (src, scale) = decode(bytes, &config.renditions)?;
-    render_all(&src, scale, orientation, config, |_| Ok(()))
+    let (orientation, decoded) = timed(&mut phases, "decode", || {
+        let o = orientation
+            .filter(|o| (1..=8).contains(o))
+            .or_else(|| orient::exif_orientation(bytes))
+            .unwrap_or(1);
+        (o, decode(bytes, &config.renditions))
+    });
+    let (src, scale) = decoded?;
+    render_all(&src, scale, orientation, config, None, phases)
 }
 
-/// Renders, orients, post-processes (`finish`, e.g. colour) and encodes
-/// every rendition of `config` from one decoded picture.
+/// A smaller rendition is resized from a larger one already made when that
+/// one is at least this many times its size (per side); else from the full
+/// decode. At 2 the cascade stays within a fraction of a dB of resizing from
+/// the full decode (tests/thumbnail.rs measures it) and saves most of the
+/// resize time, which is proportional to the source's pixels.
+pub const CASCADE_FACTOR: f64 = 2.0;
+
+/// Renders, orients, converts colour (`colour`, HEIF) and encodes every
+/// rendition of `config` from one decoded picture, largest first, so that a
+/// smaller one can be resized from a larger one that is already upright and
+/// in sRGB (see [`CASCADE_FACTOR`]). Thumbs come back in config order.
 fn render_all(
     src: &Rgb,
     scale: String,
     orientation: u8,
     config: &Config,
-    finish: impl Fn(&mut Rgb) -> Result<(), ThumbError>,
+    colour: Option<&heic::Colour>,
+    mut phases: Vec<Phase>,
 ) -> Result<Thumbnails, ThumbError> {
+    let (w, h) = (src.width, src.height);
+    let specs = &config.renditions;
+    // Each rendition's scale against the decode, before any crop.
+    let scales: Vec<f64> = specs
+        .iter()
+        .map(|s| target(w, h, s.kind).0 as f64 / w as f64)
+        .collect();
+    let mut order: Vec<usize> = (0..specs.len()).collect();
+    order.sort_by(|&a, &b| scales[b].total_cmp(&scales[a]));
+    let swap = orientation >= 5;
     let mut resizer = Resizer::new();
-    let mut thumbs = Vec::with_capacity(config.renditions.len());
-    for spec in &config.renditions {
-        let img = render(&mut resizer, src, spec.kind)?;
-        let mut img = orient::apply(img, orientation);
-        finish(&mut img)?;
-        let jpeg = encode(&img, config.quality)?;
-        thumbs.push(Thumb {
+    let mut thumbs: Vec<Option<Thumb>> = vec![None; specs.len()];
+    // Finished (upright, sRGB) `Fit` renditions, kept as cascade sources.
+    let mut made: Vec<(f64, (u32, u32), Rgb)> = Vec::new();
+    for i in order {
+        let spec = &specs[i];
+        let (tw, th) = match spec.kind {
+            Kind::Fit(_) => target(w, h, spec.kind),
+            Kind::Square(n) => (n, n),
+        };
+        // The part of the decode this rendition shows, as (width, height)
+        // fractions of it: all of it, or the centre square.
+        let (fx, fy) = match spec.kind {
+            Kind::Fit(_) => (1.0, 1.0),
+            Kind::Square(_) => {
+                let side = w.min(h) as f64;
+                (side / w as f64, side / h as f64)
+            }
+        };
+        let from = made
+            .iter()
+            .filter(|(s, _, _)| config.cascade && *s >= CASCADE_FACTOR * scales[i])
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let img = if let Some((_, (mw, mh), m)) = from {
+            // Already upright and converted: resize only, in upright axes.
+            let (cw, ch) = (*mw as f64 * fx, *mh as f64 * fy);
+            let (tw, th, cw, ch) = if swap { (th, tw, ch, cw) } else { (tw, th, cw, ch) };
+            timed(&mut phases, format!("resize {}", spec.name), || {
+                resize(&mut resizer, m, (tw, th), (cw, ch))
+            })?
+        } else {
+            let (cw, ch) = (w as f64 * fx, h as f64 * fy);
+            let img = timed(&mut phases, format!("resize {}", spec.name), || {
+                resize(&mut resizer, src, (tw, th), (cw, ch))
+            })?;
+            let mut img = timed(&mut phases, format!("orient {}", spec.name), || {
+                orient::apply(img, orientation)
+            });
+            if let Some(c) = colour {
+                timed(&mut phases, format!("colour {}", spec.name), || c.apply(&mut img))?;
+            }
+            img
+        };
+        let jpeg = timed(&mut phases, format!("encode {}", spec.name), || {
+            encode(&img, config.quality)
+        })?;
+        thumbs[i] = Some(Thumb {
             name: spec.name.clone(),
             width: img.width,
             height: img.height,
             jpeg,
         });
+        if let Kind::Fit(_) = spec.kind {
+            made.push((scales[i], (tw, th), img));
+        }
     }
     Ok(Thumbnails {
-        thumbs,
+        thumbs: thumbs.into_iter().flatten().collect(),
         source_scale: scale,
         orientation,
         warnings: Vec::new(),
+        phases,
     })
 }
 
@@ -347,14 +446,16 @@ fn decode_jpeg(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError
     ))
 }
 
-/// Resizes (and for `Square`, centre-crops) the decoded image.
-fn render(resizer: &mut Resizer, src: &Rgb, kind: Kind) -> Result<Rgb, ThumbError> {
+/// Resizes the centre `cw`×`ch` of `src` (the whole of it, or a crop) to `tw`×`th`.
+fn resize(
+    resizer: &mut Resizer,
+    src: &Rgb,
+    (tw, th): (u32, u32),
+    (cw, ch): (f64, f64),
+) -> Result<Rgb, ThumbError> {
     let (w, h) = (src.width, src.height);
-    let (tw, th) = match kind {
-        Kind::Fit(_) => target(w, h, kind),
-        Kind::Square(n) => (n, n),
-    };
-    if (tw, th) == (w, h) {
+    let whole = cw == w as f64 && ch == h as f64;
+    if (tw, th) == (w, h) && whole {
         return Ok(src.clone());
     }
     let internal = |e: &dyn std::fmt::Display| ThumbError::Internal(format!("resize failed: {e}"));
@@ -363,9 +464,8 @@ fn render(resizer: &mut Resizer, src: &Rgb, kind: Kind) -> Result<Rgb, ThumbErro
     let mut dst = Image::new(tw, th, PixelType::U8x3);
     let mut opts =
         ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fr::FilterType::CatmullRom));
-    if let Kind::Square(_) = kind {
-        let side = w.min(h) as f64;
-        opts = opts.crop((w as f64 - side) / 2.0, (h as f64 - side) / 2.0, side, side);
+    if !whole {
+        opts = opts.crop((w as f64 - cw) / 2.0, (h as f64 - ch) / 2.0, cw, ch);
     }
     resizer
         .resize(&view, &mut dst, &opts)
@@ -403,7 +503,14 @@ pub fn run(input: &Input) -> Result<Output, StageError> {
         .and_then(|o| u8::try_from(o).ok());
     match thumbnails(&input.bytes, &config, hint) {
         Ok(t) => Ok(Output {
-            facts: vec![Fact::text("thumbnail_source_scale", t.source_scale)],
+            facts: std::iter::once(Fact::text("thumbnail_source_scale", t.source_scale))
+                .chain(config.phase_timings.then_some(&t.phases).into_iter().flatten().map(|p| {
+                    Fact::float(
+                        format!("thumbnail_ms_{}", p.name.replace(' ', "_")),
+                        p.time.as_secs_f64() * 1e3,
+                    )
+                }))
+                .collect(),
             renditions: t
                 .thumbs
                 .into_iter()

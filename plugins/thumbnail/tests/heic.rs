@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use lumilio_sdk::{Fact, Input, Output, StageError};
 
+mod common;
+use common::psnr;
+
 /// The default pipeline's config for this stage (pipeline.toml), at JPEG
 /// `quality`.
 fn config_at(quality: &str) -> Vec<(String, String)> {
@@ -62,17 +65,6 @@ fn run_at(bytes: &[u8], orientation: i64, quality: &str) -> Result<Output, Stage
             .with_config(config)
             .fact(Fact::int("orientation", orientation)),
     )
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let se: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
-    let mse = se / a.len() as f64;
-    10.0 * (255.0f64 * 255.0 / mse.max(1e-12)).log10()
 }
 
 #[test]

@@ -8,6 +8,9 @@ use std::time::Instant;
 use testdata::read;
 use thumbnail::{Config, ThumbError, parse_config, thumbnails};
 
+mod common;
+use common::psnr;
+
 fn sizes(t: &thumbnail::Thumbnails) -> Vec<(&str, u32, u32)> {
     t.thumbs
         .iter()
@@ -118,17 +121,20 @@ fn never_upscales_boxes() {
     );
 }
 
+/// `small`, made from the full decode, and `clip`, which the cascade cuts
+/// from a larger rendition that is already upright: both must be upright.
 #[test]
 fn all_eight_orientations_come_out_upright() {
-    for base in ["landscape", "portrait"] {
+    for (base, k) in [("landscape", 0), ("landscape", 3), ("portrait", 0), ("portrait", 3)] {
         let reference = thumbnails(
             &read(&format!("jpg/orientation/{base}_1.jpg")),
             &Config::default(),
             None,
         )
         .unwrap();
-        let r = &reference.thumbs[0];
+        let r = &reference.thumbs[k];
         let ref_px = decode(&r.jpeg, r.width, r.height);
+        let base = format!("{base} {}", r.name);
         // The metric must tell a wrong transform apart: compare with the
         // reference turned 180°.
         let flipped: Vec<u8> = ref_px.chunks_exact(3).rev().flatten().copied().collect();
@@ -151,14 +157,15 @@ fn all_eight_orientations_come_out_upright() {
             );
         }
         for n in 1..=8 {
+            let file = format!("jpg/orientation/{}_{n}.jpg", base.split(' ').next().unwrap());
             let t = thumbnails(
-                &read(&format!("jpg/orientation/{base}_{n}.jpg")),
+                &read(&file),
                 &Config::default(),
                 None,
             )
             .unwrap();
             assert_eq!(t.orientation, n, "{base}_{n} orientation read from EXIF");
-            let s = &t.thumbs[0];
+            let s = &t.thumbs[k];
             assert_eq!((s.width, s.height), (r.width, r.height), "{base}_{n} size");
             let sim = similarity(
                 &decode(&s.jpeg, s.width, s.height),
@@ -171,7 +178,7 @@ fn all_eight_orientations_come_out_upright() {
                 let px = decode(&s.jpeg, s.width, s.height);
                 image::RgbImage::from_raw(s.width, s.height, px)
                     .unwrap()
-                    .save(Path::new(&dir).join(format!("{base}_{n}.png")))
+                    .save(Path::new(&dir).join(format!("{}_{n}.png", base.replace(' ', "_"))))
                     .unwrap();
             }
             assert!(
@@ -274,4 +281,51 @@ fn broken_files_give_clean_results() {
         thumbnails(b"not an image", &Config::default(), None),
         Err(ThumbError::Corrupt(_) | ThumbError::Unsupported(_))
     ));
+}
+
+/// Renditions resized from a larger rendition (the cascade) stay close to
+/// those resized from the full decode, on the real phone photos; and the
+/// cascade is really taken (the smaller renditions then carry no orient
+/// phase), so this test compares two different paths.
+#[test]
+fn cascaded_renditions_match_direct_ones() {
+    for photo in ["jpg/hdr/iphone_hdr_NO.jpg", "jpg/mobile/HMD_Nokia_8.3_5G.jpg"] {
+        let bytes = read(photo);
+        let cascaded = thumbnails(&bytes, &Config::default(), None).unwrap();
+        let direct_config = Config {
+            cascade: false,
+            ..Config::default()
+        };
+        let direct = thumbnails(&bytes, &direct_config, None).unwrap();
+        assert_eq!(sizes(&cascaded), sizes(&direct), "{photo}");
+        let oriented = |t: &thumbnail::Thumbnails| {
+            t.phases
+                .iter()
+                .filter(|p| p.name.starts_with("orient "))
+                .count()
+        };
+        let resize_ms = |t: &thumbnail::Thumbnails| {
+            t.phases
+                .iter()
+                .filter(|p| p.name.starts_with("resize "))
+                .map(|p| p.time.as_secs_f64() * 1e3)
+                .sum::<f64>()
+        };
+        // Information only (timing targets live in `make bench`).
+        println!(
+            "{photo}: resize total {:.1} ms cascaded, {:.1} ms direct",
+            resize_ms(&cascaded),
+            resize_ms(&direct)
+        );
+        assert_eq!(oriented(&direct), 4, "{photo}: {:?}", direct.phases);
+        assert!(oriented(&cascaded) < 4, "{photo}: no cascade: {:?}", cascaded.phases);
+        for (c, d) in cascaded.thumbs.iter().zip(&direct.thumbs) {
+            let db = psnr(
+                &decode(&c.jpeg, c.width, c.height),
+                &decode(&d.jpeg, d.width, d.height),
+            );
+            println!("{photo} {}: cascaded vs direct {db:.1} dB", c.name);
+            assert!(db > 36.0, "{photo} {}: {db:.1} dB", c.name);
+        }
+    }
 }
