@@ -955,3 +955,37 @@ impl RssSeries {
         self.handle.join().unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_keep_the_exif_segment_and_differ() {
+        let sources = [decode_source(SOURCES[0]).unwrap()];
+        let exif = sources[0].exif.clone().expect("the phone photo has EXIF");
+        let a = variant(&sources, 1, 0).unwrap();
+        let b = variant(&sources, 1, 1).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(app1_exif(&a), Some(exif));
+        let mut d = jpeg_decoder::Decoder::new(&a[..]);
+        d.read_info().unwrap();
+        let info = d.info().unwrap();
+        // A crop of at least 80% of each side: still full-size.
+        assert!(
+            usize::from(info.width) * 5 >= sources[0].width * 4,
+            "{info:?}"
+        );
+        assert!(
+            usize::from(info.height) * 5 >= sources[0].height * 4,
+            "{info:?}"
+        );
+    }
+
+    #[test]
+    fn quarters_take_the_largest_sample_at_each_end() {
+        let s = |secs: u64, rss| (Duration::from_secs(secs), rss);
+        let samples = [s(0, 10), s(1, 30), s(2, 99), s(3, 20), s(4, 40)];
+        assert_eq!(quarters(&samples), (30, 40));
+    }
+}
