@@ -7,6 +7,7 @@
 #                               then print one summary table
 #   BENCH_QUICK=1 scripts/bench.sh   fewer rounds (same measures)
 #   BENCH_ONLY=plugins|ingest|clip|library   run one of the binaries
+#   BENCH_ONLY=import                   issue 15 §2 only (bench-import)
 #
 # Every measure is printed beside a peer measured in the same run, with the ratio
 # and the target. A missed target prints MISSED; the script still exits 0, since
@@ -63,6 +64,10 @@ if [ "$ONLY" = all ] || [ "$ONLY" = clip ]; then
 fi
 if [ "$ONLY" = all ] || [ "$ONLY" = library ]; then
   target/release/bench-library || { status=$?; log "bench-library could not finish (exit $status)"; }
+fi
+# bench-import (issue 15 §2) drives the Immich CLI (npm, into .local/ on first use).
+if [ "$ONLY" = all ] || [ "$ONLY" = import ]; then
+  target/release/bench-import || { status=$?; log "bench-import could not finish (exit $status)"; }
 fi
 
 echo

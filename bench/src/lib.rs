@@ -383,3 +383,43 @@ pub fn table(rows: &[Row]) -> String {
     }
     out
 }
+
+/// One `vipsthumbnail` call per rendition of `specs`, as users run it (3a's
+/// peer, and bench-import's): `-s NxN>` per box, `--smartcrop centre -s NxN`
+/// for a square; returns the output bytes. The outputs overwrite `OUT_DIR/NAME.jpg`.
+pub fn vips_all(
+    input: &Path,
+    specs: &[thumbnail::Spec],
+    quality: u8,
+    out_dir: &Path,
+) -> Result<u64> {
+    let mut bytes = 0;
+    for spec in specs {
+        let out = out_dir.join(format!("{}.jpg", spec.name));
+        // `strip`: our renditions carry no metadata either, so the byte counts compare.
+        let target = format!("{}[Q={quality},strip]", out.display());
+        let mut cmd = std::process::Command::new("vipsthumbnail");
+        cmd.arg(input);
+        match spec.kind {
+            // `>`: shrink only, as the plugin never upscales.
+            thumbnail::Kind::Fit(n) => cmd.args(["-s", &format!("{n}x{n}>")]),
+            thumbnail::Kind::Square(n) => {
+                cmd.args(["--smartcrop", "centre", "-s", &format!("{n}x{n}")])
+            }
+        };
+        let st = cmd
+            .args(["-o", &target])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .status()
+            .context("running vipsthumbnail")?;
+        anyhow::ensure!(
+            st.success(),
+            "vipsthumbnail failed on {} ({})",
+            input.display(),
+            spec.name
+        );
+        bytes += std::fs::metadata(&out)?.len();
+    }
+    Ok(bytes)
+}

@@ -74,37 +74,6 @@ fn asset(path: &Path, bytes: &[u8], content_type: &str) -> AssetFacts {
     }
 }
 
-/// One vipsthumbnail call per rendition, as users run it; returns output bytes.
-fn vips_all(input: &Path, specs: &[thumbnail::Spec], quality: u8, out_dir: &Path) -> Result<u64> {
-    let mut bytes = 0;
-    for spec in specs {
-        let out = out_dir.join(format!("{}.jpg", spec.name));
-        // `strip`: our renditions carry no metadata either, so the byte counts compare.
-        let target = format!("{}[Q={quality},strip]", out.display());
-        let mut cmd = Command::new("vipsthumbnail");
-        cmd.arg(input);
-        match spec.kind {
-            // `>`: shrink only, as the plugin never upscales.
-            Kind::Fit(n) => cmd.args(["-s", &format!("{n}x{n}>")]),
-            Kind::Square(n) => cmd.args(["--smartcrop", "centre", "-s", &format!("{n}x{n}")]),
-        };
-        let st = cmd
-            .args(["-o", &target])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .status()
-            .context("running vipsthumbnail")?;
-        ensure!(
-            st.success(),
-            "vipsthumbnail failed on {} ({})",
-            input.display(),
-            spec.name
-        );
-        bytes += std::fs::metadata(&out)?.len();
-    }
-    Ok(bytes)
-}
-
 /// 3a and 3b.
 fn thumbnails(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) -> Result<()> {
     let mut files = lumilio_bench::jpegs_in(&photos.join("jpg/hdr"))?;
@@ -218,7 +187,7 @@ fn thumbnail_rows(
             let (native, native_c) = (t.elapsed(), thread_cpu() - c);
 
             let t = Instant::now();
-            let vb = vips_all(path, &cfg.renditions, cfg.quality, &vips_dir)?;
+            let vb = lumilio_bench::vips_all(path, &cfg.renditions, cfg.quality, &vips_dir)?;
             let vips = t.elapsed();
 
             if round == 0 {
