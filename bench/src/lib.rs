@@ -199,6 +199,16 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
+/// p50 and p95 of durations, in ms (nearest rank; 0 when empty).
+pub fn percentiles(mut xs: Vec<Duration>) -> (f64, f64) {
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    xs.sort();
+    let at = |q: f64| ms(xs[((xs.len() as f64 - 1.0) * q).round() as usize]);
+    (at(0.5), at(0.95))
+}
+
 /// Milliseconds of a duration, as f64.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
