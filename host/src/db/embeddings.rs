@@ -187,16 +187,10 @@ pub fn ranking_sql(plan: Plan) -> String {
            AND ($12::uuid IS NULL OR a.id <> $12)",
         super::assets::place_matches(11, "a.")
     );
-    let (candidates, outer_filters, reach) = match plan {
+    let (candidates, outer_filters) = match plan {
         // The index scan cannot see owners or filters (pgvector applies them
-        // after the scan), so they come after it; `reach` is how far it got.
-        Plan::Index => (
-            "SELECT e.asset_id, e.embedding <=> $2 AS distance FROM embeddings e
-             WHERE e.model_id = $3 ORDER BY e.embedding <=> $2 LIMIT $16"
-                .to_owned(),
-            filters.as_str(),
-            "(SELECT max(distance) FROM c)",
-        ),
+        // after the scan), so they come after it.
+        Plan::Index => (INDEX_CANDIDATES.to_owned(), filters.as_str()),
         Plan::Exact => (
             format!(
                 "SELECT e.asset_id, e.embedding <=> $2 AS distance
@@ -204,18 +198,21 @@ pub fn ranking_sql(plan: Plan) -> String {
                  WHERE e.model_id = $3 AND {filters}"
             ),
             "true",
-            "NULL::float8",
         ),
     };
     format!(
         "WITH c AS MATERIALIZED ({candidates})
-         SELECT {columns}, c.distance, {reach} AS reach
+         SELECT {columns}, c.distance
          FROM c JOIN assets a ON a.id = c.asset_id
          WHERE {outer_filters} AND ($13::float8 IS NULL OR c.distance < $13)
          ORDER BY c.distance, a.id
          OFFSET $14 LIMIT $15"
     )
 }
+
+/// The index path's candidates: the `$16` (= `hnsw.ef_search`) nearest of every owner.
+const INDEX_CANDIDATES: &str = "SELECT e.asset_id, e.embedding <=> $2 AS distance FROM embeddings e
+     WHERE e.model_id = $3 ORDER BY e.embedding <=> $2 LIMIT $16";
 
 /// The ranking's arguments, in the order [`ranking_sql`] numbers them.
 fn ranking_args(r: &Ranking<'_>, ef_search: i64) -> Result<PgArguments, sqlx::Error> {
@@ -261,45 +258,70 @@ async fn owner_is_large(conn: &mut PgConnection, owner: Uuid) -> Result<bool, sq
 /// returns at most `hnsw.ef_search` embeddings of every owner, and the owner
 /// and filters only thin them afterwards; without iterative scans (pgvector
 /// 0.6) that can leave a page short or empty although the owner has matches.
-/// So a short page is recomputed exactly, unless the scan already reached
+/// So a short page is asked again of the widest scan ([`MAX_EF_SEARCH`]), then
+/// recomputed exactly, unless the scan already reached
 /// past `max_distance` (then the page is short because few photos are that close).
 pub async fn rank(pool: &PgPool, r: &Ranking<'_>) -> Result<(Vec<Hit>, Plan), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let ef = match ef_search_for(r.offset, r.limit) {
         Some(ef) if owner_is_large(&mut tx, r.owner).await? => ef,
         _ => {
-            let hits = run(&mut tx, r, Plan::Exact, 0).await?.0;
+            let hits = run(&mut tx, r, Plan::Exact, 0).await?;
             tx.commit().await?;
             return Ok((hits, Plan::Exact));
         }
     };
-    let (hits, reach) = run(&mut tx, r, Plan::Index, ef).await?;
-    let complete = hits.len() as i64 >= r.limit
-        || matches!((reach, r.max_distance), (Some(reach), Some(max)) if reach >= max);
-    let answer = if complete {
+    let mut hits = run(&mut tx, r, Plan::Index, ef).await?;
+    let mut done = complete(&mut tx, r, &hits, ef).await?;
+    // A filter that keeps few photos (a place, a year) often fills its page
+    // from the widest scan pgvector allows, at a fraction of an exact sort.
+    if !done && ef < MAX_EF_SEARCH {
+        hits = run(&mut tx, r, Plan::Index, MAX_EF_SEARCH).await?;
+        done = complete(&mut tx, r, &hits, MAX_EF_SEARCH).await?;
+    }
+    let answer = if done {
         (hits, Plan::Index)
     } else {
-        tracing::debug!(owner = %r.owner, found = hits.len(), ef, "index page short; ranking exactly");
-        (run(&mut tx, r, Plan::Exact, 0).await?.0, Plan::Exact)
+        tracing::debug!(owner = %r.owner, found = hits.len(), "index page short; ranking exactly");
+        (run(&mut tx, r, Plan::Exact, 0).await?, Plan::Exact)
     };
     tx.commit().await?;
     Ok(answer)
 }
 
-/// One page by `plan` (`ef` sets `hnsw.ef_search` for this transaction), and
-/// the farthest distance the index scan reached.
+/// Whether an index page is the whole answer: full, or short only because
+/// the scan (`ef` candidates) already reached past `max_distance`.
+async fn complete(
+    conn: &mut PgConnection,
+    r: &Ranking<'_>,
+    hits: &[Hit],
+    ef: i64,
+) -> Result<bool, sqlx::Error> {
+    let Some(max) = r.max_distance.filter(|_| (hits.len() as i64) < r.limit) else {
+        return Ok(hits.len() as i64 >= r.limit);
+    };
+    // The same scan as the page's (same ef, same transaction), asked only how far it got.
+    let reach: Option<f64> = sqlx::query_scalar_with(
+        sqlx::AssertSqlSafe(format!("SELECT max(distance) FROM ({INDEX_CANDIDATES}) c")),
+        ranking_args(r, ef)?,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(reach.is_some_and(|reach| reach >= max))
+}
+
+/// One page by `plan` (`ef` sets `hnsw.ef_search` for this transaction).
 async fn run(
     conn: &mut PgConnection,
     r: &Ranking<'_>,
     plan: Plan,
     ef: i64,
-) -> Result<(Vec<Hit>, Option<f64>), sqlx::Error> {
+) -> Result<Vec<Hit>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
         asset: Asset,
         distance: f64,
-        reach: Option<f64>,
     }
     if plan == Plan::Index {
         set_ef_search(&mut *conn, ef).await?;
@@ -308,15 +330,13 @@ async fn run(
         sqlx::query_as_with(sqlx::AssertSqlSafe(ranking_sql(plan)), ranking_args(r, ef)?)
             .fetch_all(conn)
             .await?;
-    let reach = rows.first().and_then(|row| row.reach);
-    let hits = rows
+    Ok(rows
         .into_iter()
         .map(|row| Hit {
             asset: row.asset,
             distance: row.distance,
         })
-        .collect();
-    Ok((hits, reach))
+        .collect())
 }
 
 /// `SET LOCAL hnsw.ef_search`: for the current transaction only.
@@ -349,5 +369,5 @@ pub async fn explain_ranking(
 /// answer the index path approximates.
 pub async fn rank_exact(pool: &PgPool, r: &Ranking<'_>) -> Result<Vec<Hit>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    Ok(run(&mut conn, r, Plan::Exact, 0).await?.0)
+    run(&mut conn, r, Plan::Exact, 0).await
 }
