@@ -3,10 +3,11 @@
 #
 #   scripts/bench.sh            build what is needed, start the database, run
 #                               bench-plugins (issue 3), bench-ingest (issue 4),
-#                               bench-clip (issue 5) and bench-library (issue 12),
+#                               bench-clip (issue 5), bench-library (issue 12) and
+#                               bench-queries (issue 15 §4),
 #                               then print one summary table
 #   BENCH_QUICK=1 scripts/bench.sh   fewer rounds (same measures)
-#   BENCH_ONLY=plugins|ingest|clip|library   run one of the binaries
+#   BENCH_ONLY=plugins|ingest|clip|library|queries   run one of the binaries
 #   BENCH_ONLY=import                   issue 15 §2 only (bench-import)
 #
 # Every measure is printed beside a peer measured in the same run, with the ratio
@@ -21,9 +22,10 @@ CARGO=${CARGO:-cargo}
 ONLY=${BENCH_ONLY:-all}
 log() { printf 'bench.sh: %s\n' "$*" >&2; }
 
-# bench-clip needs none of the peer tools (its peer is the one-worker setup).
+# bench-clip needs none of the peer tools (its peer is the one-worker setup),
+# bench-queries neither (its peers are budgets and the exact scan).
 # The peers come from Debian: installed here when root, else the command to run is printed.
-[ "$ONLY" = clip ] || [ "$ONLY" = library ] || scripts/apt-need.sh vipsthumbnail:libvips-tools \
+[ "$ONLY" = clip ] || [ "$ONLY" = library ] || [ "$ONLY" = queries ] || scripts/apt-need.sh vipsthumbnail:libvips-tools \
   exiftool:libimage-exiftool-perl heif-convert:libheif-examples dd:coreutils
 # bench-library measures the web app in Debian's Chromium.
 if [ "$ONLY" = all ] || [ "$ONLY" = library ]; then
@@ -68,6 +70,9 @@ fi
 # bench-import (issue 15 §2) drives the Immich CLI (npm, into .local/ on first use).
 if [ "$ONLY" = all ] || [ "$ONLY" = import ]; then
   target/release/bench-import || { status=$?; log "bench-import could not finish (exit $status)"; }
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = queries ]; then
+  target/release/bench-queries || { status=$?; log "bench-queries could not finish (exit $status)"; }
 fi
 
 echo

@@ -242,6 +242,16 @@ pub fn cpu_children() -> Duration {
     rusage(libc::RUSAGE_CHILDREN)
 }
 
+/// p50 and p95 of durations, in ms (nearest rank; 0 when empty).
+pub fn percentiles(mut xs: Vec<Duration>) -> (f64, f64) {
+    if xs.is_empty() {
+        return (0.0, 0.0);
+    }
+    xs.sort();
+    let at = |q: f64| ms(xs[((xs.len() as f64 - 1.0) * q).round() as usize]);
+    (at(0.5), at(0.95))
+}
+
 /// Milliseconds of a duration, as f64.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3

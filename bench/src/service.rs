@@ -65,8 +65,13 @@ impl BenchDb {
     /// A user and its API key (`lumilio user create`), or None from a host
     /// that has no users yet and lets every request act as the local user.
     pub fn api_key(&self, bin: &Path) -> Option<String> {
+        self.user(bin, "bench")
+    }
+
+    /// Creates the user `name` and returns its API key (None, with a note, when that fails).
+    pub fn user(&self, bin: &Path, name: &str) -> Option<String> {
         let out = Command::new(bin)
-            .args(["user", "create", "bench"])
+            .args(["user", "create", name])
             .env("DATABASE_URL", &self.url)
             .output()
             .ok()?;

@@ -17,6 +17,7 @@ mod plugin_new;
 mod py_stage;
 mod places;
 mod queue_guide;
+mod similar;
 mod trust;
 mod upload;
 mod web;

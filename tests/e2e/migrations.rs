@@ -34,7 +34,7 @@ async fn both_lines_up_down_up() {
     let list = ok(db.lumilio(&["migrate-list"]));
     assert_eq!(
         (count(&list, " pending"), count(&list, " applied")),
-        (17, 0),
+        (18, 0),
         "{list}"
     );
 
@@ -42,7 +42,7 @@ async fn both_lines_up_down_up() {
     let list = ok(db.lumilio(&["migrate-list"]));
     assert_eq!(
         (count(&list, " pending"), count(&list, " applied")),
-        (0, 17),
+        (0, 18),
         "{list}"
     );
     let t = tables(&db).await;

@@ -29,7 +29,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use lumilio::db::assets::{self, ListQuery};
 use lumilio::storage::Storage;
 use lumilio_bench::service::{BenchDb, Server};
-use lumilio_bench::{Row, Status, Summary, ms, repo};
+use lumilio_bench::{Row, Status, Summary, ms, percentiles, repo};
 use lumilio_browser::Browser;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -201,16 +201,6 @@ async fn seed(server: &Server, pool: &PgPool, storage: &Storage, owner: Uuid, n:
         }
     }
     Ok(())
-}
-
-/// p50 and p95 of durations, in ms.
-fn percentiles(mut xs: Vec<Duration>) -> (f64, f64) {
-    if xs.is_empty() {
-        return (0.0, 0.0);
-    }
-    xs.sort();
-    let at = |q: f64| ms(xs[((xs.len() as f64 - 1.0) * q).round() as usize]);
-    (at(0.5), at(0.95))
 }
 
 /// One list request: the API's query string and the same filter for `lumilio::db`.

@@ -2,6 +2,8 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
+use sqlx::Arguments as _;
+use sqlx::postgres::PgArguments;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -470,9 +472,21 @@ pub(crate) fn place_matches(n: u32, alias: &str) -> String {
 
 /// One page of an owner's assets, newest first.
 pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset>, sqlx::Error> {
+    sqlx::query_as_with(sqlx::AssertSqlSafe(list_sql(q)), list_args(owner, q)?)
+        .fetch_all(pool)
+        .await
+}
+
+/// `EXPLAIN (ANALYZE, BUFFERS)` of [`list`] (for `bench-queries`, which prints
+/// it so that a missing index shows).
+pub async fn explain_list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<String, sqlx::Error> {
+    super::explain(pool, &list_sql(q), list_args(owner, q)?).await
+}
+
+fn list_sql(q: &ListQuery) -> String {
     let key = if q.by_taken { TAKEN_KEY } else { "created_at" };
     let place = place_matches(12, "");
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    format!(
         "SELECT {ASSET_COLUMNS} FROM assets
          WHERE owner_id = $1
            AND ($2::text IS NULL OR status = $2)
@@ -486,21 +500,26 @@ pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset
            AND ({place})
          ORDER BY {key} DESC, id DESC
          LIMIT $8"
-    )))
-    .bind(owner)
-    .bind(&q.status)
-    .bind(&q.content_type)
-    .bind(q.taken_from)
-    .bind(q.taken_to)
-    .bind(q.after.map(|a| a.0))
-    .bind(q.after.map(|a| a.1))
-    .bind(q.limit)
-    .bind(&q.make)
-    .bind(&q.model)
-    .bind(q.has_location)
-    .bind(&q.place)
-    .fetch_all(pool)
-    .await
+    )
+}
+
+/// [`list_sql`]'s arguments, in its numbering.
+fn list_args(owner: Uuid, q: &ListQuery) -> Result<PgArguments, sqlx::Error> {
+    let mut args = PgArguments::default();
+    let add = |e: Result<(), sqlx::error::BoxDynError>| e.map_err(sqlx::Error::Encode);
+    add(args.add(owner))?;
+    add(args.add(&q.status))?;
+    add(args.add(&q.content_type))?;
+    add(args.add(q.taken_from))?;
+    add(args.add(q.taken_to))?;
+    add(args.add(q.after.map(|a| a.0)))?;
+    add(args.add(q.after.map(|a| a.1)))?;
+    add(args.add(q.limit))?;
+    add(args.add(&q.make))?;
+    add(args.add(&q.model))?;
+    add(args.add(q.has_location))?;
+    add(args.add(&q.place))?;
+    Ok(args)
 }
 
 /// Which of these hashes the owner already has, as (hash, asset id).

@@ -6,7 +6,6 @@ use pgvector::Vector;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::assets::Asset;
 use super::embeddings::Hit;
 
 /// Which assets to consider; every `None` means "any".
@@ -31,7 +30,7 @@ pub struct Filter {
 }
 
 /// The owner's assets among `filter`, ranked by cosine distance to `query`
-/// among embeddings of `model_id`.
+/// among embeddings of `model_id` (see [`super::embeddings::rank`]).
 pub async fn nearest_filtered(
     pool: &PgPool,
     owner: Uuid,
@@ -41,51 +40,17 @@ pub async fn nearest_filtered(
     offset: i64,
     limit: i64,
 ) -> Result<Vec<Hit>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        #[sqlx(flatten)]
-        asset: Asset,
-        distance: f64,
-    }
-    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {}, (e.embedding <=> $2) AS distance
-         FROM embeddings e JOIN assets a ON a.id = e.asset_id
-         WHERE a.owner_id = $1 AND e.model_id = $3
-           AND ($4::text IS NULL OR a.status = $4)
-           AND ($5::text IS NULL OR a.content_type = $5)
-           AND ($6::timestamp IS NULL OR a.taken_at >= $6)
-           AND ($7::timestamp IS NULL OR a.taken_at < $7)
-           AND ($8::text IS NULL OR strpos(lower(a.make), lower($8)) > 0)
-           AND ($9::text IS NULL OR strpos(lower(a.model), lower($9)) > 0)
-           AND ($10::bool IS NULL OR (a.gps_latitude IS NOT NULL AND a.gps_longitude IS NOT NULL) = $10)
-           AND ({})
-         ORDER BY e.embedding <=> $2, a.id
-         OFFSET $11 LIMIT $12",
-        super::assets::asset_columns_of("a"),
-        super::assets::place_matches(13, "a.")
-    )))
-    .bind(owner)
-    .bind(query)
-    .bind(model_id)
-    .bind(&filter.status)
-    .bind(&filter.content_type)
-    .bind(filter.taken_from)
-    .bind(filter.taken_to)
-    .bind(&filter.make)
-    .bind(&filter.model)
-    .bind(filter.has_location)
-    .bind(offset)
-    .bind(limit)
-    .bind(&filter.place)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Hit {
-            asset: r.asset,
-            distance: r.distance,
-        })
-        .collect())
+    let r = super::embeddings::Ranking {
+        owner,
+        query,
+        model_id,
+        filter,
+        exclude: None,
+        max_distance: None,
+        offset,
+        limit,
+    };
+    Ok(super::embeddings::rank(pool, &r).await?.0)
 }
 
 /// The rendition names of each of these assets (one query for a page of a list).

@@ -78,6 +78,12 @@ pub const APP_MIGRATIONS: &[AppMigration] = &[
         up: include_str!("../../../migrations/009_filter_indexes.up.sql"),
         down: include_str!("../../../migrations/009_filter_indexes.down.sql"),
     },
+    AppMigration {
+        version: 10,
+        name: "place_code_index",
+        up: include_str!("../../../migrations/010_place_code_index.up.sql"),
+        down: include_str!("../../../migrations/010_place_code_index.down.sql"),
+    },
 ];
 
 /// The app line records what it applied here, apart from River's

@@ -26,6 +26,25 @@ pub struct ConnectError {
     source: sqlx::Error,
 }
 
+/// `EXPLAIN (ANALYZE, BUFFERS)` of `sql` with `args`, one plan line per line:
+/// the plan a query really got (`bench-queries` prints them).
+pub(crate) async fn explain<'c, E>(
+    conn: E,
+    sql: &str,
+    args: sqlx::postgres::PgArguments,
+) -> Result<String, sqlx::Error>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let lines: Vec<String> = sqlx::query_scalar_with(
+        sqlx::AssertSqlSafe(format!("EXPLAIN (ANALYZE, BUFFERS) {sql}")),
+        args,
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(lines.join("\n"))
+}
+
 /// Opens a pool of at most `max_connections` connections and checks it works.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, ConnectError> {
     PgPoolOptions::new()

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS assets_owner_place_country_code_idx;
