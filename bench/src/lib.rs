@@ -433,3 +433,48 @@ pub fn vips_all(
     }
     Ok(bytes)
 }
+
+/// The library's list queries as the benchmarks run them in-process
+/// (bench-library, bench-queries): the same calls the list handler makes.
+pub mod library {
+    use std::time::{Duration, Instant};
+
+    use chrono::{NaiveDate, NaiveDateTime};
+    use lumilio::db::assets::{self, Asset, ListQuery};
+    use sqlx::PgPool;
+    use uuid::Uuid;
+
+    /// Rows on one page of the web app's timeline (web/timeline.js `PAGE`).
+    pub const PAGE: i64 = 200;
+
+    /// The web app's call: ordered by date taken, one page plus one row (to
+    /// know whether there is a next page), no filter.
+    pub fn base_query() -> ListQuery {
+        ListQuery {
+            limit: PAGE + 1,
+            by_taken: true,
+            ..ListQuery::default()
+        }
+    }
+
+    /// Midnight of 1 January of year `y`.
+    pub fn year(y: i32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(y, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("a valid date")
+    }
+
+    /// One list page in-process, as the handler runs it: the list query, then
+    /// its page's rendition names. Returns its time and the rows (PAGE + 1 at most).
+    pub async fn db_page(
+        pool: &PgPool,
+        owner: Uuid,
+        q: &ListQuery,
+    ) -> anyhow::Result<(Duration, Vec<Asset>)> {
+        let t = Instant::now();
+        let rows = assets::list(pool, owner, q).await?;
+        let ids: Vec<Uuid> = rows.iter().take(PAGE as usize).map(|a| a.id).collect();
+        lumilio::db::browse::rendition_names(pool, &ids).await?;
+        Ok((t.elapsed(), rows))
+    }
+}

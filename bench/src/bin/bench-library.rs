@@ -21,22 +21,21 @@
 //! 1 in 400 `processing`, without thumbnails, so badges and placeholders
 //! are on the page too. `BENCH_LIBRARY_ASSETS=N` changes the size.
 
-use std::collections::HashMap;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
-use lumilio::db::assets::{self, ListQuery};
+use chrono::{DateTime, NaiveDate, Utc};
+use lumilio::db::assets::ListQuery;
 use lumilio::storage::Storage;
 use lumilio_bench::service::{BenchDb, Server};
+use lumilio_bench::library::{self, PAGE, base_query, year};
 use lumilio_bench::{Row, Status, Summary, ms, percentiles, repo};
 use lumilio_browser::Browser;
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// The web app's page size (web/timeline.js `PAGE`).
-const PAGE: i64 = 200;
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -210,26 +209,6 @@ struct Case {
     filter: fn(&mut ListQuery),
 }
 
-fn base_query() -> ListQuery {
-    ListQuery {
-        status: None,
-        content_type: None,
-        taken_from: None,
-        taken_to: None,
-        after: None,
-        limit: PAGE + 1,
-        make: None,
-        model: None,
-        has_location: None,
-        place: None,
-        by_taken: true,
-    }
-}
-
-fn year(y: i32) -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(y, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap()
-}
-
 const FILTERS: &[Case] = &[
     Case { name: "one year (taken_from/taken_to)", query: "&taken_from=2019-01-01T00:00:00&taken_to=2020-01-01T00:00:00",
            filter: |q| { q.taken_from = Some(year(2019)); q.taken_to = Some(year(2020)); } },
@@ -254,11 +233,7 @@ async fn api_page(server: &Server, query: &str, cursor: Option<&str>) -> Result<
 
 /// The same page in-process: the list query and the rendition names, as the handler runs them.
 async fn db_page(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<(Duration, Option<(DateTime<Utc>, Uuid)>)> {
-    let t = Instant::now();
-    let rows = assets::list(pool, owner, q).await?;
-    let ids: Vec<Uuid> = rows.iter().take(PAGE as usize).map(|a| a.id).collect();
-    let _names: HashMap<Uuid, Vec<String>> = lumilio::db::browse::rendition_names(pool, &ids).await?;
-    let took = t.elapsed();
+    let (took, rows) = library::db_page(pool, owner, q).await?;
     let next = (rows.len() as i64 > PAGE).then(|| {
         let last = &rows[PAGE as usize - 1];
         (last.taken_at.map_or(last.created_at, |t| t.and_utc()), last.id)

@@ -28,18 +28,17 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use lumilio::db::assets::{self, ListQuery};
 use lumilio::db::browse::{self, Filter};
 use lumilio::db::embeddings::{self, Plan, Ranking};
 use lumilio_bench::service::{BenchDb, Server};
+use lumilio_bench::library::{self, PAGE, base_query, year};
 use lumilio_bench::{Row, Status, Summary, percentiles, repo};
 use pgvector::Vector;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// The web app's page size (web/timeline.js `PAGE`).
-const PAGE: i64 = 200;
 /// `/similar`'s default page (api/search.rs), plus the one the handler asks
 /// for to know whether another page follows.
 const SIMILAR_LIMIT: i64 = 21;
@@ -215,33 +214,10 @@ async fn seed(pool: &PgPool, large: Uuid, n: usize, small: Uuid) -> Result<()> {
     Ok(())
 }
 
-fn base_query() -> ListQuery {
-    ListQuery {
-        status: None,
-        content_type: None,
-        taken_from: None,
-        taken_to: None,
-        after: None,
-        limit: PAGE + 1,
-        make: None,
-        model: None,
-        has_location: None,
-        place: None,
-        by_taken: true,
-    }
-}
-
-fn year(y: i32) -> NaiveDateTime {
-    NaiveDate::from_ymd_opt(y, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap()
-}
-
-/// One list page in-process, as the handler runs it: the list query and its rendition names.
+/// One list page in-process, as the handler runs it; its time and row count.
 async fn db_page(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<(Duration, usize)> {
-    let t = Instant::now();
-    let rows = assets::list(pool, owner, q).await?;
-    let ids: Vec<Uuid> = rows.iter().take(PAGE as usize).map(|a| a.id).collect();
-    browse::rendition_names(pool, &ids).await?;
-    Ok((t.elapsed(), rows.len().min(PAGE as usize)))
+    let (took, rows) = library::db_page(pool, owner, q).await?;
+    Ok((took, rows.len().min(PAGE as usize)))
 }
 
 /// Prints a query plan, indented under its measure.
