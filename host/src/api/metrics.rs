@@ -1,5 +1,7 @@
 //! `GET /metrics`: Prometheus text for queues, stages, assets and the CLIP
-//! dispatcher. Read from the database, so every host of a cluster agrees.
+//! dispatcher. Queue, asset and stage counts are read from the database, so
+//! every host of a cluster agrees; the CLIP counters and the phase totals
+//! ([`crate::telemetry`]) are this process's own.
 
 use std::fmt::Write as _;
 
