@@ -326,7 +326,8 @@ async fn error_messages_never_echo_long_input_whole() {
             reqwest::multipart::Part::bytes(photo.clone()).file_name("x.jpg"),
         )
     };
-    let c = server.client();
+    // The first request is refused before its body is read; no connection reuse.
+    let c = server.client_without_reuse();
     let url = |p: &str| format!("{}{p}", server.base);
     let answers = vec![
         (

@@ -487,6 +487,20 @@ impl Server {
 
     /// A client that sends `key`, or no key at all.
     pub fn client_with(key: Option<&str>) -> reqwest::Client {
+        Self::builder_with(key).build().unwrap()
+    }
+
+    /// A client that opens a new connection for every request, for requests
+    /// refused before their bodies are read: the server then closes the
+    /// connection, and a pooled client could race that close (broken pipe).
+    pub fn client_without_reuse(&self) -> reqwest::Client {
+        Self::builder_with(Some(&self.key))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    }
+
+    fn builder_with(key: Option<&str>) -> reqwest::ClientBuilder {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = key {
             headers.insert(
@@ -494,10 +508,7 @@ impl Server {
                 format!("Bearer {key}").parse().unwrap(),
             );
         }
-        reqwest::Client::builder()
-            .default_headers(headers)
-            .build()
-            .unwrap()
+        reqwest::Client::builder().default_headers(headers)
     }
 
     /// Uploads bytes as multipart field `file`; returns (status, body).
