@@ -195,6 +195,13 @@ impl Server {
         tail(&self.log, n)
     }
 
+    /// `GET /metrics` as Prometheus text; an error unless 2xx.
+    pub async fn metrics_text(&self) -> Result<String> {
+        let r = self.client.get(format!("{}/metrics", self.base)).send().await?;
+        ensure!(r.status().is_success(), "GET /metrics: {}", r.status());
+        Ok(r.text().await?)
+    }
+
     /// GET `path` as JSON; an error unless 2xx.
     pub async fn get(&self, path: &str) -> Result<Value> {
         let r = self

@@ -238,25 +238,17 @@ fn app1_exif(jpeg: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// splitmix64: a small, repeatable generator for crops and qualities.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Photo `i`: a crop of 80–100% of each side of one source at a random
 /// offset, re-encoded at quality 70–94 with the source's EXIF and ICC.
 fn variant(sources: &[Source], seed: u64, i: u64) -> Result<Vec<u8>> {
-    let mut st = seed.wrapping_mul(0x1_0000_0001).wrapping_add(i);
+    // The fuzz tests' repeatable generator (SplitMix64), seeded per photo.
+    let mut st = lumilio_fuzzkit::Rng::new(seed.wrapping_mul(0x1_0000_0001).wrapping_add(i));
     let src = &sources[(i % sources.len() as u64) as usize];
-    let mut frac = |n: usize| n * (80 + (splitmix(&mut st) % 21) as usize) / 100;
+    let mut frac = |n: usize| n * (80 + (st.next() % 21) as usize) / 100;
     let (w, h) = (frac(src.width), frac(src.height));
-    let x = (splitmix(&mut st) % (src.width - w + 1) as u64) as usize;
-    let y = (splitmix(&mut st) % (src.height - h + 1) as u64) as usize;
-    let quality = 70 + (splitmix(&mut st) % 25) as u8;
+    let x = (st.next() % (src.width - w + 1) as u64) as usize;
+    let y = (st.next() % (src.height - h + 1) as u64) as usize;
+    let quality = 70 + (st.next() % 25) as u8;
     let mut rgb = Vec::with_capacity(w * h * 3);
     for row in y..y + h {
         let start = (row * src.width + x) * 3;
@@ -592,13 +584,7 @@ async fn where_time_went(pool: &PgPool, server: &Server) -> Result<()> {
             "  job {kind:<14} {count:>5} completed, run mean {mean:7.1} ms (sum {sum:7.1} s), queue wait mean {wait:8.1} ms"
         );
     }
-    let metrics = server
-        .client
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = server.metrics_text().await?;
     for line in metrics.lines().filter(|l| l.starts_with("lumilio_clip_")) {
         println!("  {line}");
     }

@@ -566,13 +566,6 @@ async fn ingest_all(
     Ok((elapsed, statuses))
 }
 
-/// `GET /metrics` as text.
-async fn metrics_text(server: &Server) -> Result<String> {
-    let r = server.client.get(format!("{}/metrics", server.base)).send().await?;
-    ensure!(r.status().is_success(), "GET /metrics: {}", r.status());
-    Ok(r.text().await?)
-}
-
 /// The samples of one metric in Prometheus text: (the value of `label`, value).
 fn samples<'a>(text: &'a str, metric: &str, label: &str) -> Vec<(&'a str, f64)> {
     let head = format!("{metric}{{");
@@ -590,7 +583,7 @@ fn samples<'a>(text: &'a str, metric: &str, label: &str) -> Vec<(&'a str, f64)> 
 
 /// `process_clip` jobs not yet finished (available, running, retryable, scheduled, pending).
 async fn clip_jobs_left(server: &Server) -> Result<u64> {
-    let text = metrics_text(server).await?;
+    let text = server.metrics_text().await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with("lumilio_jobs{queue=\"process_clip\""))
@@ -609,7 +602,7 @@ struct Phases {
 
 impl Phases {
     async fn read(server: &Server, infer: &InferServer) -> Result<Phases> {
-        let text = metrics_text(server).await?;
+        let text = server.metrics_text().await?;
         Ok(Phases {
             seconds: samples(&text, "lumilio_phase_seconds_total", "phase")
                 .into_iter()
@@ -652,26 +645,23 @@ impl Phases {
         line("asset.read", "wall: worker reads the staged file");
         line("asset.sha1", "CPU: SHA-1 for the Immich check");
         line("asset.pipeline", "wall: every stage, incl. waiting for an instance slot");
-        let mut stages: Vec<&str> = self
+        // Sorted already: the totals are a BTreeMap.
+        let stages: Vec<&str> = self
             .seconds
             .keys()
             .filter_map(|k| k.strip_prefix("stage.")?.strip_suffix(".call"))
             .collect();
-        stages.sort();
-        let mut calls = 0.0;
         for s in &stages {
-            let runs = get(&format!("stage.{s}.call"));
-            calls += 1.0;
             println!(
                 "      stage {s:<14} call {:>7.2} ms wall, {:>7.2} ms CPU, of which instantiate {:>5.2} ms",
-                per(runs),
+                per(get(&format!("stage.{s}.call"))),
                 per(get(&format!("stage.{s}.cpu"))),
                 per(get(&format!("stage.{s}.instantiate"))),
             );
         }
         println!(
             "      copy of the photo into each stage's memory: {copy_ms:.2} ms per call (measured in-process with the echo stage), about {:.2} ms per photo over {} stages",
-            copy_ms * calls,
+            copy_ms * stages.len() as f64,
             stages.len()
         );
         line("asset.store_original", "wall: rename into storage + directory fsync");

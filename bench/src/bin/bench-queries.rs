@@ -35,6 +35,7 @@ use lumilio::db::embeddings::{self, Plan, Ranking};
 use lumilio_bench::service::{BenchDb, Server};
 use lumilio_bench::library::{self, PAGE, base_query, year};
 use lumilio_bench::{Row, Status, Summary, percentiles, repo};
+use lumilio_fuzzkit::Rng;
 use pgvector::Vector;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -93,26 +94,22 @@ async fn main() -> Result<()> {
     summary.finish()
 }
 
-/// A small deterministic generator (splitmix64), so every run seeds the same library.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
+/// Normal samples and directions drawn from the fuzz tests' deterministic
+/// generator ([`Rng`], SplitMix64), so every run seeds the same library.
+trait Gaussian {
     /// A standard normal sample (Box-Muller).
+    fn normal(&mut self) -> f32;
+    /// A random direction, unnormalised (components N(0, 1)).
+    fn direction(&mut self) -> Vec<f32>;
+}
+
+impl Gaussian for Rng {
     fn normal(&mut self) -> f32 {
         let u1 = ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         let u2 = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
         ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
     }
 
-    /// A random direction, unnormalised (components N(0, 1)).
     fn direction(&mut self) -> Vec<f32> {
         (0..embeddings::DIMENSION).map(|_| self.normal()).collect()
     }
@@ -126,17 +123,17 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
 
 /// A subject's direction: the same for both users (they photograph the same things).
 fn subject(s: u64) -> Vec<f32> {
-    Rng(0x5eed_0000 + s).direction()
+    Rng::new(0x5eed_0000 + s).direction()
 }
 
 /// Embedding `i` of an owner whose events are numbered from `event_base`:
 /// subject + event + photo, as a unit vector.
 fn embedding(event_base: u64, i: usize) -> Vec<f32> {
     let event = event_base + (i / EVENT) as u64;
-    let mut er = Rng(0xe7e7_0000 + event);
+    let mut er = Rng::new(0xe7e7_0000 + event);
     let s = er.next() % SUBJECTS;
     let (subj, ev) = (subject(s), er.direction());
-    let mut pr = Rng(event << 20 | (i % EVENT) as u64);
+    let mut pr = Rng::new(event << 20 | (i % EVENT) as u64);
     unit(subj.iter().zip(&ev).map(|(s, e)| s + 0.7 * e + 0.5 * pr.normal()).collect())
 }
 
@@ -394,7 +391,7 @@ async fn similar(pool: &PgPool, large: Uuid, small: Uuid, summary: &mut Summary)
 async fn text(pool: &PgPool, owner: Uuid, summary: &mut Summary) -> Result<()> {
     let rounds = lumilio_bench::rounds(30, 10);
     // A text embedding stands near one subject, like "a dog on a beach" near the dog photos.
-    let query = Vector::from(unit(subject(7).iter().zip(Rng(77).direction()).map(|(s, n)| s + 0.8 * n).collect()));
+    let query = Vector::from(unit(subject(7).iter().zip(Rng::new(77).direction()).map(|(s, n)| s + 0.8 * n).collect()));
     let place = Filter { place: Some("paris".into()), ..Filter::default() };
     for (name, filter) in [("no filter", Filter::default()), ("place=paris", place)] {
         let r = Ranking { owner, query: &query, model_id: MODEL, filter: &filter, exclude: None, max_distance: None, offset: 0, limit: 21 };
