@@ -43,6 +43,14 @@ pub fn since(phase: &str, started: Instant) -> Duration {
     took
 }
 
+/// Awaits `work`, recording how long it took under `phase`.
+pub async fn timed<T>(phase: &str, work: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = work.await;
+    since(phase, started);
+    out
+}
+
 /// Every phase's totals so far, sorted by name.
 pub fn snapshot() -> Vec<(String, PhaseTotal)> {
     let phases = PHASES.lock().unwrap_or_else(|p| p.into_inner());

@@ -171,9 +171,7 @@ pub(super) async fn stage(
         return Err(IntakeError::Empty);
     }
     telemetry::since("upload.receive", started);
-    let started = Instant::now();
-    let staged = upload.finish().await?;
-    telemetry::since("upload.finish", started);
+    let staged = telemetry::timed("upload.finish", upload.finish()).await?;
     if let Some(expected) = expected
         && expected != staged.content_hash
     {
@@ -228,10 +226,7 @@ pub(super) async fn accept(
     owner: Owner,
     upload: Accepting<'_>,
 ) -> Result<Intake, IntakeError> {
-    let started = Instant::now();
-    let recorded = record(state, owner, upload).await;
-    telemetry::since("upload.record", started);
-    recorded
+    telemetry::timed("upload.record", record(state, owner, upload)).await
 }
 
 /// [`accept`]'s transaction: the row, its job, its sidecar, and the staged

@@ -178,9 +178,7 @@ impl ProcessAssetWorker {
             info!(asset = %id, reason, "asset rejected before the pipeline");
             return Ok(WorkOutcome::Complete);
         }
-        let started = Instant::now();
-        let bytes: Arc<[u8]> = self.read_bytes(&asset).await?.into();
-        telemetry::since("asset.read", started);
+        let bytes: Arc<[u8]> = telemetry::timed("asset.read", self.read_bytes(&asset)).await?.into();
         if asset.sha1.is_none() {
             // Native uploads leave SHA-1 to the worker (issue 15 §5): it is here
             // for the Immich duplicate check only; hashed from the bytes in hand.
@@ -196,9 +194,7 @@ impl ProcessAssetWorker {
             size: asset.size as u64,
             content_hash: asset.content_hash.clone(),
         };
-        let started = Instant::now();
-        let report = self.deps.pipeline.run(facts, bytes).await;
-        telemetry::since("asset.pipeline", started);
+        let report = telemetry::timed("asset.pipeline", self.deps.pipeline.run(facts, bytes)).await;
         let results = stage_results(&report);
         let (mut known, facts_json) = facts_of(&report);
         if known.taken_at.is_some() {
@@ -210,19 +206,14 @@ impl ProcessAssetWorker {
         let (status, reason) = match &report.verdict {
             Verdict::Ready => {
                 let mut tx = riverqueue::database::begin_postgres(pool).await?;
-                let started = Instant::now();
-                self.keep_original(&mut tx, &asset).await?;
-                telemetry::since("asset.store_original", started);
-                let started = Instant::now();
+                telemetry::timed("asset.store_original", self.keep_original(&mut tx, &asset)).await?;
                 let files: Vec<(&str, &[u8])> = report
                     .renditions
                     .iter()
                     .map(|r| (r.name.as_str(), r.bytes.as_slice()))
                     .collect();
-                self.deps
-                    .storage
-                    .put_renditions(&asset.content_hash, &files)
-                    .await?;
+                let stored = self.deps.storage.put_renditions(&asset.content_hash, &files);
+                telemetry::timed("asset.store_renditions", stored).await?;
                 let mut rows = Vec::with_capacity(report.renditions.len());
                 for r in &report.renditions {
                     rows.push(assets::Rendition {
@@ -233,7 +224,6 @@ impl ProcessAssetWorker {
                         size: r.bytes.len() as i64,
                     });
                 }
-                telemetry::since("asset.store_renditions", started);
                 assets::save_renditions(&mut tx, id, &rows).await?;
                 // The next step is enqueued with the outcome, in the same transaction.
                 if self.deps.clip.is_some() && rows.iter().any(|r| r.name == super::CLIP_RENDITION)
@@ -355,9 +345,7 @@ impl Worker<ProcessAsset> for ProcessAssetWorker {
         context: WorkContext,
         job: Job<ProcessAsset>,
     ) -> Result<WorkOutcome, ProcessError> {
-        let started = std::time::Instant::now();
-        let result = self.process(&context, &job).await;
-        telemetry::since("asset.total", started);
+        let result = telemetry::timed("asset.total", self.process(&context, &job)).await;
         if let Err(e) = &result {
             warn!(asset = %job.args.asset_id, attempt = job.row.attempt, error = %e, "process_asset attempt failed");
         }

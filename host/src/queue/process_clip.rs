@@ -88,13 +88,9 @@ impl ProcessClipWorker {
             }
             Err(source) => return Err(StorageError::Io { path, source }.into()),
         };
-        let started = std::time::Instant::now();
-        let result = self
-            .dispatcher
-            .submit(asset_id, image, "image/jpeg")
-            .await;
-        crate::telemetry::since("clip.infer", started);
-        let result = result
+        let submitted = self.dispatcher.submit(asset_id, image, "image/jpeg");
+        let result = crate::telemetry::timed("clip.infer", submitted)
+            .await
             .map_err(|e| {
                 if e.is_retryable() {
                     ClipJobError::Clip(e)
@@ -157,9 +153,7 @@ impl Worker<ProcessClip> for ProcessClipWorker {
         context: WorkContext,
         job: Job<ProcessClip>,
     ) -> Result<WorkOutcome, ClipJobError> {
-        let started = std::time::Instant::now();
-        let result = self.process(&context, job.args.asset_id).await;
-        crate::telemetry::since("clip.total", started);
+        let result = crate::telemetry::timed("clip.total", self.process(&context, job.args.asset_id)).await;
         match &result {
             Err(ClipJobError::Refused(why)) => {
                 let reason = std::error::Error::source(why).map(|s| s.to_string()).unwrap_or_default();
