@@ -174,13 +174,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{}: no {css}: {e}", self.name))
     }
 
-    /// Clicks the element `css` once it exists.
+    /// Clicks the element `css` once it exists. The page may render it anew
+    /// between finding and clicking (the timeline redraws tiles on server
+    /// push), so a stale element is looked up again, a few times at most.
     pub async fn click(&self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("{}: cannot click {css}: {e}", self.name));
+        for attempt in 1.. {
+            match self.find(css).await.click().await {
+                Ok(_) => return,
+                Err(fantoccini::error::CmdError::Standard(e))
+                    if e.error == fantoccini::error::ErrorStatus::StaleElementReference && attempt < 5 => {}
+                Err(e) => panic!("{}: cannot click {css}: {e}", self.name),
+            }
+        }
     }
 
     /// Replaces the text of the input `css`.
