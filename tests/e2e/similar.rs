@@ -107,10 +107,12 @@ async fn a_small_library_beside_a_large_one_gets_full_pages() {
     sqlx::query("ANALYZE").execute(&pool).await.unwrap();
 
     let none = Filter::default();
-    for (who, owner) in [("small", small), ("sparse", sparse)] {
+    for (who, owner, by) in [("small", small, Plan::Lookup), ("sparse", sparse, Plan::Exact)] {
         let r = Ranking { owner, query: &query, model_id: MODEL, filter: &none, exclude: None, max_distance: None, offset: 0, limit: 100 };
         let exact = ids(&embeddings::rank_exact(&pool, &r).await.unwrap());
         assert_eq!(exact.len(), 45, "{who}: the exact ranking sees all 45");
+        let (hits, plan) = embeddings::rank(&pool, &r).await.unwrap();
+        assert_eq!((ids(&hits), plan), (exact.clone(), by), "{who}: the whole ranking, and how");
         let first = embeddings::nearest(&pool, owner, &query, MODEL, None, None, 0, 21).await.unwrap();
         assert_eq!(ids(&first), exact[..21], "{who}: the first page is the exact top 21");
         assert_eq!(paged(&pool, owner, &query, &none).await, exact, "{who}: the pages add up to the exact ranking");

@@ -355,7 +355,7 @@ async fn similar(pool: &PgPool, large: Uuid, small: Uuid, summary: &mut Summary)
                 by_index += 1;
             }
             if i == 0 {
-                for plan in [Plan::Index, Plan::Exact] {
+                for plan in [Plan::Index, Plan::Exact, Plan::Lookup] {
                     show_plan(&format!("/similar, {who}, {plan:?} plan"), &embeddings::explain_ranking(pool, &r, plan).await?);
                 }
             }

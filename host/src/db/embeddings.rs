@@ -125,8 +125,8 @@ pub const MAX_EF_SEARCH: i64 = 1000;
 /// smaller values were not measured).
 pub const MIN_EF_SEARCH: i64 = 100;
 
-/// An owner with at most this many assets is ranked by an exact scan of their
-/// own embeddings (17 ms p50 for 1,000 beside 100,000 in `bench-queries`), since
+/// An owner with at most this many assets is ranked exactly, from their own
+/// embeddings looked up by asset id ([`Plan::Lookup`]), since
 /// the index, whose scan is shared by every owner, would mostly return other
 /// people's photos and the page would be recomputed exactly anyway.
 pub const EXACT_MAX_ASSETS: i64 = 2000;
@@ -136,8 +136,13 @@ pub const EXACT_MAX_ASSETS: i64 = 2000;
 pub enum Plan {
     /// The HNSW index's nearest `hnsw.ef_search` embeddings, then the owner and filters.
     Index,
-    /// Every embedding of the owner's that passes the filters, sorted: always complete.
+    /// Every embedding that passes the filters, found by a scan of all
+    /// embeddings joined to the owner's assets, sorted: always complete.
     Exact,
+    /// A small owner's embeddings, looked up one by one by asset id and
+    /// sorted: always complete, and for [`EXACT_MAX_ASSETS`] assets several
+    /// times cheaper than [`Plan::Exact`]'s scan of everyone's embeddings.
+    Lookup,
 }
 
 /// One page of a similarity ranking: whose photos, near what, which ones, and where.
@@ -169,10 +174,11 @@ pub fn ef_search_for(offset: i64, limit: i64) -> Option<i64> {
     (need <= MAX_EF_SEARCH).then_some(need.max(MIN_EF_SEARCH))
 }
 
-/// The ranking's SQL for `plan`. Both order by distance, then id, so ties keep
+/// The ranking's SQL for `plan`. All order by distance, then id, so ties keep
 /// their order from page to page; the candidates are MATERIALIZED so that the
-/// index scan's LIMIT (the index path) or the owner's whole set (the exact
-/// path) is what gets sorted, whatever the planner would prefer.
+/// index scan's LIMIT (the index path), the owner's whole set (the exact
+/// path) or the owner's top of the page (the lookup path) is what gets
+/// sorted, whatever the planner would prefer.
 pub fn ranking_sql(plan: Plan) -> String {
     let columns = super::assets::asset_columns_of("a");
     let filters = format!(
@@ -197,6 +203,23 @@ pub fn ranking_sql(plan: Plan) -> String {
                 "SELECT e.asset_id, e.embedding <=> $2 AS distance
                  FROM embeddings e JOIN assets a ON a.id = e.asset_id
                  WHERE e.model_id = $3 AND {filters}"
+            ),
+            "true",
+        ),
+        // `OFFSET 0` keeps the planner from flattening the lateral lookup into
+        // a join, which it would answer with a scan of every owner's embeddings;
+        // the distance is computed in it, so no ORDER BY can reach the HNSW index
+        // (whose scan stops at ef_search rows). Only the page's top rows leave the
+        // CTE, so only they are joined to their assets again.
+        Plan::Lookup => (
+            format!(
+                "SELECT a.id AS asset_id, s.distance
+                 FROM assets a CROSS JOIN LATERAL (
+                     SELECT e.embedding <=> $2 AS distance FROM embeddings e
+                     WHERE e.asset_id = a.id AND e.model_id = $3 OFFSET 0) s
+                 WHERE {filters} AND ($13::float8 IS NULL OR s.distance < $13)
+                 ORDER BY s.distance, a.id
+                 LIMIT $14 + $15"
             ),
             "true",
         ),
@@ -254,7 +277,8 @@ async fn owner_is_large(conn: &mut PgConnection, owner: Uuid) -> Result<bool, sq
 
 /// One page of `r`, and how it was computed.
 ///
-/// A large owner's page comes from the HNSW index (tens of ms at 100,000
+/// A small owner's page ([`EXACT_MAX_ASSETS`] assets at most) is computed
+/// exactly by looking up their own embeddings ([`Plan::Lookup`]). A large owner's page comes from the HNSW index (tens of ms at 100,000
 /// embeddings, where the exact sort took seconds). But pgvector's scan
 /// returns at most `hnsw.ef_search` embeddings of every owner, and the owner
 /// and filters only thin them afterwards; without iterative scans (pgvector
@@ -264,12 +288,17 @@ async fn owner_is_large(conn: &mut PgConnection, owner: Uuid) -> Result<bool, sq
 /// past `max_distance` (then the page is short because few photos are that close).
 pub async fn rank(pool: &PgPool, r: &Ranking<'_>) -> Result<(Vec<Hit>, Plan), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let ef = match ef_search_for(r.offset, r.limit) {
-        Some(ef) if owner_is_large(&mut tx, r.owner).await? => ef,
-        _ => {
-            let hits = run(&mut tx, r, Plan::Exact, 0).await?;
+    let ef = if !owner_is_large(&mut tx, r.owner).await? {
+        Err(Plan::Lookup)
+    } else {
+        ef_search_for(r.offset, r.limit).ok_or(Plan::Exact)
+    };
+    let ef = match ef {
+        Ok(ef) => ef,
+        Err(plan) => {
+            let hits = run(&mut tx, r, plan, 0).await?;
             tx.commit().await?;
-            return Ok((hits, Plan::Exact));
+            return Ok((hits, plan));
         }
     };
     let mut hits = run(&mut tx, r, Plan::Index, ef).await?;
