@@ -236,17 +236,54 @@ pub fn proc_status(pid: u32, key: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// User + system CPU time process `pid` has used so far (`/proc/PID/stat`).
-pub fn proc_cpu(pid: u32) -> Option<Duration> {
+/// `/proc/PID/stat`'s fields after the command name (which may hold spaces):
+/// index 1 is the parent, 11/12 utime/stime, 13/14 the waited-for children's.
+fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of stat(5), so 11 and 12 here.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(rest.split(' ').map(|f| f.parse().unwrap_or(0)).collect())
+}
+
+/// Clock ticks as a duration.
+fn ticks(t: u64) -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    Duration::from_nanos(t * 1_000_000_000 / hz)
+}
+
+/// User + system CPU time process `pid` has used so far (`/proc/PID/stat`).
+pub fn proc_cpu(pid: u32) -> Option<Duration> {
+    stat_fields(pid).map(|f| ticks(f[11] + f[12]))
+}
+
+/// User + system CPU of a PostgreSQL cluster so far: the postmaster, its
+/// exited children (reaped into its cutime/cstime) and its live children.
+pub fn cluster_cpu(postmaster: Option<u32>) -> Duration {
+    let Some(pm) = postmaster else {
+        return Duration::ZERO;
+    };
+    let mut total = stat_fields(pm).map_or(0, |f| f[11] + f[12] + f[13] + f[14]);
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(f) = stat_fields(pid)
+            && f[1] == u64::from(pm)
+        {
+            total += f[11] + f[12];
+        }
+    }
+    ticks(total)
+}
+
+/// The postmaster of the database behind `pool`, when it runs on this machine.
+pub async fn postmaster_pid(pool: &sqlx::PgPool) -> Option<u32> {
+    let (backend,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+        .fetch_one(pool)
+        .await
+        .ok()?;
+    let ppid = stat_fields(backend as u32)?[1] as u32;
+    Some(ppid)
 }
 
 /// Samples VmRSS every 10 ms on a thread until stopped; yields the maximum.

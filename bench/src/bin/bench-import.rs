@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use lumilio_bench::service::{BenchDb, InferServer, Server, proc_status};
+use lumilio_bench::service::{
+    BenchDb, InferServer, Server, cluster_cpu, postmaster_pid, proc_cpu, proc_status,
+};
 use lumilio_bench::{Row, Status, Summary, repo};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -755,56 +757,6 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-/// `/proc/PID/stat`'s fields after the command name (which may hold spaces):
-/// index 1 is the parent, 11/12 utime/stime, 13/14 the waited-for children's.
-fn stat_fields(pid: u32) -> Option<Vec<u64>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    Some(rest.split(' ').map(|f| f.parse().unwrap_or(0)).collect())
-}
-
-/// Clock ticks as a duration.
-fn ticks(t: u64) -> Duration {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_nanos(t * 1_000_000_000 / hz)
-}
-
-/// User + system CPU of process `pid` so far.
-fn proc_cpu(pid: u32) -> Duration {
-    stat_fields(pid).map_or(Duration::ZERO, |f| ticks(f[11] + f[12]))
-}
-
-/// User + system CPU of a PostgreSQL cluster so far: the postmaster, its
-/// exited children (reaped into its cutime/cstime) and its live children.
-fn cluster_cpu(postmaster: Option<u32>) -> Duration {
-    let Some(pm) = postmaster else {
-        return Duration::ZERO;
-    };
-    let mut total = stat_fields(pm).map_or(0, |f| f[11] + f[12] + f[13] + f[14]);
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Some(f) = stat_fields(pid)
-            && f[1] == u64::from(pm)
-        {
-            total += f[11] + f[12];
-        }
-    }
-    ticks(total)
-}
-
-/// The postmaster of the database behind `pool`, when it runs on this machine.
-async fn postmaster_pid(pool: &PgPool) -> Option<u32> {
-    let (backend,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
-        .fetch_one(pool)
-        .await
-        .ok()?;
-    let ppid = stat_fields(backend as u32)?[1] as u32;
-    Some(ppid)
-}
-
 /// CPU readings at the start of an import.
 struct CpuMarks {
     host: Duration,
@@ -815,8 +767,8 @@ struct CpuMarks {
 impl CpuMarks {
     fn read(server: &Server, infer: &InferServer, postmaster: Option<u32>) -> CpuMarks {
         CpuMarks {
-            host: proc_cpu(server.pid()),
-            infer: proc_cpu(infer.pid()),
+            host: proc_cpu(server.pid()).unwrap_or_default(),
+            infer: proc_cpu(infer.pid()).unwrap_or_default(),
             postgres: cluster_cpu(postmaster),
         }
     }

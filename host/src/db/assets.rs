@@ -301,30 +301,31 @@ pub struct Rendition {
     pub size: i64,
 }
 
-/// Replaces the stage results of an asset.
+/// Replaces the stage results of an asset, in one statement for all stages
+/// (issue 15 §1: statements are most of the database's CPU per photo).
 pub async fn save_stage_results(
     conn: &mut PgConnection,
     asset: Uuid,
     results: &[StageResult],
 ) -> Result<(), sqlx::Error> {
-    for r in results {
-        sqlx::query(
-            "INSERT INTO stage_results (asset_id, stage, position, outcome, duration_ms, error, warnings)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (asset_id, stage) DO UPDATE SET position = EXCLUDED.position,
-               outcome = EXCLUDED.outcome, duration_ms = EXCLUDED.duration_ms,
-               error = EXCLUDED.error, warnings = EXCLUDED.warnings, updated_at = now()",
-        )
-        .bind(asset)
-        .bind(&r.stage)
-        .bind(r.position)
-        .bind(r.outcome)
-        .bind(r.duration_ms)
-        .bind(&r.error)
-        .bind(sqlx::types::Json(&r.warnings))
-        .execute(&mut *conn)
-        .await?;
-    }
+    let warnings: Vec<sqlx::types::Json<&[String]>> =
+        results.iter().map(|r| sqlx::types::Json(r.warnings.as_slice())).collect();
+    sqlx::query(
+        "INSERT INTO stage_results (asset_id, stage, position, outcome, duration_ms, error, warnings)
+         SELECT $1, * FROM unnest($2::text[], $3::int4[], $4::text[], $5::float8[], $6::text[], $7::jsonb[])
+         ON CONFLICT (asset_id, stage) DO UPDATE SET position = EXCLUDED.position,
+           outcome = EXCLUDED.outcome, duration_ms = EXCLUDED.duration_ms,
+           error = EXCLUDED.error, warnings = EXCLUDED.warnings, updated_at = now()",
+    )
+    .bind(asset)
+    .bind(results.iter().map(|r| r.stage.as_str()).collect::<Vec<_>>())
+    .bind(results.iter().map(|r| r.position).collect::<Vec<_>>())
+    .bind(results.iter().map(|r| r.outcome).collect::<Vec<_>>())
+    .bind(results.iter().map(|r| r.duration_ms).collect::<Vec<_>>())
+    .bind(results.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
+    .bind(warnings)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -338,19 +339,18 @@ pub async fn save_renditions(
         .bind(asset)
         .execute(&mut *conn)
         .await?;
-    for r in list {
-        sqlx::query(
-            "INSERT INTO renditions (asset_id, name, content_type, width, height, size) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(asset)
-        .bind(&r.name)
-        .bind(&r.content_type)
-        .bind(r.width)
-        .bind(r.height)
-        .bind(r.size)
-        .execute(&mut *conn)
-        .await?;
-    }
+    sqlx::query(
+        "INSERT INTO renditions (asset_id, name, content_type, width, height, size)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int4[], $5::int4[], $6::int8[])",
+    )
+    .bind(asset)
+    .bind(list.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+    .bind(list.iter().map(|r| r.content_type.as_str()).collect::<Vec<_>>())
+    .bind(list.iter().map(|r| r.width).collect::<Vec<_>>())
+    .bind(list.iter().map(|r| r.height).collect::<Vec<_>>())
+    .bind(list.iter().map(|r| r.size).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -578,11 +578,15 @@ pub async fn missing_sha1(
 }
 
 /// Records the SHA-1 of an asset's bytes.
-pub async fn set_sha1(pool: &PgPool, id: Uuid, sha1: &[u8; 20]) -> Result<(), sqlx::Error> {
+pub async fn set_sha1(
+    conn: impl sqlx::PgExecutor<'_>,
+    id: Uuid,
+    sha1: &[u8; 20],
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE assets SET sha1 = $2 WHERE id = $1 AND sha1 IS NULL")
         .bind(id)
         .bind(&sha1[..])
-        .execute(pool)
+        .execute(conn)
         .await?;
     Ok(())
 }

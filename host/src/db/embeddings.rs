@@ -42,18 +42,19 @@ pub async fn save_predictions(
         .bind(asset)
         .execute(&mut *conn)
         .await?;
-    for (label, score) in labels {
-        sqlx::query(
-            "INSERT INTO predictions (asset_id, label, score, source) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (asset_id, label) DO UPDATE SET score = GREATEST(predictions.score, EXCLUDED.score)",
-        )
-        .bind(asset)
-        .bind(label)
-        .bind(score)
-        .bind(source)
-        .execute(&mut *conn)
-        .await?;
-    }
+    // One statement for all labels; a label named twice keeps its best score.
+    sqlx::query(
+        "INSERT INTO predictions (asset_id, label, score, source)
+         SELECT $1, label, max(score), $4 FROM unnest($2::text[], $3::float4[]) AS p(label, score)
+         GROUP BY label
+         ON CONFLICT (asset_id, label) DO UPDATE SET score = GREATEST(predictions.score, EXCLUDED.score)",
+    )
+    .bind(asset)
+    .bind(labels.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>())
+    .bind(labels.iter().map(|(_, s)| *s).collect::<Vec<f32>>())
+    .bind(source)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -78,6 +78,14 @@ impl Default for QueueSettings {
     }
 }
 
+/// The least time between two fetches of one queue. River fetches when a job
+/// exits, but not sooner than this after its last fetch; at River's default
+/// (100 ms) a worker that finished waited on average half of it for its next
+/// job, and 5 `process_asset` workers at about 80 ms a photo were busy only
+/// 43% of a bench-ingest 4g run (88% at 5 ms). A fetch is one query, so even
+/// a busy queue costs at most one every few milliseconds.
+pub const FETCH_COOLDOWN: Duration = Duration::from_millis(5);
+
 /// What the workers need.
 #[derive(Clone)]
 pub struct WorkerDeps {
@@ -142,7 +150,7 @@ impl Queues {
             builder = builder.id(id);
         }
         for (queue, count) in self.queues {
-            builder = builder.queue(queue, QueueConfig::new(count));
+            builder = builder.queue(queue, QueueConfig::new(count).with_fetch_cooldown(FETCH_COOLDOWN));
         }
         builder
             .job_timeout(self.settings.job_timeout)

@@ -179,14 +179,23 @@ impl ProcessAssetWorker {
             return Ok(WorkOutcome::Complete);
         }
         let bytes: Arc<[u8]> = telemetry::timed("asset.read", self.read_bytes(&asset)).await?.into();
-        if asset.sha1.is_none() {
-            // Native uploads leave SHA-1 to the worker (issue 15 §5): it is here
-            // for the Immich duplicate check only; hashed from the bytes in hand.
+        // Native uploads leave SHA-1 to the worker (issue 15 §5): it is here
+        // for the Immich duplicate check only; hashed from the bytes in hand,
+        // and saved with the outcome (one commit fewer per photo).
+        let sha1 = asset.sha1.is_none().then(|| {
             let started = Instant::now();
             let digest: [u8; 20] = sha1::Sha1::digest(&bytes).into();
             telemetry::since("asset.sha1", started);
-            assets::set_sha1(pool, id, &digest).await?;
-        }
+            digest
+        });
+        // Every outcome's transaction, with the SHA-1 when it is new.
+        let begin = || async {
+            let mut tx = riverqueue::database::begin_postgres(pool).await?;
+            if let Some(digest) = &sha1 {
+                assets::set_sha1(&mut *tx, id, digest).await?;
+            }
+            Ok::<_, ProcessError>(tx)
+        };
         let facts = AssetFacts {
             id: id.to_string(),
             file_name: asset.file_name.clone(),
@@ -205,7 +214,7 @@ impl ProcessAssetWorker {
 
         let (status, reason) = match &report.verdict {
             Verdict::Ready => {
-                let mut tx = riverqueue::database::begin_postgres(pool).await?;
+                let mut tx = begin().await?;
                 telemetry::timed("asset.store_original", self.keep_original(&mut tx, &asset)).await?;
                 let files: Vec<(&str, &[u8])> = report
                     .renditions
@@ -249,7 +258,7 @@ impl ProcessAssetWorker {
             }
             Verdict::Rejected { stage, reason } => {
                 let reason = format!("{stage}: {reason}");
-                let mut tx = riverqueue::database::begin_postgres(pool).await?;
+                let mut tx = begin().await?;
                 self.keep_original(&mut tx, &asset).await?;
                 let outcome = Outcome {
                     status: Status::Rejected,
@@ -269,7 +278,7 @@ impl ProcessAssetWorker {
                     _ => true,
                 });
                 let give_up = !retryable || job.row.attempt >= job.row.max_attempts;
-                let mut tx = riverqueue::database::begin_postgres(pool).await?;
+                let mut tx = begin().await?;
                 assets::save_stage_results(&mut tx, id, &results).await?;
                 if !give_up {
                     tx.commit().await?;
