@@ -38,6 +38,17 @@ fn main() -> Result<()> {
     let photos = lumilio_bench::testdata()?;
     let tmp = lumilio_bench::scratch("bench-plugins")?;
     let rt = lumilio_bench::runtime()?;
+    // `BENCH_HUGE_PAGES=0`: every measure on a runtime without huge pages on
+    // its memory pool, to compare the stages that touch little memory.
+    let rt = if std::env::var("BENCH_HUGE_PAGES").as_deref() == Ok("0") {
+        let options = RuntimeOptions {
+            huge_pages: false,
+            ..RuntimeOptions::default()
+        };
+        Runtime::with_options(rt.cache_dir(), options)?
+    } else {
+        rt
+    };
     let mut summary = Summary::default();
     println!(
         "issue 3 benchmarks (photos: {}; {} mode)",
@@ -48,9 +59,15 @@ fn main() -> Result<()> {
             "full"
         }
     );
-    thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
-    // `BENCH_PLUGINS_ONLY=thumbnails`: 3a/3b/3b' alone, while working on them.
-    if std::env::var("BENCH_PLUGINS_ONLY").as_deref() != Ok("thumbnails") {
+    // `BENCH_PLUGINS_ONLY=thumbnails` (3a/3b/3b') or `overhead` (3d): one
+    // part alone, while working on it.
+    let only = std::env::var("BENCH_PLUGINS_ONLY").ok();
+    if only.as_deref() != Some("overhead") {
+        thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
+    }
+    if only.as_deref() == Some("overhead") {
+        overhead(&rt, tmp.path(), &mut summary)?;
+    } else if only.is_none() {
         heic_thumbnails(&rt, &photos, tmp.path(), &mut summary)?;
         metadata(&rt, &photos, tmp.path(), &mut summary)?;
         overhead(&rt, tmp.path(), &mut summary)?;
@@ -167,9 +184,9 @@ fn thumbnail_rows(
         for (i, (path, bytes)) in inputs.iter().enumerate() {
             let facts = asset(path, bytes, rows.content_type);
 
-            let (t, c) = (Instant::now(), thread_cpu());
+            let (t, c) = (Instant::now(), cpu());
             let report = pipeline.run_blocking(&facts, bytes);
-            let (wasm, wasm_c) = (t.elapsed(), thread_cpu() - c);
+            let (wasm, wasm_c) = (t.elapsed(), cpu() - c);
             if report.verdict != Verdict::Ready {
                 bail!(
                     "thumbnail (WASM) on {}: {:?}",
@@ -181,10 +198,10 @@ fn thumbnail_rows(
             let input = Input::new(bytes.clone())
                 .content_type(rows.content_type)
                 .with_config(config.clone());
-            let (t, c) = (Instant::now(), thread_cpu());
+            let (t, c) = (Instant::now(), cpu());
             let out = thumbnail::run(&input)
                 .map_err(|e| anyhow::anyhow!("thumbnail (native) on {}: {e:?}", path.display()))?;
-            let (native, native_c) = (t.elapsed(), thread_cpu() - c);
+            let (native, native_c) = (t.elapsed(), cpu() - c);
 
             let t = Instant::now();
             let vb = lumilio_bench::vips_all(path, &cfg.renditions, cfg.quality, &vips_dir)?;
@@ -291,16 +308,23 @@ fn photo_name(path: &Path, photos: &Path, under: &str) -> String {
         .to_string()
 }
 
-/// CPU time (user + sys) of the calling thread, from the scheduler's account
-/// (`/proc/thread-self/schedstat`, nanoseconds). The WASM stage runs on the
-/// calling thread (a current-thread runtime), so this counts both sides alike
-/// and leaves out what other processes do to the machine.
-fn thread_cpu() -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .map(Duration::from_nanos)
-        .unwrap_or_default()
+/// CPU time (user + sys) of this process, every thread
+/// (`CLOCK_PROCESS_CPUTIME_ID`, nanoseconds; vips' child processes are not in
+/// it). Not the calling thread's alone: natively, jpeg-decoder runs the IDCT of
+/// each colour component on a thread of its own, which a per-thread clock
+/// leaves out; the WASM stage runs on the calling thread. The runtime's epoch
+/// ticker adds a few µs per call.
+fn cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-pointer for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// The `thumbnail_ms_<phase>` facts of one call, in the order the plugin ran them.
@@ -354,6 +378,15 @@ fn thumbnail_phases(
         },
     )?;
     let resident = Pipeline::load(&phases_toml, &resident_rt)?;
+    // And on one without huge pages on the memory pool (4 KiB page faults).
+    let small_pages_rt = Runtime::with_options(
+        tmp.join("cache-small-pages"),
+        RuntimeOptions {
+            huge_pages: false,
+            ..RuntimeOptions::default()
+        },
+    )?;
+    let small_pages = Pipeline::load(&phases_toml, &small_pages_rt)?;
     let mut config = config.to_vec();
     config.push(("phase_timings".into(), "true".into()));
     let rounds = lumilio_bench::rounds(5, 3);
@@ -361,6 +394,7 @@ fn thumbnail_phases(
     // Per phase group (the word before the rendition name): summed over photos.
     let mut groups: Vec<(String, f64, f64)> = Vec::new();
     let mut resident_sum = (0.0, 0.0, 0.0);
+    let mut small_pages_sum = 0.0;
     for (path, bytes) in inputs {
         let facts = asset(path, bytes, "image/jpeg");
         let input = Input::new(bytes.clone())
@@ -370,25 +404,30 @@ fn thumbnail_phases(
             (Vec::new(), Vec::new());
         let (mut wasm_call, mut native_call) = (Vec::new(), Vec::new());
         let (mut wasm_cpu, mut native_cpu, mut resident_cpu) = (Vec::new(), Vec::new(), Vec::new());
+        let mut small_pages_cpu = Vec::new();
         for round in 0..=rounds {
-            let c = thread_cpu();
+            let c = cpu();
             let report = resident.run_blocking(&facts, bytes);
-            let rc = ms(thread_cpu() - c);
+            let rc = ms(cpu() - c);
             ensure!(report.verdict == Verdict::Ready, "{:?}", report.verdict);
-            let c = thread_cpu();
+            let c = cpu();
+            let report = small_pages.run_blocking(&facts, bytes);
+            let sc = ms(cpu() - c);
+            ensure!(report.verdict == Verdict::Ready, "{:?}", report.verdict);
+            let c = cpu();
             let t = Instant::now();
             let report = pipeline.run_blocking(&facts, bytes);
-            let (w, wc) = (ms(t.elapsed()), ms(thread_cpu() - c));
+            let (w, wc) = (ms(t.elapsed()), ms(cpu() - c));
             ensure!(
                 report.verdict == Verdict::Ready,
                 "thumbnail (WASM, phases) on {}: {:?}",
                 path.display(),
                 report.verdict
             );
-            let (t, c) = (Instant::now(), thread_cpu());
+            let (t, c) = (Instant::now(), cpu());
             let out = thumbnail::run(&input)
                 .map_err(|e| anyhow::anyhow!("thumbnail (native) on {}: {e:?}", path.display()))?;
-            let (n, nc) = (ms(t.elapsed()), ms(thread_cpu() - c));
+            let (n, nc) = (ms(t.elapsed()), ms(cpu() - c));
             if round == 0 {
                 continue;
             }
@@ -397,6 +436,7 @@ fn thumbnail_phases(
             wasm_cpu.push(wc);
             native_cpu.push(nc);
             resident_cpu.push(rc);
+            small_pages_cpu.push(sc);
             wasm.push(phase_facts(report.facts.iter().map(|(k, v)| {
                 (k.as_str(), match v {
                     lumilio::pipeline::FactValue::Float(x) => Some(*x),
@@ -450,15 +490,30 @@ fn thumbnail_phases(
             "whole call, CPU",
             rc / nc
         );
+        let sc = median(small_pages_cpu);
+        println!(
+            "    {:<20} {nc:>9.2} {sc:>9.2} {:>6.2}x  (WASM without huge pages)",
+            "whole call, CPU",
+            sc / nc
+        );
         resident_sum.0 += rc;
         resident_sum.1 += wc;
         resident_sum.2 += nc;
+        small_pages_sum += sc;
     }
     summary.push(Row {
         measure: "3b' CPU of a call: WASM with memory kept resident (no fresh pages) vs as served vs native".into(),
         ours: format!("{:.0} ms vs {:.0} ms", resident_sum.0, resident_sum.1),
         peer: format!("{:.0} ms", resident_sum.2),
         ratio: format!("{:.2}x vs {:.2}x", resident_sum.0 / resident_sum.2, resident_sum.1 / resident_sum.2),
+        target: "-".into(),
+        status: Status::Info,
+    });
+    summary.push(Row {
+        measure: "3b' CPU of a call: WASM without huge pages on the memory pool vs as served".into(),
+        ours: format!("{small_pages_sum:.0} ms vs {:.0} ms", resident_sum.1),
+        peer: format!("{:.0} ms", resident_sum.2),
+        ratio: format!("{:.2}x vs {:.2}x", small_pages_sum / resident_sum.2, resident_sum.1 / resident_sum.2),
         target: "-".into(),
         status: Status::Info,
     });
@@ -637,18 +692,26 @@ fn metadata_one_large(pipeline: &Pipeline, photos: &Path, summary: &mut Summary)
 }
 
 /// 3d, aside: the per-call cost with wasmtime's `linear_memory_keep_resident`
-/// at 0, 64 KiB and 1 MiB, interleaved in one process so that the figures are
-/// comparable on a shared machine. Printed only; the default (0) was chosen from it.
+/// at 0, 64 KiB and 1 MiB, and without huge pages on the memory pool,
+/// interleaved in one process so that the figures are comparable on a shared
+/// machine. Printed only; the defaults (0, huge pages) were chosen from it.
 fn keep_resident_variants(tmp: &Path, pipeline_file: &Path) -> Result<()> {
-    let variants = [0usize, 64 << 10, 1 << 20];
+    // (label, keep_resident_bytes, huge_pages); the first is the default.
+    let variants = [
+        ("0 B".to_string(), 0usize, true),
+        (fmt_bytes(64 << 10), 64 << 10, true),
+        (fmt_bytes(1 << 20), 1 << 20, true),
+        ("0 B, no huge pages".to_string(), 0, false),
+    ];
     let pipelines = variants
         .iter()
-        .map(|&k| {
+        .map(|(_, k, huge)| {
             let options = RuntimeOptions {
-                keep_resident_bytes: k,
+                keep_resident_bytes: *k,
+                huge_pages: *huge,
                 ..RuntimeOptions::default()
             };
-            let rt = Runtime::with_options(tmp.join(format!("cache-keep-{k}")), options)?;
+            let rt = Runtime::with_options(tmp.join(format!("cache-keep-{k}-{huge}")), options)?;
             Ok(Pipeline::load(pipeline_file, &rt)?)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -657,9 +720,9 @@ fn keep_resident_variants(tmp: &Path, pipeline_file: &Path) -> Result<()> {
         let line: Vec<String> = variants
             .iter()
             .zip(&pipelines)
-            .map(|(k, p)| {
+            .map(|((label, _, _), p)| {
                 let t = lumilio::pipeline::bench::call_overhead(p, 2000);
-                format!("{}={:.1}", fmt_bytes(*k as u64), t.as_secs_f64() * 1e6)
+                format!("{label}={:.1}", t.as_secs_f64() * 1e6)
             })
             .collect();
         println!("    round {round}: {}", line.join("  "));
