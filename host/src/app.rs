@@ -244,6 +244,7 @@ async fn start_clip(cfg: &ServeConfig) -> Result<Option<clip::Dispatcher>, Serve
         addr: addr.clone(),
         batch_size: cfg.clip_batch_size.max(1),
         window: Duration::from_millis(cfg.clip_window_ms),
+        idle: Duration::from_millis(cfg.clip_idle_ms),
         ..clip::ClipConfig::default()
     };
     let dispatcher = clip::Dispatcher::connect(clip_cfg).await?;

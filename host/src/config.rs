@@ -55,6 +55,9 @@ pub struct ServeConfig {
     /// Longest wait for a CLIP batch to fill, in milliseconds.
     #[arg(long, env = "LUMILIO_CLIP_WINDOW_MS", default_value_t = 1500)]
     pub clip_window_ms: u64,
+    /// Send a partial CLIP batch once no image joined it for this long, in milliseconds.
+    #[arg(long, env = "LUMILIO_CLIP_IDLE_MS", default_value_t = 100)]
+    pub clip_idle_ms: u64,
     /// Concurrent `process_clip` jobs (never fewer than the batch size).
     #[arg(long, env = "LUMILIO_CLIP_WORKERS", default_value_t = 16)]
     pub clip_workers: usize,

@@ -95,7 +95,12 @@ async fn main() -> Result<()> {
             (20, Duration::from_secs(30))
         };
         let many = run(&cfg, &images, WORKERS, many_items, Duration::from_secs(60)).await?;
-        let one = run(&cfg, &images, 1, one_items, one_bound).await?;
+        // The original set-up: no idle flush, so each lone item waits out the window.
+        let windowed = ClipConfig {
+            idle: cfg.window,
+            ..cfg.clone()
+        };
+        let one = run(&windowed, &images, 1, one_items, one_bound).await?;
         // Context only: one worker whose every item is sent at once (batch size 1),
         // i.e. the server's serial speed without the window.
         let serial_cfg = ClipConfig {

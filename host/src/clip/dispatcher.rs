@@ -77,6 +77,7 @@ impl Dispatcher {
             addr = %shared.addr,
             batch_size = shared.cfg.batch_size,
             window_ms = shared.cfg.window.as_millis() as u64,
+            idle_ms = shared.cfg.idle.as_millis() as u64,
             "clip: dispatcher ready (connects on first use)"
         );
         Ok(Dispatcher {
@@ -149,7 +150,8 @@ impl Dispatcher {
     }
 }
 
-/// Cuts batches: full at `batch_size`, or when `window` has passed since the batch's first item.
+/// Cuts batches: full at `batch_size`, or when `window` has passed since the
+/// batch's first item, or `idle` since its last.
 async fn batcher(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     // Jobs held back because their asset was already in the batch being cut
     // (two items with one correlation id could not be told apart).
@@ -169,6 +171,7 @@ async fn batcher(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
         let mut batch = vec![first];
         let mut deferred = Vec::new();
         while batch.len() < shared.cfg.batch_size {
+            let until = deadline.min(Instant::now() + shared.cfg.idle);
             let job = match carry.pop_front() {
                 Some(job) => job,
                 None => tokio::select! {
@@ -176,7 +179,7 @@ async fn batcher(mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) {
                         Some(job) => job,
                         None => break,
                     },
-                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = tokio::time::sleep_until(until) => break,
                 },
             };
             if job.reply.is_closed() {

@@ -210,11 +210,13 @@ async fn start(mode: Mode, delay: Duration) -> (Arc<FakeState>, String) {
     (state, format!("http://{addr}"))
 }
 
+/// No idle flush: only `window` and a full batch send.
 fn config(addr: &str, batch_size: usize, window: Duration) -> ClipConfig {
     ClipConfig {
         addr: addr.to_owned(),
         batch_size,
         window,
+        idle: window,
         topk: 5,
         request_timeout: Duration::from_secs(10),
     }
@@ -579,4 +581,26 @@ async fn a_bad_address_is_refused_at_connect() {
         .err()
         .unwrap();
     assert!(matches!(err, ClipError::InvalidAddress { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_batch_that_stops_growing_goes_before_its_window() {
+    let (_state, addr) = start(Mode::Reverse, Duration::ZERO).await;
+    let idle = Duration::from_millis(100);
+    let cfg = ClipConfig {
+        idle,
+        ..config(&addr, 8, LONG_WINDOW)
+    };
+    let d = Dispatcher::connect(cfg).await.unwrap();
+    let started = std::time::Instant::now();
+    let results = submit_all(&d, 3).await;
+    let elapsed = started.elapsed();
+    assert!(results.iter().all(|(_, r)| r.is_ok()));
+    assert!(elapsed >= idle, "sent before it was idle: {elapsed:?}");
+    assert!(
+        elapsed < LONG_WINDOW / 2,
+        "waited for the window ({LONG_WINDOW:?}), not the idle time: {elapsed:?}"
+    );
+    let m = d.metrics();
+    assert_eq!((m.batches_sent, m.items_sent), (1, 3), "the three arrived together: one batch");
 }
