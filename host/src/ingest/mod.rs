@@ -4,6 +4,12 @@
 //! about as much as everything else per byte, so the native routes leave it
 //! to the asset's worker.
 //!
+//! The bytes are written by the blocking pool while the next chunks arrive
+//! and are hashed: the request's task only hashes, and hands each chunk (a
+//! `Bytes`, shared, not copied) to one write at a time, which takes every
+//! chunk that came in meanwhile as one `writev`. Writeback is started every
+//! few MiB (`sync_file_range`), so that the final `fsync` has little left.
+//!
 //! A leaf: it sees chunks of bytes, never HTTP, rows or jobs. An [`Upload`]
 //! that is dropped before [`Upload::finish`], or a [`Staged`] file that is
 //! dropped before [`Staged::keep_as`], deletes its bytes, so an error at any
@@ -11,13 +17,22 @@
 
 pub mod sidecar;
 
-use std::io;
+use std::io::{self, IoSlice, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use sha1::Digest as _;
 use tokio::fs::{self, File};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
+
+/// While a write runs, at most this many bytes wait for the next one; past
+/// it the upload waits for the disk (so memory stays bounded, 4f).
+const QUEUED_MAX: usize = 16 << 20;
+
+/// Writeback of what was written is started every this many bytes.
+const WRITEBACK_EVERY: u64 = 8 << 20;
 
 /// Why an upload could not be staged.
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +92,11 @@ impl Staging {
         let path = self.dir.join(format!("{}.part", Uuid::new_v4()));
         let file = File::create(&path)
             .await
-            .map_err(|source| self.io(source))?;
+            .map_err(|source| self.io(source))?
+            .into_std()
+            .await;
         Ok(Upload {
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            file: Some(Writer::new(file)),
             guard: Guard(Some(path)),
             hasher: blake3::Hasher::new(),
             sha1: (digests == Digests::Blake3AndSha1).then(sha1::Sha1::new),
@@ -109,10 +126,125 @@ impl Drop for Guard {
     }
 }
 
+/// Writes an upload's chunks in the blocking pool, one `writev` at a time,
+/// while the request's task goes on receiving: chunks that arrive during a
+/// write queue up (shared `Bytes`, not copies) and go out together in the next.
+#[derive(Debug)]
+struct Writer {
+    file: Arc<std::fs::File>,
+    /// Chunks not yet handed to a write.
+    queued: Vec<Bytes>,
+    queued_bytes: usize,
+    /// The write in flight, if any.
+    busy: Option<JoinHandle<io::Result<()>>>,
+    /// Bytes handed to writes so far, and where writeback was last started.
+    offset: u64,
+    written_back: u64,
+}
+
+impl Writer {
+    fn new(file: std::fs::File) -> Self {
+        Self {
+            file: Arc::new(file),
+            queued: Vec::new(),
+            queued_bytes: 0,
+            busy: None,
+            offset: 0,
+            written_back: 0,
+        }
+    }
+
+    /// Queues `chunk`; starts a write unless one runs (and the queue is short).
+    async fn push(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.queued_bytes += chunk.len();
+        self.queued.push(chunk);
+        if let Some(busy) = &self.busy
+            && !busy.is_finished()
+            && self.queued_bytes < QUEUED_MAX
+        {
+            return Ok(());
+        }
+        self.settle().await?;
+        self.start(false);
+        Ok(())
+    }
+
+    /// Writes what is queued, then syncs the file: the bytes are on disk.
+    async fn finish(&mut self) -> io::Result<()> {
+        self.settle().await?;
+        self.start(true);
+        self.settle().await
+    }
+
+    /// Waits for the write in flight.
+    async fn settle(&mut self) -> io::Result<()> {
+        match self.busy.take() {
+            Some(busy) => busy.await.map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the queued chunks to one write in the blocking pool (none runs),
+    /// with writeback started when enough is written, and `sync` at the end.
+    fn start(&mut self, sync: bool) {
+        let chunks = std::mem::take(&mut self.queued);
+        self.offset += std::mem::take(&mut self.queued_bytes) as u64;
+        let writeback = (self.offset - self.written_back >= WRITEBACK_EVERY)
+            .then(|| (std::mem::replace(&mut self.written_back, self.offset), self.offset));
+        let file = self.file.clone();
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            write_all(&file, &chunks)?;
+            if let Some((from, to)) = writeback {
+                start_writeback(&file, from, to);
+            }
+            if sync { file.sync_all() } else { Ok(()) }
+        }));
+    }
+}
+
+/// Writes every chunk, in order, with as few `writev` calls as it takes.
+fn write_all(mut file: &std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
+    // writev takes at most IOV_MAX (1024) slices.
+    for group in chunks.chunks(1024) {
+        let mut slices: Vec<IoSlice<'_>> = group.iter().map(|c| IoSlice::new(c)).collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match file.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Starts writeback of bytes `from..to` without waiting for it, so that the
+/// disk works while the upload streams and the final fsync has little left.
+/// Only a hint: on error (or off Linux) the fsync does all the work.
+fn start_writeback(file: &std::fs::File, from: u64, to: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: a plain syscall on a file descriptor this function borrows.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                from as libc::off64_t,
+                (to - from) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, from, to);
+}
+
 /// One upload being written to staging.
 #[derive(Debug)]
 pub struct Upload {
-    file: Option<BufWriter<File>>,
+    file: Option<Writer>,
     guard: Guard,
     hasher: blake3::Hasher,
     sha1: Option<sha1::Sha1>,
@@ -123,7 +255,7 @@ pub struct Upload {
 
 impl Upload {
     /// Appends a chunk; fails (and deletes what was written) past the limit.
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), IngestError> {
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), IngestError> {
         self.size += chunk.len() as u64;
         if self.size > self.limit {
             // Delete the bytes now rather than at the end of the request.
@@ -131,15 +263,15 @@ impl Upload {
             drop(Guard(self.guard.0.take()));
             return Err(IngestError::TooLarge { limit: self.limit });
         }
-        self.hasher.update(chunk);
+        self.hasher.update(&chunk);
         if let Some(sha1) = &mut self.sha1 {
-            sha1.update(chunk);
+            sha1.update(&chunk);
         }
         let file = self
             .file
             .as_mut()
             .ok_or(IngestError::TooLarge { limit: self.limit })?;
-        file.write_all(chunk)
+        file.push(chunk)
             .await
             .map_err(|source| IngestError::Io {
                 dir: self.dir.clone(),
@@ -160,10 +292,7 @@ impl Upload {
             .file
             .take()
             .ok_or(IngestError::TooLarge { limit: self.limit })?;
-        if let Err(e) = file.flush().await {
-            return Err(io(e));
-        }
-        if let Err(e) = file.get_ref().sync_all().await {
+        if let Err(e) = file.finish().await {
             return Err(io(e));
         }
         Ok(Staged {
@@ -240,8 +369,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lumilio-ingest-{}", Uuid::new_v4()));
         let staging = Staging::open(&dir).await.unwrap();
         let mut up = staging.begin(1024, Digests::Blake3AndSha1).await.unwrap();
-        up.write(b"hello ").await.unwrap();
-        up.write(b"world").await.unwrap();
+        up.write(Bytes::from_static(b"hello ")).await.unwrap();
+        up.write(Bytes::from_static(b"world")).await.unwrap();
         let staged = up.finish().await.unwrap();
         assert_eq!(staged.size, 11);
         assert_eq!(
@@ -254,7 +383,7 @@ mod tests {
             "SHA-1 of the same bytes, from the same pass"
         );
         let mut native = staging.begin(1024, Digests::Blake3).await.unwrap();
-        native.write(b"hello world").await.unwrap();
+        native.write(Bytes::from_static(b"hello world")).await.unwrap();
         let native = native.finish().await.unwrap();
         assert_eq!(native.content_hash, staged.content_hash);
         assert_eq!(native.sha1, None, "SHA-1 only when asked for");
@@ -275,7 +404,7 @@ mod tests {
         let staging = Staging::open(&dir).await.unwrap();
         let mut up = staging.begin(4, Digests::Blake3).await.unwrap();
         assert!(matches!(
-            up.write(b"12345").await,
+            up.write(Bytes::from_static(b"12345")).await,
             Err(IngestError::TooLarge { limit: 4 })
         ));
         assert_eq!(
@@ -285,11 +414,11 @@ mod tests {
         );
         drop(up);
         let mut up = staging.begin(100, Digests::Blake3).await.unwrap();
-        up.write(b"abc").await.unwrap();
+        up.write(Bytes::from_static(b"abc")).await.unwrap();
         drop(up);
         let staged = {
             let mut up = staging.begin(100, Digests::Blake3).await.unwrap();
-            up.write(b"abc").await.unwrap();
+            up.write(Bytes::from_static(b"abc")).await.unwrap();
             up.finish().await.unwrap()
         };
         drop(staged);
