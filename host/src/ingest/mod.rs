@@ -5,10 +5,7 @@
 //! to the asset's worker.
 //!
 //! The bytes are written by the blocking pool while the next chunks arrive
-//! and are hashed: the request's task only hashes, and hands each chunk (a
-//! `Bytes`, shared, not copied) to one write at a time, which takes every
-//! chunk that came in meanwhile as one `writev`. Writeback is started every
-//! few MiB (`sync_file_range`), so that the final `fsync` has little left.
+//! and are hashed (`writer.rs`): the request's task only parses and hashes.
 //!
 //! A leaf: it sees chunks of bytes, never HTTP, rows or jobs. An [`Upload`]
 //! that is dropped before [`Upload::finish`], or a [`Staged`] file that is
@@ -17,22 +14,17 @@
 
 pub mod sidecar;
 
-use std::io::{self, IoSlice, Write as _};
+mod writer;
+
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use sha1::Digest as _;
 use tokio::fs::{self, File};
-use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-/// While a write runs, at most this many bytes wait for the next one; past
-/// it the upload waits for the disk (so memory stays bounded, 4f).
-const QUEUED_MAX: usize = 16 << 20;
-
-/// Writeback of what was written is started every this many bytes.
-const WRITEBACK_EVERY: u64 = 8 << 20;
+use writer::Writer;
 
 /// Why an upload could not be staged.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +88,7 @@ impl Staging {
             .into_std()
             .await;
         Ok(Upload {
-            file: Some(Writer::new(file)),
+            file: Some(Writer::new(file, path.clone())),
             guard: Guard(Some(path)),
             hasher: blake3::Hasher::new(),
             sha1: (digests == Digests::Blake3AndSha1).then(sha1::Sha1::new),
@@ -124,121 +116,6 @@ impl Drop for Guard {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-/// Writes an upload's chunks in the blocking pool, one `writev` at a time,
-/// while the request's task goes on receiving: chunks that arrive during a
-/// write queue up (shared `Bytes`, not copies) and go out together in the next.
-#[derive(Debug)]
-struct Writer {
-    file: Arc<std::fs::File>,
-    /// Chunks not yet handed to a write.
-    queued: Vec<Bytes>,
-    queued_bytes: usize,
-    /// The write in flight, if any.
-    busy: Option<JoinHandle<io::Result<()>>>,
-    /// Bytes handed to writes so far, and where writeback was last started.
-    offset: u64,
-    written_back: u64,
-}
-
-impl Writer {
-    fn new(file: std::fs::File) -> Self {
-        Self {
-            file: Arc::new(file),
-            queued: Vec::new(),
-            queued_bytes: 0,
-            busy: None,
-            offset: 0,
-            written_back: 0,
-        }
-    }
-
-    /// Queues `chunk`; starts a write unless one runs (and the queue is short).
-    async fn push(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.queued_bytes += chunk.len();
-        self.queued.push(chunk);
-        if let Some(busy) = &self.busy
-            && !busy.is_finished()
-            && self.queued_bytes < QUEUED_MAX
-        {
-            return Ok(());
-        }
-        self.settle().await?;
-        self.start(false);
-        Ok(())
-    }
-
-    /// Writes what is queued, then syncs the file: the bytes are on disk.
-    async fn finish(&mut self) -> io::Result<()> {
-        self.settle().await?;
-        self.start(true);
-        self.settle().await
-    }
-
-    /// Waits for the write in flight.
-    async fn settle(&mut self) -> io::Result<()> {
-        match self.busy.take() {
-            Some(busy) => busy.await.map_err(io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-
-    /// Hands the queued chunks to one write in the blocking pool (none runs),
-    /// with writeback started when enough is written, and `sync` at the end.
-    fn start(&mut self, sync: bool) {
-        let chunks = std::mem::take(&mut self.queued);
-        self.offset += std::mem::take(&mut self.queued_bytes) as u64;
-        let writeback = (self.offset - self.written_back >= WRITEBACK_EVERY)
-            .then(|| (std::mem::replace(&mut self.written_back, self.offset), self.offset));
-        let file = self.file.clone();
-        self.busy = Some(tokio::task::spawn_blocking(move || {
-            write_all(&file, &chunks)?;
-            if let Some((from, to)) = writeback {
-                start_writeback(&file, from, to);
-            }
-            if sync { file.sync_all() } else { Ok(()) }
-        }));
-    }
-}
-
-/// Writes every chunk, in order, with as few `writev` calls as it takes.
-fn write_all(mut file: &std::fs::File, chunks: &[Bytes]) -> io::Result<()> {
-    // writev takes at most IOV_MAX (1024) slices.
-    for group in chunks.chunks(1024) {
-        let mut slices: Vec<IoSlice<'_>> = group.iter().map(|c| IoSlice::new(c)).collect();
-        let mut slices = &mut slices[..];
-        while !slices.is_empty() {
-            match file.write_vectored(slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Starts writeback of bytes `from..to` without waiting for it, so that the
-/// disk works while the upload streams and the final fsync has little left.
-/// Only a hint: on error (or off Linux) the fsync does all the work.
-fn start_writeback(file: &std::fs::File, from: u64, to: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: a plain syscall on a file descriptor this function borrows.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                from as libc::off64_t,
-                (to - from) as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, from, to);
 }
 
 /// One upload being written to staging.
