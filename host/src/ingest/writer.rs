@@ -4,8 +4,8 @@
 //!
 //! * The request's task hands each chunk (a `Bytes`: shared, not copied) to
 //!   [`Writer::push`]. One write runs at a time in the blocking pool and takes
-//!   every chunk that arrived meanwhile, so the socket is read and hashed
-//!   while the disk is written.
+//!   every chunk that arrived meanwhile (at least [`BATCH_MIN`] bytes), so the
+//!   socket is read and hashed while the disk is written.
 //! * The first [`DIRECT_FROM`] bytes go through the page cache: a photo stays
 //!   there for the worker, which reads it next. Past them the file is written
 //!   with `O_DIRECT` from an aligned buffer, because the page cache's work per
@@ -26,6 +26,10 @@ use tokio::task::JoinHandle;
 /// While a write runs, at most this many bytes wait for the next one; past
 /// it the upload waits for the disk, so memory stays bounded (4f).
 const QUEUED_MAX: usize = 16 << 20;
+
+/// A write waits for at least this many bytes (or the end): each write is a
+/// hop to the blocking pool, whose wake-ups cost more than small writes save.
+const BATCH_MIN: usize = 256 << 10;
 
 /// Bytes written through the page cache before the rest goes direct.
 const DIRECT_FROM: u64 = 8 << 20;
@@ -74,10 +78,8 @@ impl Writer {
     pub(super) async fn push(&mut self, chunk: Bytes) -> io::Result<()> {
         self.queued_bytes += chunk.len();
         self.queued.push(chunk);
-        if let Some(busy) = &self.busy
-            && !busy.is_finished()
-            && self.queued_bytes < QUEUED_MAX
-        {
+        let busy = self.busy.as_ref().is_some_and(|b| !b.is_finished());
+        if self.queued_bytes < BATCH_MIN || (busy && self.queued_bytes < QUEUED_MAX) {
             return Ok(());
         }
         self.settle().await?;
