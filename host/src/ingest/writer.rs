@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 /// While a write runs, at most this many bytes wait for the next one; past
 /// it the upload waits for the disk, so memory stays bounded (4f).
-const QUEUED_MAX: usize = 16 << 20;
+const QUEUED_MAX: usize = 8 << 20;
 
 /// A write waits for at least this many bytes (or the end): each write is a
 /// hop to the blocking pool, whose wake-ups cost more than small writes save.
