@@ -66,8 +66,13 @@ async fn main() -> Result<()> {
     let env = [("ML_SERVICE_ADDR", infer.addr.as_str())];
     let server = Server::start(&bin, &db.url, work.path(), key.as_deref(), &env).await?;
     let mut summary = Summary::default();
+    // `BENCH_INGEST_ONLY=upload` runs 4e/4f alone, to iterate on the upload path.
+    let upload_only = std::env::var("BENCH_INGEST_ONLY").is_ok_and(|v| v == "upload");
     let result = async {
         upload_vs_dd(&server, work.path(), &mut summary).await?;
+        if upload_only {
+            return Ok(());
+        }
         sustained(&server, &infer, &photos, work.path(), &mut summary).await
     }
     .await;

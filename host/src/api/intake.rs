@@ -155,7 +155,7 @@ pub(super) async fn stage(
     let started = Instant::now();
     let mut upload = state.staging.begin(state.max_upload_bytes, digests).await?;
     while let Some(chunk) = field.chunk().await? {
-        if let Err(e) = upload.write(&chunk).await {
+        if let Err(e) = upload.write(chunk).await {
             // The bytes so far are already deleted. Read (and drop) a little
             // more so that the client sees the 413 instead of a reset.
             let mut drained = 0usize;

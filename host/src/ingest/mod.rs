@@ -4,6 +4,9 @@
 //! about as much as everything else per byte, so the native routes leave it
 //! to the asset's worker.
 //!
+//! The bytes are written by the blocking pool while the next chunks arrive
+//! and are hashed (`writer.rs`): the request's task only parses and hashes.
+//!
 //! A leaf: it sees chunks of bytes, never HTTP, rows or jobs. An [`Upload`]
 //! that is dropped before [`Upload::finish`], or a [`Staged`] file that is
 //! dropped before [`Staged::keep_as`], deletes its bytes, so an error at any
@@ -11,13 +14,17 @@
 
 pub mod sidecar;
 
+mod writer;
+
 use std::io;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use sha1::Digest as _;
 use tokio::fs::{self, File};
-use tokio::io::{AsyncWriteExt, BufWriter};
 use uuid::Uuid;
+
+use writer::Writer;
 
 /// Why an upload could not be staged.
 #[derive(Debug, thiserror::Error)]
@@ -77,9 +84,11 @@ impl Staging {
         let path = self.dir.join(format!("{}.part", Uuid::new_v4()));
         let file = File::create(&path)
             .await
-            .map_err(|source| self.io(source))?;
+            .map_err(|source| self.io(source))?
+            .into_std()
+            .await;
         Ok(Upload {
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            file: Some(Writer::new(file, path.clone())),
             guard: Guard(Some(path)),
             hasher: blake3::Hasher::new(),
             sha1: (digests == Digests::Blake3AndSha1).then(sha1::Sha1::new),
@@ -112,7 +121,7 @@ impl Drop for Guard {
 /// One upload being written to staging.
 #[derive(Debug)]
 pub struct Upload {
-    file: Option<BufWriter<File>>,
+    file: Option<Writer>,
     guard: Guard,
     hasher: blake3::Hasher,
     sha1: Option<sha1::Sha1>,
@@ -123,7 +132,7 @@ pub struct Upload {
 
 impl Upload {
     /// Appends a chunk; fails (and deletes what was written) past the limit.
-    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), IngestError> {
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), IngestError> {
         self.size += chunk.len() as u64;
         if self.size > self.limit {
             // Delete the bytes now rather than at the end of the request.
@@ -131,15 +140,15 @@ impl Upload {
             drop(Guard(self.guard.0.take()));
             return Err(IngestError::TooLarge { limit: self.limit });
         }
-        self.hasher.update(chunk);
+        self.hasher.update(&chunk);
         if let Some(sha1) = &mut self.sha1 {
-            sha1.update(chunk);
+            sha1.update(&chunk);
         }
         let file = self
             .file
             .as_mut()
             .ok_or(IngestError::TooLarge { limit: self.limit })?;
-        file.write_all(chunk)
+        file.push(chunk)
             .await
             .map_err(|source| IngestError::Io {
                 dir: self.dir.clone(),
@@ -160,10 +169,7 @@ impl Upload {
             .file
             .take()
             .ok_or(IngestError::TooLarge { limit: self.limit })?;
-        if let Err(e) = file.flush().await {
-            return Err(io(e));
-        }
-        if let Err(e) = file.get_ref().sync_all().await {
+        if let Err(e) = file.finish().await {
             return Err(io(e));
         }
         Ok(Staged {
@@ -240,8 +246,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lumilio-ingest-{}", Uuid::new_v4()));
         let staging = Staging::open(&dir).await.unwrap();
         let mut up = staging.begin(1024, Digests::Blake3AndSha1).await.unwrap();
-        up.write(b"hello ").await.unwrap();
-        up.write(b"world").await.unwrap();
+        up.write(Bytes::from_static(b"hello ")).await.unwrap();
+        up.write(Bytes::from_static(b"world")).await.unwrap();
         let staged = up.finish().await.unwrap();
         assert_eq!(staged.size, 11);
         assert_eq!(
@@ -254,7 +260,7 @@ mod tests {
             "SHA-1 of the same bytes, from the same pass"
         );
         let mut native = staging.begin(1024, Digests::Blake3).await.unwrap();
-        native.write(b"hello world").await.unwrap();
+        native.write(Bytes::from_static(b"hello world")).await.unwrap();
         let native = native.finish().await.unwrap();
         assert_eq!(native.content_hash, staged.content_hash);
         assert_eq!(native.sha1, None, "SHA-1 only when asked for");
@@ -275,7 +281,7 @@ mod tests {
         let staging = Staging::open(&dir).await.unwrap();
         let mut up = staging.begin(4, Digests::Blake3).await.unwrap();
         assert!(matches!(
-            up.write(b"12345").await,
+            up.write(Bytes::from_static(b"12345")).await,
             Err(IngestError::TooLarge { limit: 4 })
         ));
         assert_eq!(
@@ -285,11 +291,11 @@ mod tests {
         );
         drop(up);
         let mut up = staging.begin(100, Digests::Blake3).await.unwrap();
-        up.write(b"abc").await.unwrap();
+        up.write(Bytes::from_static(b"abc")).await.unwrap();
         drop(up);
         let staged = {
             let mut up = staging.begin(100, Digests::Blake3).await.unwrap();
-            up.write(b"abc").await.unwrap();
+            up.write(Bytes::from_static(b"abc")).await.unwrap();
             up.finish().await.unwrap()
         };
         drop(staged);
