@@ -33,6 +33,14 @@ pub fn quick() -> bool {
     std::env::var("BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// `NAME` parsed from the environment, else `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// `full` rounds normally, `quick` rounds under `BENCH_QUICK=1`.
 pub fn rounds(full: usize, quick_rounds: usize) -> usize {
     if quick() { quick_rounds } else { full }

@@ -13,6 +13,22 @@ use sqlx::{Connection, PgConnection};
 
 use crate::repo;
 
+/// What every benchmark of the running service needs: the admin
+/// `DATABASE_URL` (its databases are created there) and a built
+/// `target/release/lumilio`.
+pub fn admin_and_host() -> Result<(String, PathBuf)> {
+    let admin = std::env::var("DATABASE_URL")
+        .context("DATABASE_URL is not set: run `make bench`, or `eval \"$(scripts/db.sh)\"; export DATABASE_URL`")?;
+    let bin = repo().join("target/release/lumilio");
+    ensure!(bin.is_file(), "{} is missing: run `make build` first", bin.display());
+    Ok((admin, bin))
+}
+
+/// A free port on loopback, for a server started next.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 /// A database of its own, dropped (with FORCE) when this is dropped.
 pub struct BenchDb {
     admin: String,
@@ -130,9 +146,7 @@ impl Server {
         api_key: Option<&str>,
         env: &[(&str, &str)],
     ) -> Result<Server> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let log = work.join("server.log");
         let child = Command::new(bin)
             .arg("serve")
@@ -335,9 +349,7 @@ impl InferServer {
     /// Starts `bin` on a free port with `args` (e.g. `--batch-cost-ms 20`);
     /// waits until it listens.
     pub fn start(bin: &Path, work: &Path, args: &[&str]) -> Result<InferServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let log = work.join("infer.log");
         let child = Command::new(bin)
             .arg("--listen")

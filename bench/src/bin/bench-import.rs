@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use lumilio_bench::service::{
-    BenchDb, InferServer, Server, cluster_cpu, postmaster_pid, proc_cpu, proc_status,
+    BenchDb, InferServer, Server, admin_and_host, cluster_cpu, postmaster_pid, proc_cpu, proc_status,
 };
-use lumilio_bench::{Row, Status, Summary, repo};
+use lumilio_bench::{Row, Status, Summary, env_or, repo};
 use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -50,17 +50,13 @@ const DEADLINE: Duration = Duration::from_secs(30 * 60);
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let admin = std::env::var("DATABASE_URL")
-        .context("DATABASE_URL is not set: run `make bench`, or `eval \"$(scripts/db.sh)\"; export DATABASE_URL`")?;
-    let bin = repo().join("target/release/lumilio");
+    let (admin, bin) = admin_and_host()?;
     let infer = repo().join("target/release/lumilio-infer");
-    for b in [&bin, &infer] {
-        ensure!(
-            b.is_file(),
-            "{} is missing: run `cargo build --release -p lumilio -p lumilio-infer`",
-            b.display()
-        );
-    }
+    ensure!(
+        infer.is_file(),
+        "{} is missing: run `cargo build --release -p lumilio-infer`",
+        infer.display()
+    );
     let count: usize = env_or(
         "BENCH_IMPORT_COUNT",
         if lumilio_bench::quick() { 100 } else { 1000 },
@@ -91,14 +87,6 @@ async fn main() -> Result<()> {
         rows(id, run, &vips, set.files.len(), cores, &mut summary);
     }
     summary.finish()
-}
-
-/// `NAME` parsed from the environment, else `default`.
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 // ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use lumilio::pipeline::{AssetFacts, Pipeline, Verdict};
 use lumilio_bench::service::{
-    BenchDb, InferServer, RssSampler, Server, cluster_cpu, disk_busy, postmaster_pid, proc_cpu,
+    BenchDb, InferServer, RssSampler, Server, admin_and_host, cluster_cpu, disk_busy, postmaster_pid, proc_cpu,
     proc_status,
 };
 use lumilio_bench::{Row, Status, Summary, median, repo};
@@ -31,14 +31,7 @@ const MIB: u64 = 1 << 20;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let admin = std::env::var("DATABASE_URL")
-        .context("DATABASE_URL is not set: run `make bench`, or `eval \"$(scripts/db.sh)\"; export DATABASE_URL`")?;
-    let bin = repo().join("target/release/lumilio");
-    ensure!(
-        bin.is_file(),
-        "{} is missing: run `make build` first",
-        bin.display()
-    );
+    let (admin, bin) = admin_and_host()?;
     let photos = lumilio_bench::testdata()?;
     let work = lumilio_bench::scratch("bench-ingest")?;
     println!(

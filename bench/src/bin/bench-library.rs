@@ -28,7 +28,7 @@ use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, NaiveDate, Utc};
 use lumilio::db::assets::ListQuery;
 use lumilio::storage::Storage;
-use lumilio_bench::service::{BenchDb, Server};
+use lumilio_bench::service::{BenchDb, Server, admin_and_host};
 use lumilio_bench::library::{self, PAGE, base_query, year};
 use lumilio_bench::{Row, Status, Summary, ms, percentiles, repo};
 use lumilio_browser::Browser;
@@ -39,14 +39,8 @@ use uuid::Uuid;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let admin = std::env::var("DATABASE_URL")
-        .context("DATABASE_URL is not set: run `make bench`, or `eval \"$(scripts/db.sh)\"; export DATABASE_URL`")?;
-    let bin = repo().join("target/release/lumilio");
-    ensure!(bin.is_file(), "{} is missing: run `make build` first", bin.display());
-    let n: usize = std::env::var("BENCH_LIBRARY_ASSETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let (admin, bin) = admin_and_host()?;
+    let n: usize = lumilio_bench::env_or("BENCH_LIBRARY_ASSETS", 10_000);
     let work = lumilio_bench::scratch("bench-library")?;
     println!("issue 12 benchmarks: a library of {n} assets (scratch {})", work.path().display());
 

@@ -27,14 +27,14 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use lumilio::db::assets::{self, ListQuery};
 use lumilio::db::browse::{self, Filter};
 use lumilio::db::embeddings::{self, Plan, Ranking};
-use lumilio_bench::service::{BenchDb, Server};
+use lumilio_bench::service::{BenchDb, Server, admin_and_host};
 use lumilio_bench::library::{self, PAGE, base_query, year};
-use lumilio_bench::{Row, Status, Summary, percentiles, repo};
+use lumilio_bench::{Row, Status, Summary, percentiles};
 use lumilio_fuzzkit::Rng;
 use pgvector::Vector;
 use sqlx::PgPool;
@@ -53,14 +53,8 @@ const EVENT: usize = 25;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let admin = std::env::var("DATABASE_URL")
-        .context("DATABASE_URL is not set: run `make bench`, or `eval \"$(scripts/db.sh)\"; export DATABASE_URL`")?;
-    let bin = repo().join("target/release/lumilio");
-    ensure!(bin.is_file(), "{} is missing: run `make build` first", bin.display());
-    let n: usize = std::env::var("BENCH_QUERIES_ASSETS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(lumilio_bench::rounds(100_000, 20_000));
+    let (admin, bin) = admin_and_host()?;
+    let n: usize = lumilio_bench::env_or("BENCH_QUERIES_ASSETS", lumilio_bench::rounds(100_000, 20_000));
     let work = lumilio_bench::scratch("bench-queries")?;
     println!("issue 15 §4 benchmarks: {n} assets for one user, {SMALL} for another");
 

@@ -279,8 +279,9 @@ async fn owner_is_large(conn: &mut PgConnection, owner: Uuid) -> Result<bool, sq
 /// One page of `r`, and how it was computed.
 ///
 /// A small owner's page ([`EXACT_MAX_ASSETS`] assets at most) is computed
-/// exactly by looking up their own embeddings ([`Plan::Lookup`]). A large owner's page comes from the HNSW index (tens of ms at 100,000
-/// embeddings, where the exact sort took seconds). But pgvector's scan
+/// exactly by looking up their own embeddings ([`Plan::Lookup`]). A large
+/// owner's page comes from the HNSW index (tens of ms at 100,000 embeddings,
+/// where the exact sort took seconds). But pgvector's scan
 /// returns at most `hnsw.ef_search` embeddings of every owner, and the owner
 /// and filters only thin them afterwards; without iterative scans (pgvector
 /// 0.6) that can leave a page short or empty although the owner has matches.
