@@ -1,7 +1,8 @@
 //! CLIP through the reference inference server over real gRPC: embeddings
 //! and predictions stored, similar-photo and text search, an ML outage that
 //! delays CLIP without holding up uploads, the service killed mid-batch, an
-//! image the service refuses, and an embedding-dimension mismatch at start-up.
+//! asset deleted while its batch is in flight, an image the service refuses,
+//! and an embedding-dimension mismatch at start-up.
 
 use std::time::{Duration, Instant};
 
@@ -332,6 +333,61 @@ async fn infer_killed_mid_batch_then_every_item_retries_and_completes() {
         .await
         .unwrap();
     assert_eq!(jobs, 4, "one process_clip job per asset");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_asset_deleted_while_its_batch_is_in_flight_completes_its_job() {
+    let db = TestDb::new().await;
+    db.migrate();
+    let port = free_port();
+    let logs = tempfile::tempdir().unwrap();
+    // A batch takes 3 s: the delete surely lands while it is in flight.
+    let _infer = Infer::start_logged(port, &["--batch-cost-ms", "3000"], &logs.path().join("infer.log"));
+    let server = server_with_ml_at(&db, port, 100).await;
+    let p = "jpg/gps/DSCN0010.jpg";
+    let (code, up) = server.upload(p, testdata::read(p), "image/jpeg").await;
+    assert_eq!(code, 201, "{up}");
+    let id = up["asset_id"].as_str().unwrap().to_owned();
+    assert_eq!(server.wait_done(&id).await["status"], "ready");
+    until(Duration::from_secs(30), "no CLIP batch was sent", &server, || async {
+        metric(&server, "lumilio_clip_batches_total").await >= 1.0
+    })
+    .await;
+    let r = server
+        .client()
+        .delete(format!("{}/api/v1/assets/{id}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let mut conn = db.conn().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (job_state, errors) = loop {
+        let (s, e): (String, i64) = sqlx::query_as(
+            "SELECT state::text, coalesce(array_length(errors, 1), 0)::int8 FROM river_job WHERE kind = 'process_clip'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if s != "running" && s != "available" || Instant::now() > deadline {
+            break (s, e);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // The fault landed: the answer came back for an asset that was gone.
+    assert!(
+        server.log_text().contains("asset deleted during CLIP"),
+        "the delete did not land while the batch was in flight:\n{}",
+        server.log_text()
+    );
+    assert_eq!((job_state.as_str(), errors), ("completed", 0), "completed, not retried:\n{}", server.log_text());
+    for table in ["embeddings", "predictions"] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "nothing saved in {table} for a deleted asset");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

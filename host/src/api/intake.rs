@@ -244,31 +244,34 @@ async fn record(
         sidecar,
     } = upload;
     let size = staged.size;
+    let asset_id = Uuid::new_v4();
+    let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;
+    // The job first, so the row is inserted with its id (one statement fewer
+    // per upload); a duplicate rolls both back.
+    let job = state
+        .river
+        .insert(ProcessAsset { asset_id })
+        .tx(&mut tx)
+        .await?;
+    let task_id = job.job.row.id;
     let new = NewAsset {
-        id: Uuid::new_v4(),
+        id: asset_id,
         owner_id: owner.0,
         file_name,
         content_type,
         size: size as i64,
         content_hash: &staged.content_hash,
         sha1: staged.sha1.as_ref(),
+        job_id: task_id,
         client,
     };
-    let mut tx = riverqueue::database::begin_postgres(&state.pool).await?;
     match assets::insert(&mut tx, &new).await? {
         Inserted::Duplicate(existing) => {
-            // `staged` is dropped here, deleting the second copy; no job is inserted.
+            // `staged` is dropped here, deleting the second copy; the job is rolled back.
             tx.rollback().await?;
             Ok(Intake::Duplicate { asset: existing })
         }
         Inserted::New(asset_id) => {
-            let job = state
-                .river
-                .insert(ProcessAsset { asset_id })
-                .tx(&mut tx)
-                .await?;
-            let task_id = job.job.row.id;
-            assets::set_job(&mut tx, asset_id, task_id).await?;
             if let Some(sidecar) = sidecar {
                 assets::save_sidecar(&mut tx, asset_id, sidecar).await?;
             }

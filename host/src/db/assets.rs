@@ -122,6 +122,8 @@ pub struct NewAsset<'a> {
     pub content_hash: &'a str,
     /// SHA-1 of the same bytes, when the route computed it (else the worker does).
     pub sha1: Option<&'a [u8; 20]>,
+    /// The River job that processes it, inserted first in the same transaction.
+    pub job_id: i64,
     /// What the client said about the file.
     pub client: &'a ClientFacts,
 }
@@ -152,8 +154,8 @@ pub enum Inserted {
 pub async fn insert(conn: &mut PgConnection, a: &NewAsset<'_>) -> Result<Inserted, sqlx::Error> {
     let id: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO assets (id, owner_id, file_name, content_type, size, content_hash, sha1,
-                             file_created_at, file_modified_at, is_favorite, visibility)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, COALESCE($11, 'timeline'))
+                             file_created_at, file_modified_at, is_favorite, visibility, job_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, COALESCE($11, 'timeline'), $12)
          ON CONFLICT (owner_id, content_hash) DO NOTHING RETURNING id",
     )
     .bind(a.id)
@@ -167,6 +169,7 @@ pub async fn insert(conn: &mut PgConnection, a: &NewAsset<'_>) -> Result<Inserte
     .bind(a.client.file_modified_at)
     .bind(a.client.is_favorite)
     .bind(&a.client.visibility)
+    .bind(a.job_id)
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = id {
@@ -179,16 +182,6 @@ pub async fn insert(conn: &mut PgConnection, a: &NewAsset<'_>) -> Result<Inserte
             .fetch_one(&mut *conn)
             .await?;
     Ok(Inserted::Duplicate(existing))
-}
-
-/// Records which River job processes the asset.
-pub async fn set_job(conn: &mut PgConnection, id: Uuid, job_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE assets SET job_id = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(job_id)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// An asset of `owner`, or `None` (also when it belongs to someone else).
@@ -329,19 +322,19 @@ pub async fn save_stage_results(
     Ok(())
 }
 
-/// Replaces the renditions of an asset (idempotent for retried jobs).
+/// Replaces the renditions of an asset (idempotent for retried jobs), in one
+/// statement: the new list is upserted and any other rendition deleted.
 pub async fn save_renditions(
     conn: &mut PgConnection,
     asset: Uuid,
     list: &[Rendition],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM renditions WHERE asset_id = $1")
-        .bind(asset)
-        .execute(&mut *conn)
-        .await?;
     sqlx::query(
-        "INSERT INTO renditions (asset_id, name, content_type, width, height, size)
-         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int4[], $5::int4[], $6::int8[])",
+        "WITH gone AS (DELETE FROM renditions WHERE asset_id = $1 AND name <> ALL($2))
+         INSERT INTO renditions (asset_id, name, content_type, width, height, size)
+         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int4[], $5::int4[], $6::int8[])
+         ON CONFLICT (asset_id, name) DO UPDATE SET content_type = EXCLUDED.content_type,
+           width = EXCLUDED.width, height = EXCLUDED.height, size = EXCLUDED.size",
     )
     .bind(asset)
     .bind(list.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
@@ -377,7 +370,8 @@ pub async fn stage_results(
     .await
 }
 
-/// Marks an asset done (`ready`, `rejected` or `failed`) with its facts.
+/// Marks an asset done (`ready`, `rejected` or `failed`) with its facts, and
+/// records the SHA-1 the worker computed, if any (unless one is known).
 pub async fn finish(
     conn: &mut PgConnection,
     id: Uuid,
@@ -385,6 +379,7 @@ pub async fn finish(
     reason: Option<&str>,
     known: &KnownFacts,
     facts: &serde_json::Value,
+    sha1: Option<&[u8; 20]>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE assets SET status = $2, reason = $3, facts = $4,
@@ -393,7 +388,7 @@ pub async fn finish(
            exposure_time = $13, f_number = $14, iso = $15, focal_length = $16,
            gps_latitude = $17, gps_longitude = $18, gps_altitude = $19, orientation = $20,
            taken_at_source = $21, place_city = $22, place_region = $23, place_country = $24,
-           place_country_code = $25, updated_at = now()
+           place_country_code = $25, sha1 = COALESCE(sha1, $26), updated_at = now()
          WHERE id = $1",
     )
     .bind(id)
@@ -421,6 +416,7 @@ pub async fn finish(
     .bind(&known.place_region)
     .bind(&known.place_country)
     .bind(&known.place_country_code)
+    .bind(sha1.map(|d| &d[..]))
     .execute(conn)
     .await?;
     Ok(())

@@ -31,23 +31,21 @@ pub async fn save_embedding(
     Ok(())
 }
 
-/// Replaces an asset's predictions.
+/// Replaces an asset's predictions, in one statement: the new labels are
+/// upserted and any other label deleted.
 pub async fn save_predictions(
     conn: &mut PgConnection,
     asset: Uuid,
     labels: &[(String, f32)],
     source: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM predictions WHERE asset_id = $1")
-        .bind(asset)
-        .execute(&mut *conn)
-        .await?;
-    // One statement for all labels; a label named twice keeps its best score.
+    // A label named twice keeps its best score.
     sqlx::query(
-        "INSERT INTO predictions (asset_id, label, score, source)
+        "WITH gone AS (DELETE FROM predictions WHERE asset_id = $1 AND label <> ALL($2))
+         INSERT INTO predictions (asset_id, label, score, source)
          SELECT $1, label, max(score), $4 FROM unnest($2::text[], $3::float4[]) AS p(label, score)
          GROUP BY label
-         ON CONFLICT (asset_id, label) DO UPDATE SET score = GREATEST(predictions.score, EXCLUDED.score)",
+         ON CONFLICT (asset_id, label) DO UPDATE SET score = EXCLUDED.score, source = EXCLUDED.source",
     )
     .bind(asset)
     .bind(labels.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>())

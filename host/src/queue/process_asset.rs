@@ -170,6 +170,7 @@ impl ProcessAssetWorker {
                 Some(&reason),
                 &KnownFacts::default(),
                 &Value::Object(Map::new()),
+                None,
             )
             .await?;
             context.job_complete_tx(&mut tx).await?;
@@ -181,21 +182,13 @@ impl ProcessAssetWorker {
         let bytes: Arc<[u8]> = telemetry::timed("asset.read", self.read_bytes(&asset)).await?.into();
         // Native uploads leave SHA-1 to the worker (issue 15 §5): it is here
         // for the Immich duplicate check only; hashed from the bytes in hand,
-        // and saved with the outcome (one commit fewer per photo).
+        // and saved with the outcome (no statement or commit of its own).
         let sha1 = asset.sha1.is_none().then(|| {
             let started = Instant::now();
             let digest: [u8; 20] = sha1::Sha1::digest(&bytes).into();
             telemetry::since("asset.sha1", started);
             digest
         });
-        // Every outcome's transaction, with the SHA-1 when it is new.
-        let begin = || async {
-            let mut tx = riverqueue::database::begin_postgres(pool).await?;
-            if let Some(digest) = &sha1 {
-                assets::set_sha1(&mut *tx, id, digest).await?;
-            }
-            Ok::<_, ProcessError>(tx)
-        };
         let facts = AssetFacts {
             id: id.to_string(),
             file_name: asset.file_name.clone(),
@@ -214,7 +207,7 @@ impl ProcessAssetWorker {
 
         let (status, reason) = match &report.verdict {
             Verdict::Ready => {
-                let mut tx = begin().await?;
+                let mut tx = riverqueue::database::begin_postgres(pool).await?;
                 telemetry::timed("asset.store_original", self.keep_original(&mut tx, &asset)).await?;
                 let files: Vec<(&str, &[u8])> = report
                     .renditions
@@ -251,6 +244,7 @@ impl ProcessAssetWorker {
                     results: &results,
                     known: &known,
                     facts: &facts_json,
+                    sha1: sha1.as_ref(),
                 };
                 save_outcome(&mut tx, id, outcome, context).await?;
                 tx.commit().await?;
@@ -258,7 +252,7 @@ impl ProcessAssetWorker {
             }
             Verdict::Rejected { stage, reason } => {
                 let reason = format!("{stage}: {reason}");
-                let mut tx = begin().await?;
+                let mut tx = riverqueue::database::begin_postgres(pool).await?;
                 self.keep_original(&mut tx, &asset).await?;
                 let outcome = Outcome {
                     status: Status::Rejected,
@@ -266,6 +260,7 @@ impl ProcessAssetWorker {
                     results: &results,
                     known: &known,
                     facts: &facts_json,
+                    sha1: sha1.as_ref(),
                 };
                 save_outcome(&mut tx, id, outcome, context).await?;
                 tx.commit().await?;
@@ -278,9 +273,13 @@ impl ProcessAssetWorker {
                     _ => true,
                 });
                 let give_up = !retryable || job.row.attempt >= job.row.max_attempts;
-                let mut tx = begin().await?;
+                let mut tx = riverqueue::database::begin_postgres(pool).await?;
                 assets::save_stage_results(&mut tx, id, &results).await?;
                 if !give_up {
+                    // Kept for the next attempt, which then skips the hash.
+                    if let Some(digest) = &sha1 {
+                        assets::set_sha1(&mut *tx, id, digest).await?;
+                    }
                     tx.commit().await?;
                     return Err(ProcessError::Stage {
                         stage: stage.clone(),
@@ -301,6 +300,7 @@ impl ProcessAssetWorker {
                     Some(&reason),
                     &known,
                     &facts_json,
+                    sha1.as_ref(),
                 )
                 .await?;
                 context.job_complete_tx(&mut tx).await?;
@@ -322,6 +322,8 @@ struct Outcome<'a> {
     results: &'a [assets::StageResult],
     known: &'a KnownFacts,
     facts: &'a Value,
+    /// The SHA-1 this attempt computed, if the row had none.
+    sha1: Option<&'a [u8; 20]>,
 }
 
 /// Saves an outcome and completes the job in the same transaction, so a
@@ -340,6 +342,7 @@ async fn save_outcome(
         outcome.reason,
         outcome.known,
         outcome.facts,
+        outcome.sha1,
     )
     .await?;
     context.job_complete_tx(tx).await?;

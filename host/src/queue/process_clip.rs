@@ -110,19 +110,27 @@ impl ProcessClipWorker {
             .map(|l| (l.label, l.score))
             .collect();
         let mut tx = riverqueue::database::begin_postgres(&self.pool).await?;
-        // The asset may have been deleted while we waited for the service.
-        if assets::lock(&mut tx, asset_id).await?.is_none() {
-            context.job_complete_tx(&mut tx).await?;
-            tx.commit().await?;
-            return Ok(WorkOutcome::Complete);
-        }
-        embeddings::save_embedding(
+        // The asset may have been deleted while we waited for the service:
+        // the foreign key then refuses the embedding (and holds the row
+        // against a concurrent delete until we commit), so no lock is taken.
+        let saved = embeddings::save_embedding(
             &mut tx,
             asset_id,
             &result.embedding.model_id,
             result.embedding.vector,
         )
-        .await?;
+        .await;
+        if let Err(sqlx::Error::Database(e)) = &saved
+            && e.is_foreign_key_violation()
+        {
+            tx.rollback().await?;
+            info!(asset = %asset_id, "asset deleted during CLIP; nothing to save");
+            let mut tx = riverqueue::database::begin_postgres(&self.pool).await?;
+            context.job_complete_tx(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(WorkOutcome::Complete);
+        }
+        saved?;
         embeddings::save_predictions(&mut tx, asset_id, &labels, &result.label_source).await?;
         context.job_complete_tx(&mut tx).await?;
         tx.commit().await?;
