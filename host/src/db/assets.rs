@@ -195,16 +195,6 @@ pub async fn get(pool: &PgPool, owner: Uuid, id: Uuid) -> Result<Option<Asset>, 
     .await
 }
 
-/// Locks an asset for the worker that processes it; `None` if it was deleted.
-pub async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Asset>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {ASSET_COLUMNS} FROM assets WHERE id = $1 FOR UPDATE"
-    )))
-    .bind(id)
-    .fetch_optional(conn)
-    .await
-}
-
 /// An asset by id alone, for workers.
 pub async fn get_any(pool: &PgPool, id: Uuid) -> Result<Option<Asset>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
