@@ -458,7 +458,11 @@ pub(crate) fn place_matches(n: u32, alias: &str) -> String {
 
 /// One page of an owner's assets, newest first.
 pub async fn list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<Vec<Asset>, sqlx::Error> {
+    // Planned with its parameters every time: a generic plan (what Postgres
+    // switches a prepared statement to after five runs) keeps every
+    // `$n IS NULL OR ...` filter, so no filter can bound the index scan.
     sqlx::query_as_with(sqlx::AssertSqlSafe(list_sql(q)), list_args(owner, q)?)
+        .persistent(false)
         .fetch_all(pool)
         .await
 }
@@ -472,6 +476,18 @@ pub async fn explain_list(pool: &PgPool, owner: Uuid, q: &ListQuery) -> Result<S
 fn list_sql(q: &ListQuery) -> String {
     let key = if q.by_taken { TAKEN_KEY } else { "created_at" };
     let place = place_matches(12, "");
+    // On the timeline a date range also bounds the sort key (equal to
+    // `taken_at` for every row the range keeps), so the index scan starts at
+    // the range instead of filtering every newer photo first (a year ten
+    // years back filtered 60,000 rows in 25 ms).
+    let key_range = if q.by_taken {
+        format!(
+            "AND ($4::timestamp IS NULL OR {key} >= $4 AT TIME ZONE 'UTC')
+           AND ($5::timestamp IS NULL OR {key} < $5 AT TIME ZONE 'UTC')"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "SELECT {ASSET_COLUMNS} FROM assets
          WHERE owner_id = $1
@@ -479,6 +495,7 @@ fn list_sql(q: &ListQuery) -> String {
            AND ($3::text IS NULL OR content_type = $3)
            AND ($4::timestamp IS NULL OR taken_at >= $4)
            AND ($5::timestamp IS NULL OR taken_at < $5)
+           {key_range}
            AND ($6::timestamptz IS NULL OR ({key}, id) < ($6, $7))
            AND ($9::text IS NULL OR strpos(lower(make), lower($9)) > 0)
            AND ($10::text IS NULL OR strpos(lower(model), lower($10)) > 0)
