@@ -30,7 +30,11 @@ fn decode_at(jpeg: &[u8], n: u32) -> (u32, u32, Vec<u8>) {
 /// Resizes `px` (`channels` 1 or 3) to `tw`×`th` with a box filter, which
 /// averages like a reduced-size IDCT does.
 fn resize(px: &[u8], (w, h): (u32, u32), (tw, th): (u32, u32), channels: usize) -> Vec<u8> {
-    let kind = if channels == 1 { PixelType::U8 } else { PixelType::U8x3 };
+    let kind = if channels == 1 {
+        PixelType::U8
+    } else {
+        PixelType::U8x3
+    };
     let src = fr::images::ImageRef::new(w, h, px, kind).unwrap();
     let mut dst = Image::new(tw, th, kind);
     let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(fr::FilterType::Box));
@@ -51,14 +55,20 @@ fn scaled_vs_full(name: &str, jpeg: &[u8], channels: usize, min_db: f64) {
         let db = psnr(&scaled, &reference);
         println!("{name} ({w}x{h}): {n}/8 vs full decode box-resized: {db:.1} dB");
         dbs.push(db);
-        assert!(db > min_db, "{name}: {n}/8 is {db:.1} dB from the full decode");
+        assert!(
+            db > min_db,
+            "{name}: {n}/8 is {db:.1} dB from the full decode"
+        );
     }
     // A broken IDCT (wrong table, rows and columns swapped, a lost level
     // shift) lands far below the upstream 4/8's figure, not near it. (3/8
     // is a few dB below 4/8 on detailed photos: a box filter at a ratio of
     // 8/3 is a poorer reference.)
     let upstream = dbs[1];
-    for (n, db) in [3, 5, 6, 7].into_iter().zip([dbs[0], dbs[2], dbs[3], dbs[4]]) {
+    for (n, db) in [3, 5, 6, 7]
+        .into_iter()
+        .zip([dbs[0], dbs[2], dbs[3], dbs[4]])
+    {
         assert!(
             db > upstream - 6.0,
             "{name}: {n}/8 {db:.1} dB, upstream 4/8 {upstream:.1} dB"
@@ -85,7 +95,12 @@ fn card() -> (u16, u16, Vec<u8>) {
     (w, h, px)
 }
 
-fn encode(px: &[u8], (w, h): (u16, u16), color: ColorType, set: impl FnOnce(&mut Encoder<&mut Vec<u8>>)) -> Vec<u8> {
+fn encode(
+    px: &[u8],
+    (w, h): (u16, u16),
+    color: ColorType,
+    set: impl FnOnce(&mut Encoder<&mut Vec<u8>>),
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut e = Encoder::new(&mut out, 90);
     set(&mut e);
@@ -96,8 +111,8 @@ fn encode(px: &[u8], (w, h): (u16, u16), color: ColorType, set: impl FnOnce(&mut
 #[test]
 fn real_photos_scaled_decode_matches_full_decode() {
     for photo in [
-        "jpg/hdr/iphone_hdr_NO.jpg",      // 3264x2448, 4:2:0
-        "jpg/tests/22-canon_tags.jpg",    // Canon camera, 1600x1200, 4:2:2
+        "jpg/hdr/iphone_hdr_NO.jpg",       // 3264x2448, 4:2:0
+        "jpg/tests/22-canon_tags.jpg",     // Canon camera, 1600x1200, 4:2:2
         "jpg/Reconyx_HC500_Hyperfire.jpg", // 2048x1536, 4:2:2
     ] {
         scaled_vs_full(photo, &read(photo), 3, 30.0);
@@ -148,9 +163,18 @@ fn renditions_match_the_power_of_two_path() {
         let bytes = read(photo);
         let new = thumbnails(&bytes, &Config::default(), None).unwrap();
         let old = thumbnails(&bytes, &upstream, None).unwrap();
-        assert_eq!((new.source_scale.as_str(), old.source_scale.as_str()), (scale, before), "{photo}");
+        assert_eq!(
+            (new.source_scale.as_str(), old.source_scale.as_str()),
+            (scale, before),
+            "{photo}"
+        );
         for (n, o) in new.thumbs.iter().zip(&old.thumbs) {
-            assert_eq!((n.width, n.height), (o.width, o.height), "{photo} {}", n.name);
+            assert_eq!(
+                (n.width, n.height),
+                (o.width, o.height),
+                "{photo} {}",
+                n.name
+            );
             let db = psnr(&rgb(&n.jpeg), &rgb(&o.jpeg));
             println!("{photo} {}: {scale} vs {before}: {db:.1} dB", n.name);
             assert!(db > 34.0, "{photo} {}: {db:.1} dB", n.name);
@@ -167,10 +191,16 @@ fn renditions_match_the_power_of_two_path() {
     };
     let new = thumbnails(&bytes, &new, None).unwrap();
     let old = thumbnails(&bytes, &old, None).unwrap();
-    assert_eq!((new.source_scale.as_str(), old.source_scale.as_str()), ("3/8", "1/2"));
+    assert_eq!(
+        (new.source_scale.as_str(), old.source_scale.as_str()),
+        ("3/8", "1/2")
+    );
     for (n, o) in new.thumbs.iter().zip(&old.thumbs) {
         let db = psnr(&rgb(&n.jpeg), &rgb(&o.jpeg));
-        println!("iphone, medium 900, no large, {}: 3/8 vs 1/2: {db:.1} dB", n.name);
+        println!(
+            "iphone, medium 900, no large, {}: 3/8 vs 1/2: {db:.1} dB",
+            n.name
+        );
         assert!(db > 34.0, "iphone, medium 900 {}: {db:.1} dB", n.name);
     }
 }
@@ -202,10 +232,17 @@ fn orientation_applies_to_scaled_decodes() {
         };
         let got = rgb(&t.jpeg);
         let (cw, ccw) = (psnr(&got, &turn(true)), psnr(&got, &turn(false)));
-        println!("{}: turned vs upright turned clockwise {cw:.1} dB, anticlockwise {ccw:.1} dB", u.name);
+        println!(
+            "{}: turned vs upright turned clockwise {cw:.1} dB, anticlockwise {ccw:.1} dB",
+            u.name
+        );
         // Both sides went through their own JPEG encode (q80, blocks on
         // different pixels), so small and detailed renditions stay near 30 dB.
-        assert!(cw > 28.0 && cw > ccw + 10.0, "{}: {cw:.1} / {ccw:.1} dB", u.name);
+        assert!(
+            cw > 28.0 && cw > ccw + 10.0,
+            "{}: {cw:.1} / {ccw:.1} dB",
+            u.name
+        );
     }
 }
 
