@@ -3,9 +3,10 @@
 //! 1920; never upscaled) and `clip`, a 224×224 centre crop for the CLIP
 //! embedder. EXIF orientation is applied, so renditions are upright.
 //!
-//! JPEGs are decoded at 1/2, 1/4 or 1/8 scale in the IDCT whenever the largest
-//! rendition allows it (`jpeg-decoder`'s `Decoder::scale`), which is what makes
-//! this fast; PNG, GIF, WebP and TIFF go through the `image` crate. Resizing
+//! JPEGs are decoded at the smallest N/8 scale (N = 1..=8) in the IDCT that
+//! still covers the largest rendition (`jpeg-decoder`'s `Decoder::scale`; the
+//! vendored copy in `vendor/jpeg-decoder` adds the N = 3, 5, 6, 7 IDCTs),
+//! which is what makes this fast; PNG, GIF, WebP and TIFF go through the `image` crate. Resizing
 //! uses `fast_image_resize` (Catmull-Rom; SIMD128 in WASM). HEIC/HEIF go
 //! through `heifer` and are converted to sRGB ([`heic`]); AVIF cannot be
 //! decoded yet. Config keys are documented in this crate's README.md.
@@ -54,6 +55,9 @@ pub struct Config {
     /// Resize smaller renditions from a larger one already made (see [`CASCADE_FACTOR`])
     /// instead of each from the full decode; off only to compare the two in tests.
     pub cascade: bool,
+    /// Decode JPEGs at any N/8 scale (N = 1..=8); off restricts it to 1/8, 1/4,
+    /// 1/2 and 1/1 (upstream jpeg-decoder's), only to compare the two in tests.
+    pub all_dct_scales: bool,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             reject_unsupported: true,
             phase_timings: false,
             cascade: true,
+            all_dct_scales: true,
         }
     }
 }
@@ -192,7 +197,7 @@ pub fn thumbnails(
             .filter(|o| (1..=8).contains(o))
             .or_else(|| orient::exif_orientation(bytes))
             .unwrap_or(1);
-        (o, decode(bytes, &config.renditions))
+        (o, decode(bytes, config))
     });
     let (src, scale) = decoded?;
     render_all(&src, scale, orientation, config, None, phases)
@@ -315,9 +320,9 @@ fn target(w: u32, h: u32, kind: Kind) -> (u32, u32) {
 
 /// Sniffs the format and decodes to RGB8, shrinking JPEGs in the IDCT as far
 /// as the largest rendition allows. Returns the image and the scale used.
-fn decode(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
+fn decode(bytes: &[u8], config: &Config) -> Result<(Rgb, String), ThumbError> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        return decode_jpeg(bytes, specs);
+        return decode_jpeg(bytes, config);
     }
     let img = image::load_from_memory(bytes).map_err(|e| match e {
         image::ImageError::Unsupported(u) => {
@@ -357,7 +362,7 @@ fn decode(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
 /// `max_pixels`. (Other formats are bounded by `image`'s allocation limit.)
 pub const MAX_JPEG_PIXELS: u64 = 100_000_000;
 
-fn decode_jpeg(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError> {
+fn decode_jpeg(bytes: &[u8], config: &Config) -> Result<(Rgb, String), ThumbError> {
     let corrupt =
         |e: jpeg_decoder::Error| ThumbError::Corrupt(format!("the JPEG could not be decoded: {e}"));
     let mut dec = jpeg_decoder::Decoder::new(bytes);
@@ -380,16 +385,17 @@ fn decode_jpeg(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError
         )));
     }
     // The largest size any rendition needs, then the smallest IDCT scale
-    // (k/8) that still covers it in both dimensions.
+    // (k/8) that still covers it in both dimensions: e.g. 5/8 for a 3264-wide
+    // photo and a 1920 rendition, where 4/8 (1632) would be too small.
     let (mut need_w, mut need_h) = (1, 1);
-    for s in specs {
+    for s in &config.renditions {
         let (tw, th) = target(w, h, s.kind);
         need_w = need_w.max(tw);
         need_h = need_h.max(th);
     }
     let scaled = |k: u32| ((w * k).div_ceil(8), (h * k).div_ceil(8));
-    let k = [1, 2, 4, 8]
-        .into_iter()
+    let k = (1..=8)
+        .filter(|k| config.all_dct_scales || [1, 2, 4, 8].contains(k))
         .find(|&k| scaled(k).0 >= need_w && scaled(k).1 >= need_h)
         .unwrap_or(8);
     let (rw, rh) = scaled(k);
@@ -432,18 +438,22 @@ fn decode_jpeg(bytes: &[u8], specs: &[Spec]) -> Result<(Rgb, String), ThumbError
         ));
     }
     // Report the effective scale (the decoder may round differently).
-    let eff = [1u32, 2, 4, 8]
-        .into_iter()
-        .find(|&k| scaled(k).0 >= dw)
-        .unwrap_or(8);
+    let eff = (1..=8).find(|&k| scaled(k).0 >= dw).unwrap_or(8);
     Ok((
         Rgb {
             width: dw,
             height: dh,
             data,
         },
-        format!("1/{}", 8 / eff),
+        scale_name(eff),
     ))
+}
+
+/// The scale `k`/8 as a reduced fraction: `1/8`, `1/4`, `3/8`, `1/2`, `5/8`,
+/// `3/4`, `7/8` or `1/1`.
+fn scale_name(k: u32) -> String {
+    let d = [8, 4, 2, 1].into_iter().find(|d| k % d == 0).unwrap_or(1);
+    format!("{}/{}", k / d, 8 / d)
 }
 
 /// Resizes the centre `cw`×`ch` of `src` (the whole of it, or a crop) to `tw`×`th`.
@@ -545,6 +555,12 @@ mod tests {
         assert_eq!(target(4000, 3000, Kind::Fit(400)), (400, 300));
         assert_eq!(target(300, 200, Kind::Fit(400)), (300, 200));
         assert_eq!(target(4000, 3000, Kind::Square(224)), (299, 224));
+    }
+
+    #[test]
+    fn scale_names_are_reduced_fractions() {
+        let names: Vec<String> = (1..=8).map(scale_name).collect();
+        assert_eq!(names, ["1/8", "1/4", "3/8", "1/2", "5/8", "3/4", "7/8", "1/1"]);
     }
 
     #[test]

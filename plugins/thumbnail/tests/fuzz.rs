@@ -11,30 +11,43 @@
 //! `LUMILIO_FUZZ_SEED` changes the seed; a failing case is named by seed and
 //! index and its bytes are saved under `target/tmp/fuzz-thumbnail/`.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use lumilio_fuzzkit::*;
-use lumilio_sdk::{Fact, Input, Output, StageError};
+use lumilio_sdk::{Fact, Input, Output, StageError, Value};
 
-/// The default pipeline's config for this stage.
-fn config() -> Vec<(String, String)> {
-    [
-        ("small", "400"),
-        ("medium", "800"),
-        ("large", "1920"),
-        ("clip", "224"),
-        ("quality", "80"),
-        ("unsupported", "skip"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+/// The default pipeline's config for this stage; for odd-sized inputs only a
+/// `small` of 16 to 255 px, so the (at most 256 px) JPEGs also decode at
+/// every reduced N/8 scale, not only at 1/1.
+fn config(bytes: &[u8]) -> Vec<(String, String)> {
+    let small = (16 + bytes.len() % 240).to_string();
+    let pairs = if bytes.len() % 2 == 1 {
+        vec![
+            ("small", small.as_str()),
+            ("medium", "0"),
+            ("large", "0"),
+            ("clip", "0"),
+        ]
+    } else {
+        vec![
+            ("small", "400"),
+            ("medium", "800"),
+            ("large", "1920"),
+            ("clip", "224"),
+        ]
+    };
+    pairs
+        .into_iter()
+        .chain([("quality", "80"), ("unsupported", "skip")])
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn call(bytes: &[u8]) -> Result<Output, StageError> {
     let mut input = Input::new(bytes)
         .content_type("image/jpeg")
-        .with_config(config());
+        .with_config(config(bytes));
     // Some cases carry an `orientation` fact (valid or not), as metadata would.
     if bytes.len() % 3 == 0 {
         input = input.fact(Fact::int("orientation", bytes.len() as i64 % 11 - 1));
@@ -42,9 +55,22 @@ fn call(bytes: &[u8]) -> Result<Output, StageError> {
     thumbnail::run(&input)
 }
 
+/// The `thumbnail_source_scale`s seen by [`check`], to show that the fuzzing
+/// reached the reduced-size IDCTs.
+static SCALES: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+
 fn check(r: &Result<Output, StageError>) -> Result<(), String> {
     match r {
         Ok(out) => {
+            for f in out
+                .facts
+                .iter()
+                .filter(|f| f.key == "thumbnail_source_scale")
+            {
+                if let Value::Text(s) = &f.value {
+                    SCALES.lock().unwrap().insert(s.clone());
+                }
+            }
             for r in &out.renditions {
                 let max = match r.name.as_str() {
                     "small" => 400,
@@ -185,6 +211,13 @@ fn thumbnail_survives_generated_inputs() {
         Duration::from_secs(2),
         call,
         check,
+    );
+    let scales = SCALES.lock().unwrap();
+    assert!(
+        ["3/8", "5/8", "3/4", "7/8"]
+            .iter()
+            .all(|s| scales.contains(*s)),
+        "the N/8 IDCTs were not all reached: {scales:?}"
     );
 }
 
