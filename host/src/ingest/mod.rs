@@ -7,11 +7,16 @@
 //! The bytes are written by the blocking pool while the next chunks arrive
 //! and are hashed (`writer.rs`): the request's task only parses and hashes.
 //!
-//! A leaf: it sees chunks of bytes, never HTTP, rows or jobs. An [`Upload`]
+//! The multipart framing the bytes arrive in is read here too
+//! (`multipart.rs`), so that a part's body reaches the writer as slices of
+//! the received chunks.
+//!
+//! A leaf: it sees chunks of bytes, never routes, status codes, rows or jobs. An [`Upload`]
 //! that is dropped before [`Upload::finish`], or a [`Staged`] file that is
 //! dropped before [`Staged::keep_as`], deletes its bytes, so an error at any
 //! point leaves nothing behind in staging.
 
+pub mod multipart;
 pub mod sidecar;
 
 mod writer;
