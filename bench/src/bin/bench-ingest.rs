@@ -97,7 +97,8 @@ fn make_file(path: &Path, len: u64) -> Result<()> {
         f.write_all(&buf[..n])?;
         left -= n as u64;
     }
-    f.flush()?;
+    // On disk before the rounds: its writeback would slow the first round's dd.
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
 }
 
@@ -153,6 +154,13 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
     println!("  disk: {disk}");
     let (mut dd_mbs, mut up_mbs, mut peaks, mut cpu_per_gib) = (vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
+        // The previous round's asset (or an earlier section's) may still be
+        // worked on (thumbnails, CLIP): wait, so that the round measures the
+        // upload alone, its CPU (4e') included.
+        let waited = quiet_host(pid).await;
+        if waited > Duration::from_millis(600) {
+            println!("  round {round}: waited {:.1} s for the host to go quiet", waited.as_secs_f64());
+        }
         let _ = std::fs::remove_file(&out);
         let t = Instant::now();
         let st = tokio::process::Command::new("dd")
@@ -250,6 +258,24 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
         status: Status::from(peak <= 64.0),
     });
     Ok(())
+}
+
+/// Waits (at most 60 s) until the host used at most one clock tick (10 ms)
+/// of CPU over 500 ms:
+/// no worker, dispatcher or queue is still busy with earlier assets. Returns
+/// how long that took.
+async fn quiet_host(pid: u32) -> Duration {
+    const WINDOW: Duration = Duration::from_millis(500);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        let before = proc_cpu(pid).unwrap_or_default();
+        tokio::time::sleep(WINDOW).await;
+        let used = proc_cpu(pid).unwrap_or_default().saturating_sub(before);
+        if used <= Duration::from_millis(10) {
+            break;
+        }
+    }
+    t.elapsed()
 }
 
 /// Waits for the first attempt of the upload's job to end (up to 5 minutes),

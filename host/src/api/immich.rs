@@ -9,8 +9,7 @@
 //! names (camelCase); errors keep this host's JSON error shape.
 
 use axum::Json;
-use axum::extract::multipart::Field;
-use axum::extract::{FromRequestParts, Multipart, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use base64::Engine as _;
@@ -26,6 +25,7 @@ use super::error::quoted;
 use super::{ApiError, AppState};
 use crate::db::assets::{self, ClientFacts, Sidecar};
 use crate::db::users::KeyView;
+use crate::ingest::multipart::{Field, Multipart};
 use crate::ingest::{self, Digests, Staged};
 
 /// File extensions the default pipeline accepts (see the validate plugin),

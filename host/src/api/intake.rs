@@ -5,7 +5,6 @@
 //! ([`accept`]), which says what happened ([`Intake`]); each route words
 //! that its own way.
 
-use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
@@ -18,6 +17,7 @@ use std::time::Instant;
 use super::auth::Owner;
 use super::{ApiError, AppState};
 use crate::db::assets::{self, ClientFacts, Inserted, NewAsset, Sidecar};
+use crate::ingest::multipart::{Field, MultipartError};
 use crate::ingest::{self, Digests, IngestError, Staged};
 use crate::queue::ProcessAsset;
 use crate::telemetry;
@@ -292,22 +292,40 @@ async fn record(
     }
 }
 
-/// 4xx `bad_multipart`, with the status multer chose; 408 `body_timeout`
-/// when the body stalled past the idle timeout (the connection then closes,
-/// and what was staged of the file is already gone).
+/// 4xx `bad_multipart` with the status and text axum's multer extractor
+/// gave (400 for broken framing, 413 past the body limit, 500 for another
+/// failure of the stream); 408 `body_timeout` when the body stalled past the
+/// idle timeout (the connection then closes, and what was staged of the file
+/// is already gone).
 pub(super) fn bad_multipart(err: MultipartError) -> ApiError {
     if super::limits::is_body_timeout(&err) {
         return super::limits::body_timeout();
     }
+    let (status, text) = match &err {
+        // The body limit's (`DefaultBodyLimit`) error.
+        MultipartError::StreamReadFailed(e)
+            if super::limits::caused_by::<http_body_util::LengthLimitError>(e.as_ref()) =>
+        {
+            (
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "Request payload is too large".to_owned(),
+            )
+        }
+        MultipartError::StreamReadFailed(_) => {
+            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+        }
+        _ => (axum::http::StatusCode::BAD_REQUEST, err.to_string()),
+    };
     ApiError::new(
-        err.status(),
+        status,
         "bad_multipart",
         format!(
             "the multipart body could not be read ({}); nothing of this file was stored",
-            super::error::cut(&err.body_text())
+            super::error::cut(&text)
         ),
     )
 }
+
 
 /// The field's sanitised file name and claimed content type.
 pub(super) fn field_meta(field: &Field<'_>) -> (String, String) {

@@ -110,9 +110,16 @@ pub(super) fn idle_body(req: Request, idle: Duration) -> Request {
 
 /// Whether a body error is the idle timeout's (a client that stopped sending).
 pub(super) fn is_body_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<tower_http::timeout::TimeoutError>(err)
+}
+
+/// Whether `err`, or an error in its source chain, is a `T`.
+pub(super) fn caused_by<T: std::error::Error + 'static>(
+    err: &(dyn std::error::Error + 'static),
+) -> bool {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<tower_http::timeout::TimeoutError>() {
+        if e.is::<T>() {
             return true;
         }
         cur = e.source();

@@ -1,7 +1,7 @@
 //! Uploads: single, batch, and the pre-upload hash check.
 
 use axum::Json;
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -13,6 +13,7 @@ use super::error::quoted;
 use super::{ApiError, AppState};
 use crate::db::assets;
 use crate::ingest::Digests;
+use crate::ingest::multipart::Multipart;
 
 /// The answer to an accepted single upload.
 #[derive(Debug, Serialize, ToSchema)]

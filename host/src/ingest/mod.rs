@@ -4,14 +4,20 @@
 //! about as much as everything else per byte, so the native routes leave it
 //! to the asset's worker.
 //!
-//! The bytes are written by the blocking pool while the next chunks arrive
-//! and are hashed (`writer.rs`): the request's task only parses and hashes.
+//! The bytes are written, and hashed with BLAKE3 as they are copied, by the
+//! blocking pool while the next chunks arrive (`writer.rs`): the request's
+//! task only parses (and, for the Immich route, computes SHA-1).
 //!
-//! A leaf: it sees chunks of bytes, never HTTP, rows or jobs. An [`Upload`]
+//! The multipart framing the bytes arrive in is read here too
+//! (`multipart.rs`), so that a part's body reaches the writer as slices of
+//! the received chunks.
+//!
+//! A leaf: it sees chunks of bytes, never routes, status codes, rows or jobs. An [`Upload`]
 //! that is dropped before [`Upload::finish`], or a [`Staged`] file that is
 //! dropped before [`Staged::keep_as`], deletes its bytes, so an error at any
 //! point leaves nothing behind in staging.
 
+pub mod multipart;
 pub mod sidecar;
 
 mod writer;
@@ -90,7 +96,6 @@ impl Staging {
         Ok(Upload {
             file: Some(Writer::new(file, path.clone())),
             guard: Guard(Some(path)),
-            hasher: blake3::Hasher::new(),
             sha1: (digests == Digests::Blake3AndSha1).then(sha1::Sha1::new),
             size: 0,
             limit,
@@ -123,7 +128,6 @@ impl Drop for Guard {
 pub struct Upload {
     file: Option<Writer>,
     guard: Guard,
-    hasher: blake3::Hasher,
     sha1: Option<sha1::Sha1>,
     size: u64,
     limit: u64,
@@ -140,7 +144,6 @@ impl Upload {
             drop(Guard(self.guard.0.take()));
             return Err(IngestError::TooLarge { limit: self.limit });
         }
-        self.hasher.update(&chunk);
         if let Some(sha1) = &mut self.sha1 {
             sha1.update(&chunk);
         }
@@ -169,13 +172,14 @@ impl Upload {
             .file
             .take()
             .ok_or(IngestError::TooLarge { limit: self.limit })?;
-        if let Err(e) = file.finish().await {
-            return Err(io(e));
-        }
+        let hash = match file.finish().await {
+            Ok(hash) => hash,
+            Err(e) => return Err(io(e)),
+        };
         Ok(Staged {
             guard: Guard(self.guard.0.take()),
             size: self.size,
-            content_hash: self.hasher.finalize().to_hex().to_string(),
+            content_hash: hash.to_hex().to_string(),
             sha1: self.sha1.take().map(|h| h.finalize().into()),
         })
     }

@@ -5,7 +5,12 @@
 //! * The request's task hands each chunk (a `Bytes`: shared, not copied) to
 //!   [`Writer::push`]. One write runs at a time in the blocking pool and takes
 //!   every chunk that arrived meanwhile (at least [`BATCH_MIN`] bytes), so the
-//!   socket is read and hashed while the disk is written.
+//!   socket is read while the disk is written.
+//! * The write also computes BLAKE3, [`HASH_PIECE`] bytes at a time, each
+//!   piece right after it was copied (into the page cache or the aligned
+//!   buffer), while it is still in the CPU's cache: the bytes are read from
+//!   memory once, by the copy, instead of once by the hash and again by the
+//!   copy.
 //! * The first [`DIRECT_FROM`] bytes go through the page cache: a photo stays
 //!   there for the worker, which reads it next. Past them the file is written
 //!   with `O_DIRECT` from an aligned buffer, because the page cache's work per
@@ -41,6 +46,9 @@ const DIRECT_BLOCK: usize = 4 << 20;
 /// size, which covers the logical block size of every common disk.
 const ALIGN: usize = 4096;
 
+/// Bytes copied, then hashed, at a time: well inside the L2 cache.
+const HASH_PIECE: usize = 64 << 10;
+
 /// Writeback of buffered bytes is started every this many bytes.
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
@@ -67,6 +75,7 @@ impl Writer {
                 offset: 0,
                 written_back: 0,
                 direct: Direct::Later,
+                hasher: blake3::Hasher::new(),
             }),
             queued: Vec::new(),
             queued_bytes: 0,
@@ -87,10 +96,13 @@ impl Writer {
     }
 
     /// Writes what is queued, then syncs the file: the bytes are on disk.
-    pub(super) async fn finish(&mut self) -> io::Result<()> {
+    /// Returns their BLAKE3.
+    pub(super) async fn finish(&mut self) -> io::Result<blake3::Hash> {
         self.settle().await?;
         self.start(true)?;
-        self.settle().await
+        self.settle().await?;
+        let disk = self.disk.as_ref().ok_or_else(|| io::Error::other("the staging file was lost"))?;
+        Ok(disk.hasher.finalize())
     }
 
     /// Waits for the write in flight, and takes the file back.
@@ -134,6 +146,8 @@ struct Disk {
     /// Where writeback of buffered bytes was last started.
     written_back: u64,
     direct: Direct,
+    /// BLAKE3 of the bytes written so far.
+    hasher: blake3::Hasher,
 }
 
 /// Whether the file is written with `O_DIRECT`.
@@ -151,13 +165,19 @@ enum Direct {
 }
 
 impl Disk {
-    /// Appends `data`.
-    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+    /// Appends `data`, hashing each piece right after copying it.
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        data.chunks(HASH_PIECE).try_for_each(|piece| self.write_piece(piece))
+    }
+
+    /// Appends and hashes at most [`HASH_PIECE`] bytes.
+    fn write_piece(&mut self, mut data: &[u8]) -> io::Result<()> {
         if matches!(self.direct, Direct::Later) && self.offset >= DIRECT_FROM {
             // Direct writes start at a block boundary: the bytes up to it go buffered.
             let pad = (ALIGN - (self.offset % ALIGN as u64) as usize) % ALIGN;
             let (head, rest) = data.split_at(pad.min(data.len()));
             self.buffered(head)?;
+            self.hasher.update(head);
             data = rest;
             if self.offset.is_multiple_of(ALIGN as u64) {
                 self.direct = open_direct(&self.path);
@@ -165,9 +185,12 @@ impl Disk {
         }
         while !data.is_empty() {
             let Direct::On { buf, .. } = &mut self.direct else {
-                return self.buffered(data);
+                self.buffered(data)?;
+                self.hasher.update(data);
+                return Ok(());
             };
             let n = buf.append(data);
+            self.hasher.update(buf.last(n));
             data = &data[n..];
             if buf.is_full() {
                 self.flush_direct()?;
@@ -275,6 +298,12 @@ impl AlignedBuf {
         n
     }
 
+    /// The last `n` bytes appended.
+    fn last(&self, n: usize) -> &[u8] {
+        let end = self.start + self.len;
+        &self.raw[end - n..end]
+    }
+
     fn is_full(&self) -> bool {
         self.len == DIRECT_BLOCK
     }
@@ -329,7 +358,8 @@ mod tests {
         for chunk in data.chunks(65_537) {
             w.push(Bytes::copy_from_slice(chunk)).await.unwrap();
         }
-        w.finish().await.unwrap();
+        let hash = w.finish().await.unwrap();
+        assert_eq!(hash, blake3::hash(&data), "BLAKE3 of every byte, in order");
         let disk = w.disk.as_ref().unwrap();
         assert_eq!(disk.offset, len as u64);
         assert!(
