@@ -348,26 +348,14 @@ async fn reprocess_and_delete() {
 
     let stored = walk(&server.data.path().join("storage"));
     assert_eq!(stored.len(), 5, "original + 4 renditions: {stored:?}");
-    let r = server
-        .client()
-        .delete(format!("{}/api/v1/assets/{id}", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(server.delete(&format!("/api/v1/assets/{id}")).await, 204);
     let (code, _) = server.get(&format!("/api/v1/assets/{id}")).await;
     assert_eq!(code, 404);
     assert!(
         walk(&server.data.path().join("storage")).is_empty(),
         "files go with the last reference"
     );
-    let r = server
-        .client()
-        .delete(format!("{}/api/v1/assets/{id}", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(server.delete(&format!("/api/v1/assets/{id}")).await, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]

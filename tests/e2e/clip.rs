@@ -353,13 +353,7 @@ async fn an_asset_deleted_while_its_batch_is_in_flight_completes_its_job() {
         metric(&server, "lumilio_clip_batches_total").await >= 1.0
     })
     .await;
-    let r = server
-        .client()
-        .delete(format!("{}/api/v1/assets/{id}", server.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(server.delete(&format!("/api/v1/assets/{id}")).await, 204);
     let mut conn = db.conn().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let (job_state, errors) = loop {

@@ -541,6 +541,17 @@ impl Server {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// DELETE `path` with this server's API key; the status code.
+    pub async fn delete(&self, path: &str) -> u16 {
+        let r = self
+            .client()
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        r.status().as_u16()
+    }
+
     /// Polls an asset until its status is no longer `processing` (60 s at most).
     pub async fn wait_done(&self, asset_id: &str) -> Value {
         self.wait_done_as(&self.client(), asset_id).await
