@@ -307,7 +307,7 @@ pub(super) fn bad_multipart(err: MultipartError) -> ApiError {
             if super::limits::caused_by::<http_body_util::LengthLimitError>(e.as_ref()) =>
         {
             (
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "Request payload is too large".to_owned(),
             )
         }
@@ -325,7 +325,6 @@ pub(super) fn bad_multipart(err: MultipartError) -> ApiError {
         ),
     )
 }
-
 
 /// The field's sanitised file name and claimed content type.
 pub(super) fn field_meta(field: &Field<'_>) -> (String, String) {

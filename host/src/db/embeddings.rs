@@ -288,18 +288,12 @@ async fn owner_is_large(conn: &mut PgConnection, owner: Uuid) -> Result<bool, sq
 /// past `max_distance` (then the page is short because few photos are that close).
 pub async fn rank(pool: &PgPool, r: &Ranking<'_>) -> Result<(Vec<Hit>, Plan), sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let ef = if !owner_is_large(&mut tx, r.owner).await? {
-        Err(Plan::Lookup)
-    } else {
-        ef_search_for(r.offset, r.limit).ok_or(Plan::Exact)
-    };
-    let ef = match ef {
-        Ok(ef) => ef,
-        Err(plan) => {
-            let hits = run(&mut tx, r, plan, 0).await?;
-            tx.commit().await?;
-            return Ok((hits, plan));
-        }
+    let large = owner_is_large(&mut tx, r.owner).await?;
+    let Some(ef) = ef_search_for(r.offset, r.limit).filter(|_| large) else {
+        let plan = if large { Plan::Exact } else { Plan::Lookup };
+        let hits = run(&mut tx, r, plan, 0).await?;
+        tx.commit().await?;
+        return Ok((hits, plan));
     };
     let mut hits = run(&mut tx, r, Plan::Index, ef).await?;
     let mut done = complete(&mut tx, r, &hits, ef).await?;

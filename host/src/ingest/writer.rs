@@ -177,7 +177,6 @@ impl Disk {
             let pad = (ALIGN - (self.offset % ALIGN as u64) as usize) % ALIGN;
             let (head, rest) = data.split_at(pad.min(data.len()));
             self.buffered(head)?;
-            self.hasher.update(head);
             data = rest;
             if self.offset.is_multiple_of(ALIGN as u64) {
                 self.direct = open_direct(&self.path);
@@ -185,9 +184,7 @@ impl Disk {
         }
         while !data.is_empty() {
             let Direct::On { buf, .. } = &mut self.direct else {
-                self.buffered(data)?;
-                self.hasher.update(data);
-                return Ok(());
+                return self.buffered(data);
             };
             let n = buf.append(data);
             self.hasher.update(buf.last(n));
@@ -205,9 +202,11 @@ impl Disk {
         self.file.sync_all()
     }
 
-    /// Writes `data` through the page cache, starting writeback now and then.
+    /// Writes `data` through the page cache and hashes it, starting
+    /// writeback now and then.
     fn buffered(&mut self, data: &[u8]) -> io::Result<()> {
         self.file.write_all_at(data, self.offset)?;
+        self.hasher.update(data);
         self.offset += data.len() as u64;
         if self.offset - self.written_back >= WRITEBACK_EVERY {
             start_writeback(&self.file, self.written_back, self.offset);
