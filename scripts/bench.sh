@@ -11,7 +11,8 @@
 #   BENCH_ONLY=import                   issue 15 §2 only (bench-import)
 #
 # Every measure is printed beside a peer measured in the same run, with the ratio
-# and the target. A missed target prints MISSED; the script still exits 0, since
+# and the target. A missed target prints MISSED, and one whose peer misbehaved in
+# the run (e.g. an erratic dd) prints UNSURE; the script still exits 0, since
 # speed on a shared machine is a figure to read, not a gate. It exits non-zero
 # only when a benchmark could not run.
 set -euo pipefail
@@ -89,5 +90,8 @@ awk -F'\t' '
   }' "$summary"
 if grep -q $'\tMISSED$' "$summary"; then
   echo "some targets were MISSED (see above); exit status stays 0"
+fi
+if grep -q $'\tUNSURE$' "$summary"; then
+  echo "some verdicts are UNSURE: their peer misbehaved in this run (see the row); run them again"
 fi
 exit "$status"

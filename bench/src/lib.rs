@@ -283,6 +283,9 @@ pub enum Status {
     Missed,
     /// No target: printed for context.
     Info,
+    /// A target whose peer misbehaved in this run (the row says how), so
+    /// neither verdict would be evidence.
+    Unsure,
 }
 
 impl Status {
@@ -296,6 +299,7 @@ impl Status {
             Status::Ok => "ok",
             Status::Missed => "MISSED",
             Status::Info => "info",
+            Status::Unsure => "UNSURE",
         }
     }
 }
