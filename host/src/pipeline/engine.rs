@@ -99,6 +99,11 @@ pub struct RuntimeOptions {
     /// THP is `madvise` (with `always` it is the default anyway; with `never`,
     /// or off Linux, it does nothing).
     pub huge_pages: bool,
+    /// Compile the checks that enforce `timeout_ms` on running wasm code
+    /// (epoch interruption: a load and a compare on every loop back-edge and
+    /// function entry). Off only to measure what they cost (bench-plugins
+    /// 3b'): without them a stage that loops never ends.
+    pub deadline_checks: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -109,6 +114,7 @@ impl Default for RuntimeOptions {
             max_output_bytes: 256 * 1024,
             keep_resident_bytes: 0,
             huge_pages: true,
+            deadline_checks: true,
         }
     }
 }
@@ -237,7 +243,7 @@ impl RuntimeInner {
 
         let mut cfg = Config::new();
         cfg.wasm_component_model(true)
-            .epoch_interruption(true)
+            .epoch_interruption(opts.deadline_checks)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .parallel_compilation(true);
         // The pooling allocator reserves every slot's address space in
