@@ -377,36 +377,30 @@ fn thumbnail_phases(
     stage.insert("config".into(), stage_config.into());
     let phases_toml = lumilio_bench::write_pipeline(tmp, "thumbnail-phases", stage)?;
     let pipeline = Pipeline::load(&phases_toml, rt)?;
-    // The same stage on a runtime that keeps 256 MiB of each linear memory
-    // resident between calls (memset instead of madvise): the difference is
-    // what the fresh memory's page faults cost the service's configuration.
-    let resident_rt = Runtime::with_options(
-        tmp.join("cache-resident"),
-        RuntimeOptions {
-            keep_resident_bytes: 256 << 20,
-            ..RuntimeOptions::default()
-        },
-    )?;
-    let resident = Pipeline::load(&phases_toml, &resident_rt)?;
-    // And on one without huge pages on the memory pool (4 KiB page faults).
-    let small_pages_rt = Runtime::with_options(
-        tmp.join("cache-small-pages"),
-        RuntimeOptions {
-            huge_pages: false,
-            ..RuntimeOptions::default()
-        },
-    )?;
-    let small_pages = Pipeline::load(&phases_toml, &small_pages_rt)?;
-    // And without the deadline checks the service always compiles in (epoch
+    // The same stage on runtimes configured otherwise (each its own cache:
+    // the options change the compiled code or the pool).
+    let load_with = |cache: &str, options: RuntimeOptions| -> Result<Pipeline> {
+        let rt = Runtime::with_options(tmp.join(cache), options)?;
+        Ok(Pipeline::load(&phases_toml, &rt)?)
+    };
+    // Keeping 256 MiB of each linear memory resident between calls (memset
+    // instead of madvise): the difference is what the fresh memory's page
+    // faults cost the service's configuration.
+    let resident = load_with("cache-resident", RuntimeOptions {
+        keep_resident_bytes: 256 << 20,
+        ..RuntimeOptions::default()
+    })?;
+    // Without huge pages on the memory pool (4 KiB page faults).
+    let small_pages = load_with("cache-small-pages", RuntimeOptions {
+        huge_pages: false,
+        ..RuntimeOptions::default()
+    })?;
+    // Without the deadline checks the service always compiles in (epoch
     // interruption): what enforcing `timeout_ms` costs this stage.
-    let unchecked_rt = Runtime::with_options(
-        tmp.join("cache-no-deadline-checks"),
-        RuntimeOptions {
-            deadline_checks: false,
-            ..RuntimeOptions::default()
-        },
-    )?;
-    let unchecked = Pipeline::load(&phases_toml, &unchecked_rt)?;
+    let unchecked = load_with("cache-no-deadline-checks", RuntimeOptions {
+        deadline_checks: false,
+        ..RuntimeOptions::default()
+    })?;
     let mut config = config.to_vec();
     config.push(("phase_timings".into(), "true".into()));
     let rounds = lumilio_bench::rounds(5, 3);
