@@ -505,4 +505,47 @@ mod tests {
         );
         assert!(std::fs::read(&path).unwrap() == data, "the file holds exactly the bytes pushed");
     }
+
+    /// A direct block that the file system refuses while it is in flight
+    /// (`EINVAL` from the disk thread) is written again through the page
+    /// cache, with the block filled after it and everything that follows:
+    /// no byte is lost or doubled and the hash is unchanged. The refusal is
+    /// real: the first direct buffer is moved one byte off its alignment,
+    /// which ext4 and XFS refuse (`EINVAL`) for `O_DIRECT` writes. (btrfs
+    /// would quietly write it buffered, and the test would say so.)
+    #[test]
+    fn a_refused_block_in_flight_falls_back_to_buffered_writes() {
+        // On the disk, not /tmp: tmpfs refuses O_DIRECT at open.
+        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")).unwrap();
+        let path = dir.path().join("f.part");
+        let mut disk = Disk {
+            file: std::fs::File::create(&path).unwrap(),
+            path: path.clone(),
+            offset: 0,
+            written_back: 0,
+            direct: Direct::Later,
+            hasher: blake3::Hasher::new(),
+        };
+        let len = DIRECT_FROM as usize + 3 * DIRECT_BLOCK + 777;
+        let data: Vec<u8> = (0..len).map(|i| (i * 13 + i / 4099) as u8).collect();
+        let (head, rest) = data.split_at(DIRECT_FROM as usize);
+        disk.write(head).unwrap();
+        disk.direct = open_direct(&path);
+        let Direct::On(direct) = &mut disk.direct else {
+            panic!("the file system under target/ refused O_DIRECT at open");
+        };
+        assert_eq!(direct.buf.len, 0);
+        direct.buf.start += 1;
+        for chunk in rest.chunks(100_003) {
+            disk.write(chunk).unwrap();
+        }
+        disk.finish().unwrap();
+        assert!(
+            matches!(disk.direct, Direct::Off),
+            "the refused block switched the rest to buffered writes"
+        );
+        assert_eq!(disk.offset, len as u64);
+        assert_eq!(disk.hasher.finalize(), blake3::hash(&data));
+        assert!(std::fs::read(&path).unwrap() == data, "the file holds exactly the bytes written");
+    }
 }
