@@ -233,14 +233,7 @@ impl Disk {
         };
         direct.buf.hash_pieces(&mut self.hasher, true);
         if let Settled::Refused(block) = direct.settle()? {
-            // The block in flight was refused: it, and all that follows, go buffered.
-            let at = self.offset - block.filled().len() as u64;
-            self.file.write_all_at(block.filled(), at)?;
-            let filled = direct.buf.filled().len();
-            self.file.write_all_at(direct.buf.filled(), self.offset)?;
-            self.offset += filled as u64;
-            self.direct = Direct::Off;
-            return Ok(());
+            return self.fall_back(Some(block));
         }
         let filled = direct.buf.filled().len();
         if !end {
@@ -258,14 +251,27 @@ impl Disk {
             }
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::debug!(error = %e, "O_DIRECT refused; staging buffered");
-                self.file.write_all_at(direct.buf.filled(), self.offset)?;
-                self.offset += filled as u64;
-                self.direct = Direct::Off;
-                return Ok(());
+                return self.fall_back(None);
             }
             Err(e) => return Err(e),
         }
         direct.buf.clear();
+        Ok(())
+    }
+
+    /// After the file system refused a direct write: writes `refused` (the
+    /// block that was in flight, if that was the one) and the buffer being
+    /// filled through the page cache, and the rest of the file after them.
+    fn fall_back(&mut self, refused: Option<AlignedBuf>) -> io::Result<()> {
+        let Direct::On(direct) = std::mem::replace(&mut self.direct, Direct::Off) else {
+            return Ok(());
+        };
+        if let Some(block) = refused {
+            let at = self.offset - block.filled().len() as u64;
+            self.file.write_all_at(block.filled(), at)?;
+        }
+        self.file.write_all_at(direct.buf.filled(), self.offset)?;
+        self.offset += direct.buf.filled().len() as u64;
         Ok(())
     }
 }
