@@ -522,7 +522,9 @@ mod tests {
     #[test]
     fn a_refused_block_in_flight_falls_back_to_buffered_writes() {
         // On the disk, not /tmp: tmpfs refuses O_DIRECT at open.
-        let dir = tempfile::tempdir_in(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")).unwrap();
+        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/writer-test");
+        std::fs::create_dir_all(base).unwrap();
+        let dir = tempfile::tempdir_in(base).unwrap();
         let path = dir.path().join("f.part");
         let mut disk = Disk {
             file: std::fs::File::create(&path).unwrap(),
