@@ -477,7 +477,7 @@ fn thumbnail_phases(
                 .chain(&native)
                 .chain(&unchecked_phases)
                 .all(|r| r.iter().map(|(n, _)| n).eq(names.iter())),
-            "the two builds ran different phases on {}",
+            "the builds ran different phases on {}",
             path.display()
         );
         let column = |runs: &[Vec<(String, f64)>], k: usize| median(runs.iter().map(|r| r[k].1).collect());
