@@ -147,7 +147,7 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
     // A busy disk slows dd more than the upload and flatters the ratio: say so.
     let busy = disk_busy(work, Duration::from_secs(1));
     let disk = match busy {
-        Some(b) if b < 0.05 => format!("idle ({:.0}% busy over 1 s before the rounds)", b * 100.0),
+        Some(b) if b < IDLE_BELOW => format!("idle ({:.0}% busy over 1 s before the rounds)", b * 100.0),
         Some(b) => format!("BUSY ({:.0}% busy over 1 s before the rounds: the ratio flatters the upload)", b * 100.0),
         None => "unknown (no block device statistics)".into(),
     };
@@ -268,6 +268,9 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
     Ok(())
 }
 
+/// The disk counts as idle below this busy share (of the second before 4e's rounds).
+const IDLE_BELOW: f64 = 0.05;
+
 /// What the 4e row says of its peer (the disk's state, or dd's) and its
 /// status: `UNSURE` when buffered dd's median `dd` is under half of direct
 /// dd's (MB/s), else ok or MISSED by `met`. dd's buffered writes go through
@@ -280,7 +283,7 @@ fn dd_verdict(busy: Option<f64>, dd: f64, direct: Option<f64>, met: bool) -> (St
             format!("dd ERRATIC: buffered {dd:.0} MB/s is under half of direct {direct:.0} MB/s"),
             Status::Unsure,
         ),
-        (Some(b), _) if b < 0.05 => ("idle".into(), Status::from(met)),
+        (Some(b), _) if b < IDLE_BELOW => ("idle".into(), Status::from(met)),
         (Some(_), _) => ("BUSY".into(), Status::from(met)),
         (None, _) => ("?".into(), Status::from(met)),
     }

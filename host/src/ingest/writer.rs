@@ -232,8 +232,8 @@ impl Disk {
             return Ok(());
         };
         direct.buf.hash_pieces(&mut self.hasher, true);
-        if let Settled::Refused(block) = direct.settle()? {
-            return self.fall_back(Some(block));
+        if let Settled::Refused(block, e) = direct.settle()? {
+            return self.fall_back(&e, Some(block));
         }
         let filled = direct.buf.filled().len();
         if !end {
@@ -249,20 +249,19 @@ impl Disk {
                 self.file.write_all_at(tail, self.offset)?;
                 self.offset += tail.len() as u64;
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                tracing::debug!(error = %e, "O_DIRECT refused; staging buffered");
-                return self.fall_back(None);
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return self.fall_back(&e, None),
             Err(e) => return Err(e),
         }
         direct.buf.clear();
         Ok(())
     }
 
-    /// After the file system refused a direct write: writes `refused` (the
-    /// block that was in flight, if that was the one) and the buffer being
-    /// filled through the page cache, and the rest of the file after them.
-    fn fall_back(&mut self, refused: Option<AlignedBuf>) -> io::Result<()> {
+    /// After the file system refused a direct write (`error`): writes
+    /// `refused` (the block that was in flight, if that was the one) and the
+    /// buffer being filled through the page cache, and the rest of the file
+    /// after them.
+    fn fall_back(&mut self, error: &io::Error, refused: Option<AlignedBuf>) -> io::Result<()> {
+        tracing::debug!(%error, "O_DIRECT refused; staging buffered");
         let Direct::On(direct) = std::mem::replace(&mut self.direct, Direct::Off) else {
             return Ok(());
         };
@@ -304,8 +303,8 @@ enum Settled {
     /// Written, or there was none.
     Done,
     /// The file system refused a direct write (`EINVAL`): the buffer, still
-    /// filled, to be written buffered.
-    Refused(AlignedBuf),
+    /// filled, to be written buffered, and the error.
+    Refused(AlignedBuf, io::Error),
 }
 
 impl DirectFile {
@@ -351,10 +350,7 @@ impl DirectFile {
                 self.spare = Some(buf);
                 Ok(Settled::Done)
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                tracing::debug!(error = %e, "O_DIRECT refused; staging buffered");
-                Ok(Settled::Refused(buf))
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(Settled::Refused(buf, e)),
             Err(e) => Err(e),
         }
     }
