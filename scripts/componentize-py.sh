@@ -51,7 +51,7 @@ echo "componentize-py.sh: unit tests of plugins-py/$stage" >&2
 echo "componentize-py.sh: building $out (about 30 s)" >&2
 # Write beside the target and rename, so a reader never sees half a component.
 PYTHONPATH="$tool" PYTHONDONTWRITEBYTECODE=1 python3 -c 'import sys; from componentize_py import script; sys.argv[0] = "componentize-py"; sys.exit(script())' \
-    --quiet -d "$root/wit" -w stage componentize -p "$src" app -o "$out.tmp" >&2
+    --quiet -d "$root/wit/pipeline.wit" -w stage componentize -p "$src" app -o "$out.tmp" >&2
 mv "$out.tmp" "$out"
 echo "$inputs" >"$out.inputs"
 echo "$out"

@@ -124,7 +124,7 @@ fn plugin_new_builds_checks_and_runs() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains("ok  byte-count")
-            && said.contains("world 0.1.0")
+            && said.contains("world 0.2.0")
             && said.contains("pipeline is valid"),
         "{said}"
     );

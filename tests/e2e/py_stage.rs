@@ -49,7 +49,7 @@ fn tagger() -> PathBuf {
                 .expect("run lumilio plugin check");
             let text = String::from_utf8_lossy(&out.stdout);
             assert!(
-                out.status.success() && text.contains("world 0.1.0"),
+                out.status.success() && text.contains("world 0.2.0"),
                 "plugin check on the Python stage:\n{text}{}",
                 String::from_utf8_lossy(&out.stderr)
             );

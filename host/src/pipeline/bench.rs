@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{AssetFacts, Pipeline};
+use super::{AssetFacts, Pipeline, StageFile};
 
 /// Average wall-clock time of one call of the pipeline's first stage: a fresh
 /// `Store`, `instantiate` from its `InstancePre`, and the `process` call, with
@@ -21,15 +21,16 @@ pub fn call_overhead(pipeline: &Pipeline, iterations: u32) -> Duration {
         size: 0,
         content_hash: String::new(),
     };
+    let empty = StageFile::new(std::sync::Arc::from(&[][..]));
     let iterations = iterations.max(1);
     super::run::block_on(async {
         // Warm up the pooling allocator's slots and caches.
         for _ in 0..iterations.min(50) {
-            let _ = inner.runtime.call(stage, &asset, &[], &[]).await;
+            let _ = inner.runtime.call(stage, &asset, &empty, &[]).await;
         }
         let started = Instant::now();
         for _ in 0..iterations {
-            let r = inner.runtime.call(stage, &asset, &[], &[]).await;
+            let r = inner.runtime.call(stage, &asset, &empty, &[]).await;
             assert!(r.outcome.is_ok(), "the benchmark stage failed");
         }
         started.elapsed() / iterations

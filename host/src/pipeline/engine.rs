@@ -19,7 +19,7 @@ use super::config::StageSpec;
 use super::error::{RuntimeError, StageError};
 use super::fault::{chain, classify};
 use super::host_state::HostState;
-use super::{AssetFacts, FactValue, StageOutput};
+use super::{AssetFacts, FactValue, StageFile, StageOutput};
 
 /// The process-wide WebAssembly runtime: engine, pooling allocator, epoch
 /// ticker and compile cache. Cheap to clone.
@@ -343,7 +343,7 @@ impl RuntimeInner {
         &self,
         stage: &PreparedStage,
         asset: &AssetFacts,
-        bytes: &[u8],
+        file: &StageFile,
         facts: &[(String, FactValue)],
     ) -> CallResult {
         let spec = &stage.spec;
@@ -387,12 +387,13 @@ impl RuntimeInner {
         let limit = Duration::from_millis(spec.timeout_ms) + self.tick;
         let call = stage
             .pre
-            .call(&mut store, asset, bytes, &spec.config, facts);
+            .call(&mut store, asset, file, &spec.config, facts);
         let result = match tokio::time::timeout(limit, call).await {
             Ok(r) => r,
             Err(_elapsed) => Err(wasmtime::Error::new(Trap::Interrupt)),
         };
         let duration = started.elapsed();
+        let bytes_read = store.data().bytes_read;
         record_phases(&spec.name, duration, store.data().instantiated_in, cpu_before);
 
         let out = stdout.text();
@@ -417,7 +418,11 @@ impl RuntimeInner {
         if !err_text.trim().is_empty() && outcome.is_ok() {
             tracing::debug!(stage = %spec.name, asset = %asset.id, stderr = %err_text.trim_end(), "stage stderr");
         }
-        CallResult { duration, outcome }
+        CallResult {
+            duration,
+            bytes_read,
+            outcome,
+        }
     }
 }
 
@@ -452,6 +457,8 @@ pub(crate) enum CallFailure {
 /// The result of one call of one stage.
 pub(crate) struct CallResult {
     pub(crate) duration: Duration,
+    /// Bytes of the asset copied into the guest.
+    pub(crate) bytes_read: u64,
     pub(crate) outcome: Result<StageOutput, CallFailure>,
 }
 
@@ -459,6 +466,7 @@ impl CallResult {
     fn failed(e: StageError) -> CallResult {
         CallResult {
             duration: Duration::ZERO,
+            bytes_read: 0,
             outcome: Err(CallFailure::Error(e)),
         }
     }

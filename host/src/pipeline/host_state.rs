@@ -1,7 +1,9 @@
 //! Per-call store data: the WASI context, the memory limiter that traps a
 //! grow past the stage's cap, and the guest's `host.log` lines in `tracing`.
 
-use wasmtime::component::ResourceTable;
+use std::sync::Arc;
+
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::LogLevel;
@@ -85,6 +87,48 @@ pub struct HostState {
     log_lines: u32,
     /// How long instantiation took, set by the bindings (for the phase totals).
     pub(crate) instantiated_in: std::time::Duration,
+    /// Bytes of the asset copied into the guest: all of them for a 0.1.0
+    /// stage, what it read through `file` for a 0.2.0 one.
+    pub(crate) bytes_read: u64,
+}
+
+/// An asset's bytes as a stage reads them: the host's side of the WIT
+/// resource `file` (0.2.0), and what a 0.1.0 stage receives whole. Cloning
+/// shares the bytes.
+#[derive(Debug, Clone)]
+pub struct StageFile {
+    bytes: Arc<[u8]>,
+}
+
+impl StageFile {
+    /// The file whose content is `bytes`.
+    pub fn new(bytes: Arc<[u8]>) -> Self {
+        StageFile { bytes }
+    }
+
+    /// All the bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The size in bytes.
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Up to `len` bytes from `offset`; fewer at the end, none past it.
+    pub fn read(&self, offset: u64, len: u32) -> &[u8] {
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        let end = start.saturating_add(len as usize).min(self.bytes.len());
+        &self.bytes[start..end]
+    }
 }
 
 /// Log lines a single call may write through `host.log`; later ones are dropped.
@@ -103,7 +147,24 @@ impl HostState {
             asset_id,
             log_lines: 0,
             instantiated_in: std::time::Duration::ZERO,
+            bytes_read: 0,
         }
+    }
+
+    /// Puts `file` in the call's resource table, for the guest to own.
+    pub(crate) fn push_file(&mut self, file: StageFile) -> wasmtime::Result<Resource<StageFile>> {
+        Ok(self.table.push(file)?)
+    }
+
+    /// The file behind a guest's handle; an unknown handle traps the guest.
+    pub(crate) fn file(&self, handle: &Resource<StageFile>) -> wasmtime::Result<&StageFile> {
+        Ok(self.table.get(handle)?)
+    }
+
+    /// Drops the guest's handle to its file.
+    pub(crate) fn drop_file(&mut self, handle: Resource<StageFile>) -> wasmtime::Result<()> {
+        self.table.delete(handle)?;
+        Ok(())
     }
 
     /// Whether the call tried to grow past its memory cap.

@@ -49,6 +49,7 @@ mod types;
 mod tests;
 
 pub use engine::{LoadStats, Runtime, RuntimeOptions};
+pub use host_state::StageFile;
 pub use error::{ConfigIssue, PipelineConfigError, RuntimeError, StageError};
 pub use load::{Pipeline, check};
 pub use run::run_single;

@@ -10,7 +10,7 @@ use super::engine::{LoadStats, Runtime, RuntimeInner};
 use super::load::{Pipeline, PipelineInner, prepare_stage};
 use super::{
     AssetFacts, ConfigIssue, FactValue, PipelineConfigError, PipelineReport, SingleRun,
-    StageError, StageOutcome, StageReport, Verdict,
+    StageError, StageFile, StageOutcome, StageReport, Verdict,
 };
 
 impl Pipeline {
@@ -34,7 +34,7 @@ impl Pipeline {
             .ok();
         let handle = tokio::runtime::Handle::current();
         let job = tokio::task::spawn_blocking(move || {
-            let report = handle.block_on(inner.run(&asset, &bytes));
+            let report = handle.block_on(inner.run(&asset, &StageFile::new(bytes)));
             drop(permit);
             report
         });
@@ -55,9 +55,10 @@ impl Pipeline {
 
     /// Same as [`run`](Self::run), on the calling thread (for CLIs and
     /// benchmarks); does not wait for room in the instance pool. Must not be
-    /// called from async code (it blocks; tokio would panic).
+    /// called from async code (it blocks; tokio would panic). Copies `bytes`
+    /// once, into the [`StageFile`] the stages read.
     pub fn run_blocking(&self, asset: &AssetFacts, bytes: &[u8]) -> PipelineReport {
-        block_on(self.inner.run(asset, bytes))
+        block_on(self.inner.run(asset, &StageFile::new(Arc::from(bytes))))
     }
 }
 
@@ -80,7 +81,7 @@ pub(crate) fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 }
 
 impl PipelineInner {
-    async fn run(&self, asset: &AssetFacts, bytes: &[u8]) -> PipelineReport {
+    async fn run(&self, asset: &AssetFacts, file: &StageFile) -> PipelineReport {
         let mut report = PipelineReport::empty(Verdict::Ready);
         for stage in &self.stages {
             let name = &stage.spec.name;
@@ -96,7 +97,7 @@ impl PipelineInner {
                     continue;
                 }
             }
-            let call = self.runtime.call(stage, asset, bytes, &report.facts).await;
+            let call = self.runtime.call(stage, asset, file, &report.facts).await;
             let (stage_report, output) = StageReport::from_call(name, call);
             if let Some(out) = output {
                 for (k, v) in out.facts {
@@ -178,7 +179,7 @@ pub async fn run_single(
     let handle = tokio::runtime::Handle::current();
     let joined = tokio::task::spawn_blocking(move || {
         handle.block_on(run_single_inner(
-            &rt, &component, &asset, &bytes, config, &facts,
+            &rt, &component, &asset, &StageFile::new(bytes), config, &facts,
         ))
     })
     .await;
@@ -198,7 +199,7 @@ async fn run_single_inner(
     rt: &RuntimeInner,
     component: &Path,
     asset: &AssetFacts,
-    bytes: &[u8],
+    file: &StageFile,
     config: Vec<(String, String)>,
     facts: &[(String, FactValue)],
 ) -> Result<SingleRun, PipelineConfigError> {
@@ -220,7 +221,7 @@ async fn run_single_inner(
     }
     let mut stats = LoadStats::default();
     let (stage, _info) = prepare_stage(rt, spec, &mut stats).map_err(|e| err(e.bare))?;
-    let call = rt.call(&stage, asset, bytes, facts).await;
+    let call = rt.call(&stage, asset, file, facts).await;
     let (report, output) = StageReport::from_call(&name, call);
     Ok(SingleRun { report, output })
 }

@@ -454,7 +454,7 @@ async fn wrong_world_fails_check_with_clear_message() {
         err.messages(),
         vec![format!(
             "{}: stage[0] (\"wrong\").component: {} does not implement world `lumilio:pipeline/stage`: \
-             missing export `lumilio:pipeline/runner@0.1.0` (it exports `lumilio:elsewhere/analyzer@0.1.0`); \
+             missing export `lumilio:pipeline/runner@0.2.0` (it exports `lumilio:elsewhere/analyzer@0.1.0`); \
              and it imports something the host does not provide: component imports instance \
              `lumilio:elsewhere/clock@0.1.0`, but a matching implementation was not found in the linker",
             path.display(),
@@ -468,7 +468,7 @@ async fn wrong_world_fails_check_with_clear_message() {
         .unwrap_err();
     assert!(
         e.to_string()
-            .contains("missing export `lumilio:pipeline/runner@0.1.0`"),
+            .contains("missing export `lumilio:pipeline/runner@0.2.0`"),
         "{e}"
     );
     assert_host_still_serves().await;
@@ -812,7 +812,7 @@ fn all_errors_are_collected_together() {
         "{msgs:#?}"
     );
     assert!(msgs[1].ends_with("duplicate stage name (also used by stage[0])"));
-    assert!(msgs[4].contains("missing export `lumilio:pipeline/runner@0.1.0`"));
+    assert!(msgs[4].contains("missing export `lumilio:pipeline/runner@0.2.0`"));
 }
 
 #[test]
@@ -947,5 +947,61 @@ async fn real_validate_plugin_rejects_garbage() {
         matches!(r.report.outcome, StageOutcome::Rejected(_)),
         "validate should reject garbage: {:?}",
         r.report.outcome
+    );
+}
+
+/// A 0.1.0 stage (the `echo` guest) and a 0.2.0 one (the real `validate`
+/// plugin) run in one pipeline. The 0.1.0 stage receives the whole file; the
+/// 0.2.0 stage reads what it needs: a photo whole (its integrity is checked
+/// to the last byte), a 16 MiB file that is not an image only as far as its
+/// first bytes, which is enough to turn it away.
+#[tokio::test]
+async fn stages_of_both_world_versions_run_and_read_only_what_they_need() {
+    let validate = repo_root().join("target/wasm32-wasip2/release/validate.wasm");
+    assert!(
+        validate.is_file(),
+        "{} is not built: run `make build`",
+        validate.display()
+    );
+    let toml = stage_toml("old", "echo", "")
+        + &format!(
+            "[[stage]]\nname = \"validate\"\ncomponent = '{}'\n",
+            validate.display()
+        );
+    let p = load(&toml);
+    let versions: Vec<&str> = p.stages().iter().map(|s| s.world_version.as_str()).collect();
+    assert_eq!(versions, ["0.1.0", "0.2.0"]);
+
+    let photo = testdata::read("jpg/Canon_40D.jpg");
+    let (a, b) = asset("image/jpeg", &photo);
+    let r = p.run(a, b).await;
+    assert_eq!(r.verdict, Verdict::Ready, "{r:?}");
+    let len = photo.len() as u64;
+    assert_eq!(r.stages[0].bytes_read, len, "0.1.0 gets a copy of everything");
+    // validate reads its first 4 KiB to screen the file, then all of it.
+    let read = r.stages[1].bytes_read;
+    assert!(
+        (len..=len + 4096).contains(&read),
+        "validate read {read} bytes of a {len}-byte photo"
+    );
+
+    let junk = vec![b'x'; 16 << 20];
+    let (a, b) = asset("image/jpeg", &junk);
+    let r = p.run(a, b).await;
+    assert!(
+        matches!(&r.verdict, Verdict::Rejected { stage, reason }
+            if stage == "validate" && reason.contains("not a supported image")),
+        "{:?}",
+        r.verdict
+    );
+    assert_eq!(
+        r.stages[0].bytes_read,
+        junk.len() as u64,
+        "0.1.0 gets a copy of everything"
+    );
+    assert!(
+        (1..=4096).contains(&r.stages[1].bytes_read),
+        "validate read {} bytes of a 16 MiB non-image",
+        r.stages[1].bytes_read
     );
 }

@@ -113,40 +113,38 @@ pub struct StageReport {
     pub outcome: StageOutcome,
     /// Warnings the stage returned.
     pub warnings: Vec<String>,
+    /// Bytes of the asset copied into the stage: the whole file for a 0.1.0
+    /// stage, what it read for a 0.2.0 one.
+    pub bytes_read: u64,
 }
 
 impl StageReport {
-    /// The one constructor: every report of a stage goes through here.
-    fn new(name: &str, duration: Duration, outcome: StageOutcome, warnings: Vec<String>) -> Self {
-        StageReport {
-            name: name.to_owned(),
-            duration,
-            outcome,
-            warnings,
-        }
-    }
-
     /// A stage not run because the asset's content type did not match.
     pub(crate) fn skipped(name: &str) -> Self {
-        Self::new(name, Duration::ZERO, StageOutcome::Skipped, Vec::new())
+        StageReport {
+            name: name.to_owned(),
+            duration: Duration::ZERO,
+            outcome: StageOutcome::Skipped,
+            warnings: Vec::new(),
+            bytes_read: 0,
+        }
     }
 
     /// The report of one call, and the stage's output when it succeeded.
     pub(crate) fn from_call(name: &str, call: CallResult) -> (Self, Option<StageOutput>) {
-        match call.outcome {
-            Ok(out) => (
-                Self::new(name, call.duration, StageOutcome::Ok, out.warnings.clone()),
-                Some(out),
-            ),
-            Err(CallFailure::Rejected(reason)) => (
-                Self::new(name, call.duration, StageOutcome::Rejected(reason), Vec::new()),
-                None,
-            ),
-            Err(CallFailure::Error(e)) => (
-                Self::new(name, call.duration, StageOutcome::Failed(e), Vec::new()),
-                None,
-            ),
-        }
+        let (outcome, output) = match call.outcome {
+            Ok(out) => (StageOutcome::Ok, Some(out)),
+            Err(CallFailure::Rejected(reason)) => (StageOutcome::Rejected(reason), None),
+            Err(CallFailure::Error(e)) => (StageOutcome::Failed(e), None),
+        };
+        let report = StageReport {
+            name: name.to_owned(),
+            duration: call.duration,
+            outcome,
+            warnings: output.as_ref().map(|o| o.warnings.clone()).unwrap_or_default(),
+            bytes_read: call.bytes_read,
+        };
+        (report, output)
     }
 }
 

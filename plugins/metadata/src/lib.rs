@@ -413,7 +413,7 @@ pub fn parse_offset(s: &str) -> Option<String> {
 /// The stage entry point: the component calls it through `export_stage!`,
 /// and so can native benchmarks and tests.
 pub fn run(input: &Input) -> Result<Output, StageError> {
-    let ex = extract(&input.bytes);
+    let ex = extract(input.bytes());
     for line in &ex.log {
         log::info(line);
     }

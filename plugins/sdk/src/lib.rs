@@ -8,17 +8,24 @@
 //!
 //! fn run(input: &Input) -> Result<Output, StageError> {
 //!     let min: u64 = input.config.get_or("min", 1)?;
-//!     if (input.bytes.len() as u64) < min {
+//!     if input.asset.size < min {
 //!         return Err(StageError::rejected("the file is too small"));
 //!     }
-//!     Ok(Output::default().fact(Fact::int("byte_count", input.bytes.len() as i64)))
+//!     let magic = input.read_at(0, 4); // only these bytes are copied in
+//!     Ok(Output::default()
+//!         .fact(Fact::int("byte_count", input.asset.size as i64))
+//!         .fact(Fact::text("magic", format!("{magic:02x?}"))))
 //! }
 //!
 //! export_stage!(run);
 //! # assert!(run(&Input::new(vec![1, 2, 3])).is_ok());
 //! ```
 //!
-//! The WIT bindings (world `stage` of `lumilio:pipeline@0.1.0`) are generated
+//! The bytes are read as far as a stage needs them: [`Input::bytes`] for the
+//! whole file, [`Input::read_at`] for a range, nothing for a stage that
+//! looks only at facts.
+//!
+//! The WIT bindings (world `stage` of `lumilio:pipeline@0.2.0`) are generated
 //! for wasm32 only and stay private: a stage sees plain Rust types, so the
 //! same `run` is called natively by unit tests and benchmarks. Pieces more
 //! than one stage needs live here too: typed config getters ([`Config`]),

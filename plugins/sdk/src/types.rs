@@ -70,17 +70,34 @@ impl Fact {
     }
 }
 
-/// Everything a stage is given for one asset (WIT `input`).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Everything a stage is given for one asset (WIT `input`, and the `file`
+/// its bytes are read through).
+#[derive(Debug, Clone, Default)]
 pub struct Input {
-    /// What the host knows about the file.
+    /// What the host knows about the file (`asset.size` is its length: no
+    /// need to read it).
     pub asset: Asset,
-    /// The whole file.
-    pub bytes: Vec<u8>,
     /// The stage's `config` table from pipeline.toml.
     pub config: Config,
     /// Facts from earlier stages, in pipeline order.
     pub facts: Vec<Fact>,
+    source: Source,
+}
+
+/// Where an input's bytes come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// In memory: inputs built with [`Input::new`].
+    Memory(Vec<u8>),
+    /// The host's file, read when the stage asks (wasm32 builds).
+    #[cfg(target_arch = "wasm32")]
+    Host(std::rc::Rc<crate::wit::HostFile>),
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Source::Memory(Vec::new())
+    }
 }
 
 impl Input {
@@ -96,9 +113,52 @@ impl Input {
                 size: bytes.len() as u64,
                 content_hash: String::new(),
             },
-            bytes,
             config: Config::default(),
             facts: Vec::new(),
+            source: Source::Memory(bytes),
+        }
+    }
+
+    /// The input of a call from the host: `file` reads the bytes.
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn from_host(
+        asset: Asset,
+        config: Config,
+        facts: Vec<Fact>,
+        file: crate::wit::HostFile,
+    ) -> Self {
+        Input {
+            asset,
+            config,
+            facts,
+            source: Source::Host(std::rc::Rc::new(file)),
+        }
+    }
+
+    /// The whole file. In a component the first call copies it in from the
+    /// host and later calls return the same bytes; a stage that needs only
+    /// a part (a header, a trailer) should use [`read_at`](Self::read_at),
+    /// and a stage that needs no bytes costs no copy at all.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.source {
+            Source::Memory(b) => b,
+            #[cfg(target_arch = "wasm32")]
+            Source::Host(f) => f.all(self.asset.size),
+        }
+    }
+
+    /// Up to `len` bytes from `offset`: fewer only at the end of the file,
+    /// none from past it. Copies only that range in from the host (unless
+    /// [`bytes`](Self::bytes) already did).
+    pub fn read_at(&self, offset: u64, len: usize) -> std::borrow::Cow<'_, [u8]> {
+        use std::borrow::Cow;
+        match &self.source {
+            Source::Memory(b) => Cow::Borrowed(range(b, offset, len)),
+            #[cfg(target_arch = "wasm32")]
+            Source::Host(f) => match f.loaded() {
+                Some(b) => Cow::Borrowed(range(b, offset, len)),
+                None => Cow::Owned(f.read(offset, len)),
+            },
         }
     }
 
@@ -243,4 +303,10 @@ impl From<ConfigError> for StageError {
     fn from(e: ConfigError) -> Self {
         StageError::Failed(e.to_string())
     }
+}
+
+/// `len` bytes of `b` from `offset`, cut at its end.
+fn range(b: &[u8], offset: u64, len: usize) -> &[u8] {
+    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+    &b[start..start.saturating_add(len).min(b.len())]
 }

@@ -511,7 +511,7 @@ pub fn run(input: &Input) -> Result<Output, StageError> {
     let hint = input
         .fact_int("orientation")
         .and_then(|o| u8::try_from(o).ok());
-    match thumbnails(&input.bytes, &config, hint) {
+    match thumbnails(input.bytes(), &config, hint) {
         Ok(t) => Ok(Output {
             facts: std::iter::once(Fact::text("thumbnail_source_scale", t.source_scale))
                 .chain(config.phase_timings.then_some(&t.phases).into_iter().flatten().map(|p| {

@@ -64,21 +64,30 @@ pub fn parse_config(config: &Config) -> Result<Limits, ConfigError> {
     })
 }
 
-/// Checks `bytes` against `limits`; `Err` is the human reason for rejection.
-pub fn validate(bytes: &[u8], limits: &Limits) -> Result<Info, String> {
-    let len = bytes.len() as u64;
+/// Bytes at the start of a file that [`screen`] needs: every format's magic
+/// (an ISO-BMFF `ftyp` box is read up to this far).
+pub const HEAD: usize = 4096;
+
+/// The checks that need only the file's size and its first [`HEAD`] bytes:
+/// its size against the limit, and a supported format. `Err` is the reason.
+pub fn screen(len: u64, head: &[u8], limits: &Limits) -> Result<Format, String> {
     if len > limits.max_bytes {
         return Err(format!(
             "the file is too large: {} bytes, over the limit of {} bytes",
             len, limits.max_bytes
         ));
     }
-    let Some(format) = formats::detect(bytes) else {
-        return Err(format!(
+    formats::detect(head).ok_or_else(|| {
+        format!(
             "not a supported image (detected: {}); supported: {SUPPORTED}",
-            formats::describe_unknown(bytes)
-        ));
-    };
+            formats::describe_unknown(head)
+        )
+    })
+}
+
+/// Checks `bytes` against `limits`; `Err` is the human reason for rejection.
+pub fn validate(bytes: &[u8], limits: &Limits) -> Result<Info, String> {
+    let format = screen(bytes.len() as u64, &bytes[..bytes.len().min(HEAD)], limits)?;
     let name = format.name();
     let dims = formats::dimensions(format, bytes).map_err(|e| format!("the {name} file {e}"))?;
     // The pixel limit is checked before anything else reads further into the
@@ -102,7 +111,10 @@ pub fn validate(bytes: &[u8], limits: &Limits) -> Result<Info, String> {
 /// and so can native benchmarks and tests.
 pub fn run(input: &Input) -> Result<Output, StageError> {
     let limits = parse_config(&input.config)?;
-    let info = validate(&input.bytes, &limits).map_err(StageError::Rejected)?;
+    // A file that is too large or not an image is turned away on its first
+    // bytes, without copying the rest of it into the stage.
+    screen(input.asset.size, &input.read_at(0, HEAD), &limits).map_err(StageError::Rejected)?;
+    let info = validate(input.bytes(), &limits).map_err(StageError::Rejected)?;
     let mime = info.format.mime();
     let mut warnings = Vec::new();
     let claimed = input

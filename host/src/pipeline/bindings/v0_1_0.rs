@@ -1,19 +1,18 @@
-//! Bindings for `lumilio:pipeline@0.1.0`, generated from `wit/pipeline.wit`,
+//! Bindings for `lumilio:pipeline@0.1.0`, generated from `wit/v0.1.0/pipeline.wit`,
 //! and the conversions between them and the module's plain Rust types.
 //!
-//! When the WIT package is bumped incompatibly, copy `wit/pipeline.wit` as it
-//! is today to `wit/v0.1.0/pipeline.wit` and point `path` below at that copy,
-//! so these bindings (and every plugin built against 0.1.0) keep working.
+//! 0.1.0 hands every stage the whole file as `list<u8>`; plugins built
+//! against it keep running beside 0.2.0 ones.
 
 use wasmtime::Store;
-use wasmtime::component::{HasSelf, InstancePre, Linker};
 
 use super::super::host_state::HostState;
-use super::super::{AssetFacts, FactValue, Rendition, StageOutput};
-use super::{GuestError, LogLevel};
+use super::super::{AssetFacts, FactValue, StageFile};
+use super::GuestError;
+use crate::pipeline::StageOutput;
 
 wasmtime::component::bindgen!({
-    path: "../wit/pipeline.wit",
+    path: "../wit/v0.1.0/pipeline.wit",
     world: "stage",
     // Calls are async so that a deadline can also cancel a guest blocked in
     // a WASI host call (e.g. sleeping), not only one running wasm code.
@@ -32,67 +31,23 @@ use self::lumilio::pipeline::types as t;
 
 impl self::lumilio::pipeline::types::Host for HostState {}
 
-impl self::lumilio::pipeline::host::Host for HostState {
-    fn log(&mut self, level: self::lumilio::pipeline::host::LogLevel, message: String) {
-        use self::lumilio::pipeline::host::LogLevel as L;
-        let level = match level {
-            L::Trace => LogLevel::Trace,
-            L::Debug => LogLevel::Debug,
-            L::Info => LogLevel::Info,
-            L::Warn => LogLevel::Warn,
-            L::Error => LogLevel::Error,
-        };
-        self.guest_log(level, &message);
-    }
-}
-
-/// Adds the 0.1.0 host imports (`lumilio:pipeline/host@0.1.0`) to `linker`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    Stage::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
-}
-
-/// A stage pre-instantiated against the 0.1.0 bindings.
-pub struct Pre(StagePre<HostState>);
-
 impl Pre {
-    /// Checks the component's exports against the 0.1.0 world (function
-    /// names and types) and wraps it.
-    pub fn new(pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
-        Ok(Pre(StagePre::new(pre)?))
-    }
-
-    /// Instantiates the stage in `store` and calls `process` once.
+    /// Instantiates the stage in `store` and calls `process` once, with the
+    /// whole file copied into the guest.
     pub async fn call(
         &self,
         store: &mut Store<HostState>,
         asset: &AssetFacts,
-        bytes: &[u8],
+        file: &StageFile,
         config: &[(String, String)],
         facts: &[(String, FactValue)],
     ) -> wasmtime::Result<Result<StageOutput, GuestError>> {
-        let started = std::time::Instant::now();
-        let instance = self.0.instantiate_async(&mut *store).await?;
-        store.data_mut().instantiated_in = started.elapsed();
-        let config: Vec<(&str, &str)> = config
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let facts: Vec<t::FactParam<'_>> = facts
-            .iter()
-            .map(|(k, v)| t::FactParam {
-                key: k,
-                value: fact_to_wit(v),
-            })
-            .collect();
+        let instance = self.instantiate(store).await?;
+        store.data_mut().bytes_read = file.len();
+        let (config, facts) = (config_to_wit(config), facts_to_wit(facts));
         let input = t::Input {
-            asset: t::Asset {
-                id: &asset.id,
-                file_name: &asset.file_name,
-                content_type: &asset.content_type,
-                size: asset.size,
-                content_hash: &asset.content_hash,
-            },
-            bytes,
+            asset: asset_to_wit(asset),
+            bytes: file.bytes(),
             config: &config,
             facts: &facts,
         };
@@ -100,46 +55,8 @@ impl Pre {
             .lumilio_pipeline_runner()
             .call_process(&mut *store, input)
             .await?;
-        Ok(match result {
-            Ok(out) => Ok(StageOutput {
-                facts: out
-                    .facts
-                    .into_iter()
-                    .map(|f| (f.key, fact_from_wit(f.value)))
-                    .collect(),
-                renditions: out
-                    .renditions
-                    .into_iter()
-                    .map(|r| Rendition {
-                        name: r.name,
-                        content_type: r.content_type,
-                        width: r.width,
-                        height: r.height,
-                        bytes: r.bytes,
-                    })
-                    .collect(),
-                warnings: out.warnings,
-            }),
-            Err(t::StageError::Rejected(reason)) => Err(GuestError::Rejected(reason)),
-            Err(t::StageError::Failed(reason)) => Err(GuestError::Failed(reason)),
-        })
+        Ok(result_from_wit(result))
     }
 }
 
-fn fact_to_wit(v: &FactValue) -> t::FactValueParam<'_> {
-    match v {
-        FactValue::Text(s) => t::FactValueParam::Text(s),
-        FactValue::Integer(i) => t::FactValueParam::Integer(*i),
-        FactValue::Float(f) => t::FactValueParam::Float(*f),
-        FactValue::Boolean(b) => t::FactValueParam::Boolean(*b),
-    }
-}
-
-fn fact_from_wit(v: t::FactValueResult) -> FactValue {
-    match v {
-        t::FactValueResult::Text(s) => FactValue::Text(s),
-        t::FactValueResult::Integer(i) => FactValue::Integer(i),
-        t::FactValueResult::Float(f) => FactValue::Float(f),
-        t::FactValueResult::Boolean(b) => FactValue::Boolean(b),
-    }
-}
+super::version_module!();

@@ -19,7 +19,8 @@
 //! Otherwise always emits `echo.asset_id`, `echo.bytes`, `echo.size`,
 //! `echo.content_type` and `echo.input_facts` (the number of facts given).
 
-wit_bindgen::generate!({ path: "../../../wit/pipeline.wit", world: "stage" });
+// Built against 0.1.0 on purpose: the host must keep running such stages.
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0/pipeline.wit", world: "stage" });
 
 use exports::lumilio::pipeline::runner::Guest;
 use lumilio::pipeline::host::{LogLevel, log};

@@ -1,7 +1,8 @@
 //! `oom`: tries to allocate 2 GiB (in 16 MiB chunks, each touched), to test
 //! that the host's memory cap stops it with an out-of-memory error.
 
-wit_bindgen::generate!({ path: "../../../wit/pipeline.wit", world: "stage" });
+// Built against 0.1.0 on purpose: the host must keep running such stages.
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0/pipeline.wit", world: "stage" });
 
 use exports::lumilio::pipeline::runner::Guest;
 use lumilio::pipeline::types::{Fact, FactValue, Input, Output, StageError};

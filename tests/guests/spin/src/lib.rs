@@ -1,6 +1,7 @@
 //! `spin`: loops forever, to test that the host's deadline stops it.
 
-wit_bindgen::generate!({ path: "../../../wit/pipeline.wit", world: "stage" });
+// Built against 0.1.0 on purpose: the host must keep running such stages.
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0/pipeline.wit", world: "stage" });
 
 use exports::lumilio::pipeline::runner::Guest;
 use lumilio::pipeline::types::{Input, Output, StageError};
