@@ -15,7 +15,9 @@ use super::{
 
 impl Pipeline {
     /// Runs every stage in order on a blocking thread; a fresh Store per call.
-    pub async fn run(&self, asset: AssetFacts, bytes: Arc<[u8]>) -> PipelineReport {
+    /// `file` is the bytes in memory (`Arc<[u8]>`) or a [`StageFile`] on disk.
+    pub async fn run(&self, asset: AssetFacts, file: impl Into<StageFile>) -> PipelineReport {
+        let file = file.into();
         let inner = self.inner.clone();
         let first = self
             .inner
@@ -34,7 +36,7 @@ impl Pipeline {
             .ok();
         let handle = tokio::runtime::Handle::current();
         let job = tokio::task::spawn_blocking(move || {
-            let report = handle.block_on(inner.run(&asset, &StageFile::new(bytes)));
+            let report = handle.block_on(inner.run(&asset, &file));
             drop(permit);
             report
         });

@@ -1005,3 +1005,29 @@ async fn stages_of_both_world_versions_run_and_read_only_what_they_need() {
         r.stages[1].bytes_read
     );
 }
+
+/// A file in memory and the same bytes on disk read alike, at the edges too.
+#[test]
+fn stage_files_in_memory_and_on_disk_read_the_same_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("asset.bin");
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &data).unwrap();
+    let files = [
+        StageFile::new(Arc::from(&data[..])),
+        StageFile::open(&path).unwrap(),
+    ];
+    for f in &files {
+        assert_eq!(f.len(), 10_000);
+        assert_eq!(f.read(0, 4).unwrap(), &data[..4]);
+        assert_eq!(f.read(9_990, 100).unwrap(), &data[9_990..], "cut at the end");
+        assert!(f.read(10_000, 5).unwrap().is_empty(), "at the end");
+        assert!(f.read(u64::MAX, u64::MAX).unwrap().is_empty(), "past it");
+        assert_eq!(f.bytes().unwrap(), &data[..]);
+    }
+    // Shortened on disk after it was opened: a read says so, it does not
+    // return bytes that are not there.
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(100).unwrap();
+    assert!(StageFile::open(&path).unwrap().read(0, 10).is_ok());
+    assert!(files[1].read(50, 200).is_err());
+}

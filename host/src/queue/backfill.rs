@@ -14,7 +14,7 @@ use crate::db::assets;
 use crate::storage::Storage;
 
 /// SHA-1 of a file, read in chunks.
-async fn sha1_of(path: &std::path::Path) -> std::io::Result<[u8; 20]> {
+pub(crate) async fn sha1_of(path: &std::path::Path) -> std::io::Result<[u8; 20]> {
     let mut file = tokio::fs::File::open(path).await?;
     let mut hasher = sha1::Sha1::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -1,10 +1,8 @@
 //! The `process_asset` worker: staged upload → pipeline → storage and rows.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::path::PathBuf;
 
 use chrono::NaiveDateTime;
-use sha1::Digest as _;
 use riverqueue::{Job, WorkContext, WorkOutcome, Worker};
 use serde_json::{Map, Value};
 use tracing::{info, warn};
@@ -12,7 +10,7 @@ use uuid::Uuid;
 
 use super::{ProcessAsset, WorkerDeps, backfill};
 use crate::db::assets::{self, KnownFacts, Status};
-use crate::pipeline::{AssetFacts, FactValue, PipelineReport, StageOutcome, Verdict};
+use crate::pipeline::{AssetFacts, FactValue, PipelineReport, StageFile, StageOutcome, Verdict};
 use crate::storage::StorageError;
 use crate::telemetry;
 
@@ -54,34 +52,26 @@ pub struct ProcessAssetWorker {
     deps: WorkerDeps,
 }
 
-/// A whole file, read straight into the shared buffer the stages read from:
-/// `tokio::fs::read` and then `Arc::from` held the file twice at its peak and
-/// copied it once more (438 MiB of RSS to process a 200 MiB upload).
-async fn read_shared(path: &std::path::Path) -> std::io::Result<Arc<[u8]>> {
-    use std::io::Read as _;
-    let path = path.to_owned();
-    let read = tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)?;
-        let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
-        // Collected from an iterator of known length: one allocation, zeroed.
-        let mut bytes: Arc<[u8]> = std::iter::repeat_n(0u8, len).collect();
-        let buf = Arc::get_mut(&mut bytes).expect("a new Arc has one owner");
-        file.read_exact(buf)?;
-        Ok(bytes)
-    });
-    read.await.map_err(std::io::Error::other)?
-}
-
 impl ProcessAssetWorker {
     /// A worker over these dependencies.
     pub fn new(deps: WorkerDeps) -> Self {
         Self { deps }
     }
 
-    async fn read_bytes(&self, asset: &assets::Asset) -> Result<Arc<[u8]>, ProcessError> {
+    /// The asset's bytes on disk, for the stages to read as far as they need
+    /// (not read into memory here: a 200 MiB file that `validate` turns away on
+    /// its first bytes costs no 200 MiB buffer), and the path they are at.
+    async fn open_file(&self, asset: &assets::Asset) -> Result<(StageFile, PathBuf), ProcessError> {
+        let open = |path: PathBuf| async move {
+            let p = path.clone();
+            let file = tokio::task::spawn_blocking(move || StageFile::open(&p))
+                .await
+                .map_err(std::io::Error::other)??;
+            Ok::<_, std::io::Error>((file, path))
+        };
         let staged = self.deps.storage.staged_path(asset.id);
-        match read_shared(&staged).await {
-            Ok(bytes) => return Ok(bytes),
+        match open(staged.clone()).await {
+            Ok(opened) => return Ok(opened),
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(StorageError::Io {
                     path: staged,
@@ -93,7 +83,7 @@ impl ProcessAssetWorker {
         }
         // A retried job may find the original already moved into storage.
         let original = self.deps.storage.original_path(&asset.content_hash)?;
-        read_shared(&original)
+        open(original)
             .await
             .map_err(|_| ProcessError::MissingBytes {
                 asset: asset.id,
@@ -197,16 +187,18 @@ impl ProcessAssetWorker {
             info!(asset = %id, reason, "asset rejected before the pipeline");
             return Ok(WorkOutcome::Complete);
         }
-        let bytes = telemetry::timed("asset.read", self.read_bytes(&asset)).await?;
+        let (file, path) = telemetry::timed("asset.open", self.open_file(&asset)).await?;
         // Native uploads leave SHA-1 to the worker (issue 15 §5): it is here
-        // for the Immich duplicate check only; hashed from the bytes in hand,
-        // and saved with the outcome (no statement or commit of its own).
-        let sha1 = asset.sha1.is_none().then(|| {
-            let started = Instant::now();
-            let digest: [u8; 20] = sha1::Sha1::digest(&bytes).into();
-            telemetry::since("asset.sha1", started);
-            digest
-        });
+        // for the Immich duplicate check only; hashed from the file, and
+        // saved with the outcome (no statement or commit of its own).
+        let sha1 = match asset.sha1 {
+            Some(_) => None,
+            None => Some(
+                telemetry::timed("asset.sha1", backfill::sha1_of(&path))
+                    .await
+                    .map_err(|source| StorageError::Io { path, source })?,
+            ),
+        };
         let facts = AssetFacts {
             id: id.to_string(),
             file_name: asset.file_name.clone(),
@@ -214,7 +206,7 @@ impl ProcessAssetWorker {
             size: asset.size as u64,
             content_hash: asset.content_hash.clone(),
         };
-        let report = telemetry::timed("asset.pipeline", self.deps.pipeline.run(facts, bytes)).await;
+        let report = telemetry::timed("asset.pipeline", self.deps.pipeline.run(facts, file)).await;
         let results = stage_results(&report);
         let (mut known, facts_json) = facts_of(&report);
         if known.taken_at.is_some() {

@@ -47,7 +47,9 @@ impl Pre {
         let (config, facts) = (config_to_wit(config), facts_to_wit(facts));
         let input = t::Input {
             asset: asset_to_wit(asset),
-            bytes: file.bytes(),
+            bytes: file
+                .bytes()
+                .map_err(|e| wasmtime::format_err!("reading the asset's bytes failed: {e}"))?,
             config: &config,
             facts: &facts,
         };

@@ -41,7 +41,10 @@ impl t::HostFile for HostState {
         offset: u64,
         len: u32,
     ) -> wasmtime::Result<Vec<u8>> {
-        let bytes = self.file(&file)?.read(offset, len).to_vec();
+        let bytes = self
+            .file(&file)?
+            .read(offset, len.into())
+            .map_err(|e| wasmtime::format_err!("reading the asset's bytes failed: {e}"))?;
         self.bytes_read += bytes.len() as u64;
         Ok(bytes)
     }
