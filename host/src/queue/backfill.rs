@@ -6,25 +6,32 @@
 
 use sha1::Digest as _;
 use sqlx::PgPool;
-use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::db::assets;
 use crate::storage::Storage;
 
-/// SHA-1 of a file, read in chunks.
+/// SHA-1 of a file, read in chunks on one blocking thread (not one hop to
+/// the blocking pool per chunk, as `tokio::fs` reads would be).
 pub(crate) async fn sha1_of(path: &std::path::Path) -> std::io::Result<[u8; 20]> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let mut hasher = sha1::Sha1::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
+    use std::io::Read as _;
+    let path = path.to_owned();
+    let hash = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path)?;
+        let mut hasher = sha1::Sha1::new();
+        // Under glibc's mmap threshold, so the buffer is not a fresh mapping
+        // (and 64 KiB of page faults) for every photo.
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(hasher.finalize().into());
+            }
+            hasher.update(&buf[..n]);
         }
-        hasher.update(&buf[..n]);
-    }
+    });
+    hash.await.map_err(std::io::Error::other)?
 }
 
 /// Records the SHA-1 of one asset from its bytes on disk (the stored original,
