@@ -40,6 +40,7 @@ pub mod config;
 mod engine;
 pub mod error;
 mod fault;
+mod file;
 mod host_state;
 mod load;
 mod run;
@@ -49,7 +50,7 @@ mod types;
 mod tests;
 
 pub use engine::{LoadStats, Runtime, RuntimeOptions};
-pub use host_state::StageFile;
+pub use file::StageFile;
 pub use error::{ConfigIssue, PipelineConfigError, RuntimeError, StageError};
 pub use load::{Pipeline, check};
 pub use run::run_single;
