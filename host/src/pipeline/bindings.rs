@@ -73,6 +73,11 @@ macro_rules! version_module {
             }
         }
 
+        /// A failed read of the asset's bytes, as the error the stage fails with.
+        fn read_failed(e: std::io::Error) -> wasmtime::Error {
+            wasmtime::format_err!("reading the asset's bytes failed: {e}")
+        }
+
         fn asset_to_wit(asset: &$crate::pipeline::AssetFacts) -> t::Asset<'_> {
             t::Asset {
                 id: &asset.id,

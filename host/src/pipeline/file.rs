@@ -19,8 +19,9 @@ enum Source {
     Disk {
         file: std::fs::File,
         len: u64,
-        /// All of it, once a 0.1.0 stage needed it whole.
-        whole: std::sync::OnceLock<Arc<[u8]>>,
+        /// All of it, once a 0.1.0 stage needed it whole (shared through
+        /// the outer `Arc`, so kept as read, without another copy).
+        whole: std::sync::OnceLock<Vec<u8>>,
     },
 }
 
@@ -68,7 +69,7 @@ impl StageFile {
                 if let Some(b) = whole.get() {
                     return Ok(b);
                 }
-                let all: Arc<[u8]> = self.read(0, self.len())?.into();
+                let all = self.read(0, self.len())?;
                 Ok(whole.get_or_init(|| all))
             }
         }

@@ -47,9 +47,7 @@ impl Pre {
         let (config, facts) = (config_to_wit(config), facts_to_wit(facts));
         let input = t::Input {
             asset: asset_to_wit(asset),
-            bytes: file
-                .bytes()
-                .map_err(|e| wasmtime::format_err!("reading the asset's bytes failed: {e}"))?,
+            bytes: file.bytes().map_err(read_failed)?,
             config: &config,
             facts: &facts,
         };

@@ -44,7 +44,7 @@ impl t::HostFile for HostState {
         let bytes = self
             .file(&file)?
             .read(offset, len.into())
-            .map_err(|e| wasmtime::format_err!("reading the asset's bytes failed: {e}"))?;
+            .map_err(read_failed)?;
         self.bytes_read += bytes.len() as u64;
         Ok(bytes)
     }
