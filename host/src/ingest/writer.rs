@@ -413,9 +413,7 @@ fn open_direct(path: &std::path::Path) -> Direct {
 /// (`get_user_pages`, 4% of the host's CPU on a large upload) then takes two
 /// huge pages instead of 1,024 small ones, and the copy into it misses the
 /// TLB less. Measured on a 200 MiB upload, 12 alternating uploads each:
-/// 847 against 724 MB/s, 1.11 against 1.16 s of host CPU per GiB. As for the
-/// WASM memory pool, a fault may compact memory when no huge page is free
-/// (the kernel's `defrag` setting); where THP is off the advice does nothing.
+/// 847 against 724 MB/s, 1.11 against 1.16 s of host CPU per GiB.
 #[derive(Debug)]
 struct AlignedBuf {
     map: Mapping,
