@@ -24,5 +24,3 @@ pub mod queue;
 pub mod signal;
 pub mod storage;
 pub mod telemetry;
-#[cfg(all(test, target_os = "linux"))]
-mod test_support;

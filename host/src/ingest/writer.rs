@@ -13,10 +13,10 @@
 //!   copy.
 //! * The first [`DIRECT_FROM`] bytes go through the page cache: a photo stays
 //!   there for the worker, which reads it next. Past them the file is written
-//!   with `O_DIRECT` from an aligned buffer (on huge pages: [`AlignedBuf`]),
-//!   because the page cache's work per page (allocation, copy, ext4's
-//!   delayed allocation, writeback) was the largest share of the host's CPU
-//!   on a large upload, and a direct write skips all of it. The tail that does not fill a block goes through the
+//!   with `O_DIRECT` from an aligned buffer, because the page cache's work per
+//!   page (allocation, copy, ext4's delayed allocation, writeback) was the
+//!   largest share of the host's CPU on a large upload, and a direct write
+//!   skips all of it. The tail that does not fill a block goes through the
 //!   page cache again. Where the file system refuses `O_DIRECT`, the whole
 //!   file is buffered, with writeback started every [`WRITEBACK_EVERY`] bytes
 //!   so that the final `fsync` has little left.
@@ -308,14 +308,14 @@ enum Settled {
 }
 
 impl DirectFile {
-    fn new(file: std::fs::File) -> io::Result<Self> {
-        Ok(Self {
+    fn new(file: std::fs::File) -> Self {
+        Self {
             file: Arc::new(file),
-            buf: AlignedBuf::new()?,
+            buf: AlignedBuf::new(),
             spare: None,
             disk: None,
             in_flight: false,
-        })
+        }
     }
 
     /// Sends the buffer to be written at `offset` (no write is in flight),
@@ -325,7 +325,7 @@ impl DirectFile {
             self.disk = Some(DiskThread::start(self.file.clone())?);
         }
         let disk = self.disk.as_ref().ok_or_else(|| io::Error::other("no staging disk thread"))?;
-        let empty = self.spare.take().map_or_else(AlignedBuf::new, Ok)?;
+        let empty = self.spare.take().unwrap_or_else(AlignedBuf::new);
         let full = std::mem::replace(&mut self.buf, empty);
         disk.to_disk
             .send((full, offset))
@@ -386,13 +386,7 @@ fn open_direct(path: &std::path::Path) -> Direct {
             .custom_flags(libc::O_DIRECT)
             .open(path)
         {
-            Ok(file) => match DirectFile::new(file) {
-                Ok(direct) => Direct::On(direct),
-                Err(e) => {
-                    tracing::debug!(error = %e, "no memory for direct buffers; buffered");
-                    Direct::Off
-                }
-            },
+            Ok(file) => Direct::On(DirectFile::new(file)),
             Err(e) => {
                 tracing::debug!(error = %e, "no O_DIRECT for staging; buffered");
                 Direct::Off
@@ -407,120 +401,34 @@ fn open_direct(path: &std::path::Path) -> Direct {
 }
 
 /// [`DIRECT_BLOCK`] bytes at an [`ALIGN`]ed address, as direct writes need.
-///
-/// The block is mapped on its own, 2 MiB-aligned and marked for transparent
-/// huge pages (`MADV_HUGEPAGE`): pinning its pages for each direct write
-/// (`get_user_pages`, 4% of the host's CPU on a large upload) then takes two
-/// huge pages instead of 1,024 small ones, and the copy into it misses the
-/// TLB less. Measured on a 200 MiB upload, 12 alternating uploads each:
-/// 847 against 724 MB/s, 1.11 against 1.16 s of host CPU per GiB.
 #[derive(Debug)]
 struct AlignedBuf {
-    map: Mapping,
+    raw: Vec<u8>,
     start: usize,
     len: usize,
     /// Bytes from the start already hashed.
     hashed: usize,
 }
 
-/// An anonymous private mapping, unmapped on drop.
-#[derive(Debug)]
-struct Mapping {
-    ptr: std::ptr::NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is owned memory like a `Box<[u8]>`; nothing else refers to it.
-unsafe impl Send for Mapping {}
-
-/// Alignment of a direct buffer's block: a transparent huge page.
-const HUGE_PAGE: usize = 2 << 20;
-
-impl Mapping {
-    /// `len` zeroed bytes.
-    fn new(len: usize) -> io::Result<Self> {
-        // SAFETY: a fresh anonymous mapping; checked for failure below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = std::ptr::NonNull::new(ptr.cast())
-            .ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(Self { ptr, len })
-    }
-
-    /// Asks for huge pages on `at..at + len` (a hint: ignored where THP is off).
-    fn advise_huge(&self, at: usize, len: usize) {
-        #[cfg(target_os = "linux")]
-        // SAFETY: the range lies inside this mapping.
-        unsafe {
-            libc::madvise(self.ptr.as_ptr().add(at).cast(), len, libc::MADV_HUGEPAGE);
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = (at, len);
-    }
-}
-
-impl std::ops::Deref for Mapping {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        // SAFETY: `len` readable bytes, owned by `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl std::ops::DerefMut for Mapping {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `len` writable bytes, borrowed uniquely through `self`.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; no borrow outlives `self`.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-        }
-    }
-}
-
 impl AlignedBuf {
-    fn new() -> io::Result<Self> {
-        // One more ALIGN past the block so that a test can move it off alignment.
-        let map = Mapping::new(DIRECT_BLOCK + HUGE_PAGE + ALIGN)?;
-        let start = map.as_ptr().align_offset(HUGE_PAGE);
-        map.advise_huge(start, DIRECT_BLOCK);
-        Ok(Self {
-            map,
+    fn new() -> Self {
+        let raw = vec![0u8; DIRECT_BLOCK + ALIGN];
+        let start = raw.as_ptr().align_offset(ALIGN);
+        Self {
+            raw,
             start,
             len: 0,
             hashed: 0,
-        })
+        }
     }
 
     /// Copies as much of `data` as fits; returns how much.
     fn append(&mut self, data: &[u8]) -> usize {
         let at = self.start + self.len;
         let n = data.len().min(DIRECT_BLOCK - self.len);
-        self.map[at..at + n].copy_from_slice(&data[..n]);
+        self.raw[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
         n
-    }
-
-    /// Where the block starts in memory.
-    #[cfg(test)]
-    fn block_addr(&self) -> usize {
-        self.map.as_ptr() as usize + self.start
     }
 
     /// Hashes the whole [`HASH_PIECE`]s appended since the last call, and
@@ -529,7 +437,7 @@ impl AlignedBuf {
     fn hash_pieces(&mut self, hasher: &mut blake3::Hasher, all: bool) {
         let upto = if all { self.len } else { self.len / HASH_PIECE * HASH_PIECE };
         if upto > self.hashed {
-            hasher.update(&self.map[self.start + self.hashed..self.start + upto]);
+            hasher.update(&self.raw[self.start + self.hashed..self.start + upto]);
             self.hashed = upto;
         }
     }
@@ -540,7 +448,7 @@ impl AlignedBuf {
 
     /// The bytes waiting, from the aligned start.
     fn filled(&self) -> &[u8] {
-        &self.map[self.start..self.start + self.len]
+        &self.raw[self.start..self.start + self.len]
     }
 
     fn clear(&mut self) {
@@ -598,24 +506,6 @@ mod tests {
             "past DIRECT_FROM the writer tried O_DIRECT"
         );
         assert!(std::fs::read(&path).unwrap() == data, "the file holds exactly the bytes pushed");
-    }
-
-    /// A direct buffer's block is 2 MiB-aligned and advised for huge pages
-    /// (`hg` in its mapping's `VmFlags`), so that it can be backed by them.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn direct_buffers_ask_for_huge_pages() {
-        let buf = AlignedBuf::new().unwrap();
-        let at = buf.block_addr();
-        assert_eq!(at % HUGE_PAGE, 0, "block at {at:#x}");
-        // madvise on part of a mapping splits it: the block is a mapping of its own.
-        let flags = crate::test_support::vm_flags(&[at]);
-        assert_eq!(flags.len(), 1, "no mapping starts at the block {at:#x}");
-        assert!(
-            flags[0].split(' ').any(|f| f == "hg"),
-            "no MADV_HUGEPAGE on the block: VmFlags {}",
-            flags[0]
-        );
     }
 
     /// A direct block that the file system refuses while it is in flight

@@ -475,7 +475,27 @@ impl CallResult {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
-    use crate::test_support::vm_flags;
+
+    /// `VmFlags` of each mapping in `/proc/self/smaps` starting at one of `starts`.
+    fn vm_flags(starts: &[usize]) -> Vec<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut out = Vec::new();
+        let mut current = false;
+        for line in smaps.lines() {
+            if let Some(flags) = line.strip_prefix("VmFlags:") {
+                if current {
+                    out.push(flags.trim().to_string());
+                }
+            } else if let Some((range, _)) = line.split_once(' ') {
+                if let Some((a, _)) = range.split_once('-') {
+                    if let Ok(a) = usize::from_str_radix(a, 16) {
+                        current = starts.contains(&a);
+                    }
+                }
+            }
+        }
+        out
+    }
 
     #[test]
     fn huge_pages_mark_the_memory_pool() {
