@@ -297,7 +297,108 @@ fn thumbnail_rows(
         target: "<= 1.5x".into(),
         status: Status::from(r <= 1.5),
     });
+    one_core(&pipeline, &inputs, rows.content_type, &config, rounds, summary)?;
     thumbnail_phases(rt, &inputs, &toml, &config, photos, rows.under, tmp, summary)
+}
+
+/// 3b on one core: every thread of this process (and those it starts) pinned
+/// to the CPU the calling thread is on, WASM and native alternating. The
+/// native build's decoder runs each colour component's IDCT on a thread of
+/// its own, which the WASM build cannot; on one core both do the same work
+/// one piece at a time, so the ratio is the code's, not the spare core's.
+fn one_core(
+    pipeline: &Pipeline,
+    inputs: &[(PathBuf, Vec<u8>)],
+    content_type: &str,
+    config: &[(String, String)],
+    rounds: usize,
+    summary: &mut Summary,
+) -> Result<()> {
+    let Some(pinned) = Pinned::to_current_cpu() else {
+        println!("  (3b on one core skipped: this process cannot set its threads' CPU affinity)");
+        return Ok(());
+    };
+    let (mut wasm, mut native) = (vec![Vec::new(); inputs.len()], vec![Vec::new(); inputs.len()]);
+    for round in 0..=rounds {
+        for (i, (path, bytes)) in inputs.iter().enumerate() {
+            let facts = asset(path, bytes, content_type);
+            let t = Instant::now();
+            let report = pipeline.run_blocking(&facts, bytes);
+            let w = t.elapsed();
+            ensure!(report.verdict == Verdict::Ready, "thumbnail (WASM) on one core: {:?}", report.verdict);
+            let input = Input::new(bytes.clone())
+                .content_type(content_type)
+                .with_config(config.to_vec());
+            let t = Instant::now();
+            thumbnail::run(&input).map_err(|e| anyhow::anyhow!("thumbnail (native) on one core: {e:?}"))?;
+            let n = t.elapsed();
+            if round > 0 {
+                wasm[i].push(ms(w));
+                native[i].push(ms(n));
+            }
+        }
+    }
+    let cpu = pinned.cpu;
+    drop(pinned);
+    let w: f64 = wasm.into_iter().map(median).sum();
+    let n: f64 = native.into_iter().map(median).sum();
+    println!("  on one core (CPU {cpu}): WASM {w:.1} ms, native {n:.1} ms: {:.2}x", w / n);
+    summary.push(Row {
+        measure: "3b' thumbnails on one core (every thread pinned): WASM vs same code native".into(),
+        ours: format!("{w:.0} ms"),
+        peer: format!("{n:.0} ms"),
+        ratio: format!("{:.2}x", w / n),
+        target: "-".into(),
+        status: Status::Info,
+    });
+    Ok(())
+}
+
+/// Every thread of this process pinned to one CPU until dropped, when each
+/// gets its former affinity back.
+struct Pinned {
+    cpu: usize,
+    before: Vec<(libc::pid_t, libc::cpu_set_t)>,
+}
+
+impl Pinned {
+    /// Pins every thread to the calling thread's current CPU; `None` where
+    /// affinity cannot be read or set (then nothing was changed).
+    fn to_current_cpu() -> Option<Pinned> {
+        // SAFETY: no arguments; -1 on failure, which try_from refuses.
+        let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+        // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
+        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(cpu, &mut one) };
+        let mut pinned = Pinned { cpu, before: Vec::new() };
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let tid: libc::pid_t = task.ok()?.file_name().to_str()?.parse().ok()?;
+            // SAFETY: zeroed cpu_set_t is valid; the size passed is its own.
+            let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            // SAFETY: valid pointers to sets of `size` bytes; a thread that
+            // ended meanwhile fails with ESRCH and is skipped.
+            if unsafe { libc::sched_getaffinity(tid, size, &mut old) } != 0 {
+                continue;
+            }
+            if unsafe { libc::sched_setaffinity(tid, size, &one) } != 0 {
+                return None; // `pinned` restores those already set.
+            }
+            pinned.before.push((tid, old));
+        }
+        Some(pinned)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        for (tid, old) in &self.before {
+            // SAFETY: as above; failure leaves that thread pinned, which
+            // only slows the rest of the benchmark.
+            unsafe { libc::sched_setaffinity(*tid, size, old) };
+        }
+    }
 }
 
 /// A photo's name under the folder its rows read.
