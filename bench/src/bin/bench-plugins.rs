@@ -325,12 +325,17 @@ fn one_core(
             let t = Instant::now();
             let report = pipeline.run_blocking(&facts, bytes);
             let w = t.elapsed();
-            ensure!(report.verdict == Verdict::Ready, "thumbnail (WASM) on one core: {:?}", report.verdict);
+            ensure!(
+                report.verdict == Verdict::Ready,
+                "thumbnail (WASM) on one core: {:?}",
+                report.verdict
+            );
             let input = Input::new(bytes.clone())
                 .content_type(content_type)
                 .with_config(config.to_vec());
             let t = Instant::now();
-            thumbnail::run(&input).map_err(|e| anyhow::anyhow!("thumbnail (native) on one core: {e:?}"))?;
+            thumbnail::run(&input)
+                .map_err(|e| anyhow::anyhow!("thumbnail (native) on one core: {e:?}"))?;
             let n = t.elapsed();
             if round > 0 {
                 wasm[i].push(ms(w));
@@ -354,35 +359,58 @@ fn one_core(
     Ok(())
 }
 
-/// Every thread of this process pinned to one CPU until dropped, when each
-/// gets its former affinity back.
+/// Every thread of this process pinned to one CPU until dropped. Then each
+/// gets its former affinity back, and a thread started meanwhile (it
+/// inherited the pin) gets the calling thread's former one.
 struct Pinned {
     cpu: usize,
     before: Vec<(libc::pid_t, libc::cpu_set_t)>,
+    caller: libc::cpu_set_t,
+}
+
+/// The thread ids of this process.
+fn threads() -> Vec<libc::pid_t> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.filter_map(|t| t.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sets thread `tid`'s affinity; false if that failed (ESRCH: it ended).
+fn set_affinity(tid: libc::pid_t, set: &libc::cpu_set_t) -> bool {
+    // SAFETY: a valid pointer to a set of the size passed.
+    unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) == 0 }
+}
+
+/// Thread `tid`'s affinity, or `None` if it cannot be read (it ended).
+fn affinity(tid: libc::pid_t) -> Option<libc::cpu_set_t> {
+    // SAFETY: cpu_set_t is plain data, valid zeroed; the size passed is its own.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    (ok == 0).then_some(set)
 }
 
 impl Pinned {
     /// Pins every thread to the calling thread's current CPU; `None` where
-    /// affinity cannot be read or set (then nothing was changed).
+    /// affinity cannot be read or set (then nothing stays changed).
     fn to_current_cpu() -> Option<Pinned> {
         // SAFETY: no arguments; -1 on failure, which try_from refuses.
         let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
         // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it.
         let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         unsafe { libc::CPU_SET(cpu, &mut one) };
-        let mut pinned = Pinned { cpu, before: Vec::new() };
-        for task in std::fs::read_dir("/proc/self/task").ok()? {
-            let tid: libc::pid_t = task.ok()?.file_name().to_str()?.parse().ok()?;
-            // SAFETY: zeroed cpu_set_t is valid; the size passed is its own.
-            let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            // SAFETY: valid pointers to sets of `size` bytes; a thread that
-            // ended meanwhile fails with ESRCH and is skipped.
-            if unsafe { libc::sched_getaffinity(tid, size, &mut old) } != 0 {
+        let caller = affinity(0)?;
+        let mut pinned = Pinned { cpu, before: Vec::new(), caller };
+        for tid in threads() {
+            // A thread that ended meanwhile is skipped.
+            let Some(old) = affinity(tid) else { continue };
+            if !set_affinity(tid, &one) {
+                if affinity(tid).is_some() {
+                    return None; // Dropping `pinned` restores the others.
+                }
                 continue;
-            }
-            if unsafe { libc::sched_setaffinity(tid, size, &one) } != 0 {
-                return None; // `pinned` restores those already set.
             }
             pinned.before.push((tid, old));
         }
@@ -392,11 +420,11 @@ impl Pinned {
 
 impl Drop for Pinned {
     fn drop(&mut self) {
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        for (tid, old) in &self.before {
-            // SAFETY: as above; failure leaves that thread pinned, which
-            // only slows the rest of the benchmark.
-            unsafe { libc::sched_setaffinity(*tid, size, old) };
+        for tid in threads() {
+            let old = self.before.iter().find(|(t, _)| *t == tid).map_or(&self.caller, |(_, s)| s);
+            // Failure leaves that thread pinned, which only slows the rest
+            // of the benchmark.
+            set_affinity(tid, old);
         }
     }
 }
@@ -1073,4 +1101,54 @@ fn places_stage(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) 
         status: Status::from(o <= 3.0 * p),
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many CPUs thread `tid` may run on.
+    fn cpus(tid: libc::pid_t) -> u32 {
+        // SAFETY: CPU_COUNT reads a set `affinity` filled in.
+        unsafe { libc::CPU_COUNT(&affinity(tid).unwrap()) as u32 }
+    }
+
+    /// A thread that waits until its sender is dropped: its id, the sender,
+    /// its handle.
+    fn parked() -> (libc::pid_t, std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            // SAFETY: gettid has no arguments and cannot fail.
+            tid_tx.send(unsafe { libc::gettid() }).unwrap();
+            stop_rx.recv().ok();
+        });
+        (tid_rx.recv().unwrap(), stop_tx, handle)
+    }
+
+    /// Pinning reaches every thread, one started while pinned included, and
+    /// dropping it gives each its former affinity back (the caller's, to the
+    /// one started while pinned).
+    #[test]
+    fn pinning_reaches_every_thread_and_is_undone() {
+        let free = cpus(0);
+        if free < 2 {
+            eprintln!("one CPU only: pinning changes nothing to check");
+            return;
+        }
+        let (older, stop_older, older_handle) = parked();
+        let pinned = Pinned::to_current_cpu().expect("affinity can be set here");
+        assert_eq!((cpus(0), cpus(older)), (1, 1), "both threads pinned");
+        let (newer, stop_newer, newer_handle) = parked();
+        assert_eq!(cpus(newer), 1, "a thread started while pinned inherits the pin");
+        drop(pinned);
+        assert_eq!(
+            (cpus(0), cpus(older), cpus(newer)),
+            (free, free, free),
+            "affinity given back, to the newer thread too"
+        );
+        drop((stop_older, stop_newer));
+        older_handle.join().unwrap();
+        newer_handle.join().unwrap();
+    }
 }
