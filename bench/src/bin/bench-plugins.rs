@@ -360,10 +360,11 @@ fn one_core(
 }
 
 /// Every thread of this process pinned to one CPU until dropped. Then each
-/// gets its former affinity back, and a thread started meanwhile (it
-/// inherited the pin) gets the calling thread's former one.
+/// gets its former affinity back, and a thread started meanwhile that still
+/// has the pin it inherited gets the calling thread's former one.
 struct Pinned {
     cpu: usize,
+    one: libc::cpu_set_t,
     before: Vec<(libc::pid_t, libc::cpu_set_t)>,
     caller: libc::cpu_set_t,
 }
@@ -402,7 +403,7 @@ impl Pinned {
         let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         unsafe { libc::CPU_SET(cpu, &mut one) };
         let caller = affinity(0)?;
-        let mut pinned = Pinned { cpu, before: Vec::new(), caller };
+        let mut pinned = Pinned { cpu, one, before: Vec::new(), caller };
         for tid in threads() {
             // A thread that ended meanwhile is skipped.
             let Some(old) = affinity(tid) else { continue };
@@ -421,7 +422,14 @@ impl Pinned {
 impl Drop for Pinned {
     fn drop(&mut self) {
         for tid in threads() {
-            let old = self.before.iter().find(|(t, _)| *t == tid).map_or(&self.caller, |(_, s)| s);
+            let old = match self.before.iter().find(|(t, _)| *t == tid) {
+                Some((_, old)) => old,
+                // SAFETY: CPU_EQUAL only reads the two sets.
+                None if affinity(tid).is_some_and(|s| unsafe { libc::CPU_EQUAL(&s, &self.one) }) => {
+                    &self.caller
+                }
+                None => continue,
+            };
             // Failure leaves that thread pinned, which only slows the rest
             // of the benchmark.
             set_affinity(tid, old);
