@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::harness::{Server, TestDb, plugin_run, repo};
+use crate::harness::{Server, TestDb, bin, plugin_run, repo};
 
 async fn list(server: &Server, query: &str) -> Vec<String> {
     let (code, page) = server.get(&format!("/api/v1/assets?{query}")).await;
@@ -83,4 +83,35 @@ fn plugin_run_with_gps_facts_names_the_place() {
     let (code, bare) = plugin_run(&places, &file, &[]);
     assert_eq!(code, 0, "{bare}");
     assert_eq!(bare["facts"].get("place_city"), None, "{bare}");
+}
+
+/// `plugin run --repeat N` calls the stage N times and summarises their
+/// times, for plugin authors timing (and, with `--perf-map`, profiling) a stage.
+#[test]
+fn plugin_run_repeat_summarises_every_call() {
+    let places = repo().join("target/wasm32-wasip2/release/places.wasm");
+    let file = repo().join("tests/data/photos/jpg/Canon_40D.jpg");
+    let (code, report) = plugin_run(&places, &file, &["--repeat", "4"]);
+    assert_eq!(code, 0, "{report}");
+    let runs = &report["runs"];
+    assert_eq!(runs["count"], 4, "{report}");
+    let (min, median, max) = (
+        runs["min_ms"].as_f64().unwrap(),
+        runs["median_ms"].as_f64().unwrap(),
+        runs["max_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < min && min <= median && median <= max, "{report}");
+    // One call (the default) adds no summary.
+    let (_, once) = plugin_run(&places, &file, &[]);
+    assert_eq!(once.get("runs"), None, "{once}");
+    // Zero calls is refused, not silently one.
+    let out = std::process::Command::new(bin())
+        .args(["plugin", "run", "--repeat", "0"])
+        .arg(&places)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && out.stdout.is_empty(), "{err}");
+    assert!(err.contains("--repeat"), "the error names the flag: {err}");
 }

@@ -104,6 +104,11 @@ pub struct RuntimeOptions {
     /// function entry). Off only to measure what they cost (bench-plugins
     /// 3b'): without them a stage that loops never ends.
     pub deadline_checks: bool,
+    /// Append each compiled function's address and name to
+    /// `/tmp/perf-PID.map`, so `perf report` names a stage's own functions
+    /// instead of showing bare addresses (`lumilio plugin run --perf-map`).
+    /// Off by default: the file grows with every component loaded.
+    pub perf_map: bool,
 }
 
 impl Default for RuntimeOptions {
@@ -115,6 +120,7 @@ impl Default for RuntimeOptions {
             keep_resident_bytes: 0,
             huge_pages: true,
             deadline_checks: true,
+            perf_map: false,
         }
     }
 }
@@ -246,6 +252,9 @@ impl RuntimeInner {
             .epoch_interruption(opts.deadline_checks)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .parallel_compilation(true);
+        if opts.perf_map {
+            cfg.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         // The pooling allocator reserves every slot's address space in
         // `Engine::new`; wasmtime does not expose where, so the new large
         // inaccessible mappings it leaves are the reservation.

@@ -168,6 +168,10 @@ fn merge_fact(facts: &mut Vec<(String, FactValue)>, key: String, value: FactValu
 /// `lumilio plugin run PLUGIN.wasm FILE --config k=v --fact k=v`: `facts`
 /// stand in for what earlier stages would have found. A component that
 /// cannot be loaded is reported as a [`PipelineConfigError`] naming the file.
+/// The component is loaded once and called `times` times (at least once,
+/// `--repeat N`), each call in a fresh instance as in service; a call that
+/// does not succeed is not repeated. Reports the last call, and
+/// [`SingleRun::durations`] has every call's time.
 pub async fn run_single(
     runtime: &Runtime,
     component: &Path,
@@ -175,13 +179,14 @@ pub async fn run_single(
     bytes: Arc<[u8]>,
     config: Vec<(String, String)>,
     facts: Vec<(String, FactValue)>,
+    times: u32,
 ) -> Result<SingleRun, PipelineConfigError> {
     let rt = runtime.inner().clone();
     let component = component.to_path_buf();
     let handle = tokio::runtime::Handle::current();
     let joined = tokio::task::spawn_blocking(move || {
         handle.block_on(run_single_inner(
-            &rt, &component, &asset, &StageFile::new(bytes), config, &facts,
+            &rt, &component, &asset, &StageFile::new(bytes), config, &facts, times,
         ))
     })
     .await;
@@ -204,6 +209,7 @@ async fn run_single_inner(
     file: &StageFile,
     config: Vec<(String, String)>,
     facts: &[(String, FactValue)],
+    times: u32,
 ) -> Result<SingleRun, PipelineConfigError> {
     let name = component
         .file_stem()
@@ -223,7 +229,19 @@ async fn run_single_inner(
     }
     let mut stats = LoadStats::default();
     let (stage, _info) = prepare_stage(rt, spec, &mut stats).map_err(|e| err(e.bare))?;
-    let call = rt.call(&stage, asset, file, facts).await;
-    let (report, output) = StageReport::from_call(&name, call);
-    Ok(SingleRun { report, output })
+    let mut durations = Vec::new();
+    loop {
+        let call = rt.call(&stage, asset, file, facts).await;
+        let (report, output) = StageReport::from_call(&name, call);
+        durations.push(report.duration);
+        // A stage that did not succeed is not timed again.
+        let done = !matches!(report.outcome, StageOutcome::Ok | StageOutcome::Skipped);
+        if done || durations.len() >= times as usize {
+            return Ok(SingleRun {
+                report,
+                output,
+                durations,
+            });
+        }
+    }
 }

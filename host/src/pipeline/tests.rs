@@ -463,7 +463,7 @@ async fn wrong_world_fails_check_with_clear_message() {
     );
     // run_single says the same about the file.
     let (a, b) = asset("image/jpeg", b"x");
-    let e = run_single(runtime(), &wasm, a, b, vec![], vec![])
+    let e = run_single(runtime(), &wasm, a, b, vec![], vec![], 1)
         .await
         .unwrap_err();
     assert!(
@@ -908,6 +908,7 @@ async fn run_single_runs_one_component() {
             ("rendition.thumb".into(), "64x48".into()),
         ],
         vec![],
+        1,
     )
     .await
     .unwrap();
@@ -924,11 +925,64 @@ async fn run_single_runs_one_component() {
         b.clone(),
         vec![],
         vec![],
+        1,
     )
     .await;
     assert_eq!(
         missing.unwrap_err().messages(),
         vec!["/nope.wasm: component: file not found: /nope.wasm".to_string()]
+    );
+}
+
+/// `run_single` calls a stage the number of times asked, each call timed,
+/// and does not call again a stage that did not succeed.
+#[tokio::test]
+async fn run_single_times_each_call_and_stops_at_a_failure() {
+    let (a, b) = asset("image/jpeg", b"abcd");
+    let config = vec![("fact.k".to_string(), "v".to_string())];
+    let out = run_single(runtime(), &guest("echo"), a.clone(), b.clone(), config, vec![], 3)
+        .await
+        .unwrap();
+    assert_eq!(out.report.outcome, StageOutcome::Ok);
+    assert_eq!(out.durations.len(), 3, "{:?}", out.durations);
+    assert!(out.durations.iter().all(|d| !d.is_zero()), "{:?}", out.durations);
+    assert_eq!(out.durations[2], out.report.duration, "the report is the last call's");
+    assert!(out.output.is_some());
+
+    let validate = repo_root().join("target/wasm32-wasip2/release/validate.wasm");
+    let (a, b) = asset("image/jpeg", b"definitely not an image");
+    let out = run_single(runtime(), &validate, a, b, vec![], vec![], 3).await.unwrap();
+    assert!(matches!(out.report.outcome, StageOutcome::Rejected(_)), "{:?}", out.report.outcome);
+    assert_eq!(out.durations.len(), 1, "a rejected call is not repeated");
+}
+
+/// With `perf_map`, loading a component lists its functions by name in
+/// `/tmp/perf-PID.map`, which is what `perf report` reads for JIT code.
+#[tokio::test]
+async fn perf_map_names_the_components_functions() {
+    let map = PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RuntimeOptions {
+        perf_map: true,
+        ..small_opts()
+    };
+    let rt = Runtime::with_options(dir.path(), opts).unwrap();
+    // A real plugin: built with its name section, as `cargo build --release` leaves it.
+    let validate = repo_root().join("target/wasm32-wasip2/release/validate.wasm");
+    let (a, b) = asset("image/jpeg", b"not an image");
+    let out = run_single(&rt, &validate, a, b, vec![], vec![], 1).await.unwrap();
+    assert!(matches!(out.report.outcome, StageOutcome::Rejected(_)), "{:?}", out.report.outcome);
+    let text = std::fs::read_to_string(&map).unwrap_or_default();
+    let _ = std::fs::remove_file(&map);
+    // Lines are `ADDRESS SIZE NAME`; the guest's export and its Rust
+    // functions are there, demangled.
+    let names: Vec<&str> = text.lines().filter_map(|l| l.splitn(3, ' ').nth(2)).collect();
+    assert!(names.iter().any(|n| n.ends_with("#process")), "{} lines: {:.2000}", names.len(), text);
+    assert!(
+        names.iter().any(|n| n.starts_with("validate::") && !n.contains("_ZN")),
+        "no demangled plugin function among {} names: {:.2000}",
+        names.len(),
+        text
     );
 }
 
@@ -942,7 +996,7 @@ async fn real_validate_plugin_rejects_garbage() {
         wasm.display()
     );
     let (a, b) = asset("image/jpeg", b"definitely not an image");
-    let r = run_single(runtime(), &wasm, a, b, vec![], vec![]).await.unwrap();
+    let r = run_single(runtime(), &wasm, a, b, vec![], vec![], 1).await.unwrap();
     assert!(
         matches!(r.report.outcome, StageOutcome::Rejected(_)),
         "validate should reject garbage: {:?}",

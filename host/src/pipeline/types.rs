@@ -210,5 +210,7 @@ pub struct SingleRun {
     pub report: StageReport,
     /// The output when the outcome is `Ok`.
     pub output: Option<StageOutput>,
+    /// Every call's duration, in order (one per call [`run_single`](super::run_single) made).
+    pub durations: Vec<std::time::Duration>,
 }
 

@@ -53,6 +53,14 @@ pub enum PluginCommand {
         /// The content type to claim (default: guessed from the extension).
         #[arg(long)]
         content_type: Option<String>,
+        /// Call the stage this many times (a fresh instance each, as in
+        /// service) and add `runs` (count, min, median, max ms) to the report.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        repeat: u32,
+        /// Write /tmp/perf-PID.map so that `perf record` and `perf report`
+        /// name the stage's functions (see docs/troubleshooting.md).
+        #[arg(long)]
+        perf_map: bool,
         /// Compiled-component cache.
         #[arg(long, env = "LUMILIO_CACHE_PATH", default_value = "data/cache")]
         cache_path: PathBuf,
@@ -138,9 +146,15 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             fact,
             out,
             content_type,
+            repeat,
+            perf_map,
             cache_path,
         } => {
-            let runtime = pipeline::Runtime::new(cache_path)?;
+            let options = pipeline::RuntimeOptions {
+                perf_map,
+                ..pipeline::RuntimeOptions::default()
+            };
+            let runtime = pipeline::Runtime::with_options(cache_path, options)?;
             let bytes: Arc<[u8]> = std::fs::read(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?
                 .into();
@@ -152,7 +166,8 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 size: bytes.len() as u64,
                 content_hash: blake3::hash(&bytes).to_hex().to_string(),
             };
-            let run = pipeline::run_single(&runtime, &plugin, asset, bytes, config, fact).await?;
+            let run =
+                pipeline::run_single(&runtime, &plugin, asset, bytes, config, fact, repeat).await?;
             let mut renditions = Vec::new();
             if let Some(output) = &run.output {
                 if let Some(dir) = &out {
@@ -190,7 +205,7 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 .flat_map(|o| &o.facts)
                 .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
                 .collect();
-            let report = serde_json::json!({
+            let mut report = serde_json::json!({
                 "stage": run.report.name,
                 "outcome": outcome,
                 "error": error,
@@ -199,6 +214,9 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
                 "renditions": renditions,
                 "warnings": run.report.warnings,
             });
+            if repeat > 1 {
+                report["runs"] = runs_summary(&run.durations);
+            }
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(if outcome == "ok" {
                 ExitCode::SUCCESS
@@ -207,6 +225,19 @@ pub async fn run(cmd: PluginCommand) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// `count`, `min_ms`, `median_ms` and `max_ms` of the calls' durations.
+fn runs_summary(durations: &[std::time::Duration]) -> serde_json::Value {
+    let mut ms: Vec<f64> = durations.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |i: usize| ms.get(i).copied().unwrap_or_default();
+    serde_json::json!({
+        "count": ms.len(),
+        "min_ms": at(0),
+        "median_ms": at(ms.len() / 2),
+        "max_ms": at(ms.len().saturating_sub(1)),
+    })
 }
 
 fn guess_content_type(name: &str) -> &'static str {
