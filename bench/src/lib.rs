@@ -321,6 +321,25 @@ pub struct Row {
     pub status: Status,
 }
 
+impl Row {
+    /// An informational row: no target, so it never decides a verdict.
+    pub fn info(
+        measure: impl Into<String>,
+        ours: impl Into<String>,
+        peer: impl Into<String>,
+        ratio: impl Into<String>,
+    ) -> Row {
+        Row {
+            measure: measure.into(),
+            ours: ours.into(),
+            peer: peer.into(),
+            ratio: ratio.into(),
+            target: "-".into(),
+            status: Status::Info,
+        }
+    }
+}
+
 /// The rows of one benchmark binary: printed at the end and appended as
 /// tab-separated lines to `$BENCH_SUMMARY` (if set) for `scripts/bench.sh`.
 #[derive(Debug, Default)]

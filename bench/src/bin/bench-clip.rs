@@ -172,24 +172,20 @@ async fn main() -> Result<()> {
         target: ">= 5x".into(),
         status: Status::from(speedup >= 5.0),
     });
-    summary.push(Row {
-        measure: format!(
+    summary.push(Row::info(
+        format!(
             "5b'' CLIP items/s, {WORKERS} workers vs 1 worker with the default window (the original set-up)"
         ),
-        ours: format!("{:.1} items/s", many.per_sec()),
-        peer: format!("{:.2} items/s", one.per_sec()),
-        ratio: format!("{:.1}x", many.per_sec() / one.per_sec()),
-        target: "-".into(),
-        status: Status::Info,
-    });
-    summary.push(Row {
-        measure: "5b' CLIP latency p50/p95 (take item -> submit returns; no DB write)".into(),
-        ours: format!("{:.0}/{:.0} ms", many.p(0.50), many.p(0.95)),
-        peer: format!("{:.0}/{:.0} ms", one.p(0.50), one.p(0.95)),
-        ratio: "-".into(),
-        target: "-".into(),
-        status: Status::Info,
-    });
+        format!("{:.1} items/s", many.per_sec()),
+        format!("{:.2} items/s", one.per_sec()),
+        format!("{:.1}x", many.per_sec() / one.per_sec()),
+    ));
+    summary.push(Row::info(
+        "5b' CLIP latency p50/p95 (take item -> submit returns; no DB write)",
+        format!("{:.0}/{:.0} ms", many.p(0.50), many.p(0.95)),
+        format!("{:.0}/{:.0} ms", one.p(0.50), one.p(0.95)),
+        "-",
+    ));
     summary.finish()
 }
 

@@ -655,9 +655,9 @@ fn rows(id: &str, run: &Import, vips: &Vips, n: usize, cores: usize, summary: &m
         status: Status::from(r >= 2.0),
     });
     let c = run.cpu;
-    summary.push(Row {
-        measure: format!("{id}' CPU user+sys: host+infer+postgres+client vs vips"),
-        ours: format!(
+    summary.push(Row::info(
+        format!("{id}' CPU user+sys: host+infer+postgres+client vs vips"),
+        format!(
             "{:.1} s (host {:.1}, infer {:.1}, pg {:.1}, client {:.1})",
             c.total().as_secs_f64(),
             c.host.as_secs_f64(),
@@ -665,14 +665,12 @@ fn rows(id: &str, run: &Import, vips: &Vips, n: usize, cores: usize, summary: &m
             c.postgres.as_secs_f64(),
             c.client.as_secs_f64()
         ),
-        peer: format!("{:.1} s", vips.cpu.as_secs_f64()),
-        ratio: format!(
+        format!("{:.1} s", vips.cpu.as_secs_f64()),
+        format!(
             "{:.2}x less",
             vips.cpu.as_secs_f64() / c.total().as_secs_f64()
         ),
-        target: "-".into(),
-        status: Status::Info,
-    });
+    ));
     let (first, last) = quarters(&run.rss);
     summary.push(Row {
         measure: format!("{id}'' host RSS over the run: max VmRSS last quarter vs first quarter"),

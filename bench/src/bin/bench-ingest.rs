@@ -211,14 +211,12 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
                 "  after the worker's first attempt ({outcome}): VmHWM {hwm:.1} MiB above the first idle RSS, host CPU {:.2} s (not part of 4f)",
                 work.as_secs_f64()
             );
-            summary.push(Row {
-                measure: format!("4f' host VmHWM after processing the {mib} MiB asset (host CPU to process it)"),
-                ours: format!("{hwm:.1} MiB ({:.2} s)", work.as_secs_f64()),
-                peer: "-".into(),
-                ratio: "-".into(),
-                target: "-".into(),
-                status: Status::Info,
-            });
+            summary.push(Row::info(
+                format!("4f' host VmHWM after processing the {mib} MiB asset (host CPU to process it)"),
+                format!("{hwm:.1} MiB ({:.2} s)", work.as_secs_f64()),
+                "-",
+                "-",
+            ));
         }
     }
     let _ = std::fs::remove_file(&src);
@@ -244,23 +242,19 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
         status,
     });
     if let Some(direct) = direct {
-        summary.push(Row {
-            measure: "4e'' upload vs dd oflag=direct bs=4M conv=fsync (the host's own write path)".into(),
-            ours: format!("{up:.0} MB/s"),
-            peer: format!("{direct:.0} MB/s"),
-            ratio: format!("{:.2}x", up / direct),
-            target: "-".into(),
-            status: Status::Info,
-        });
+        summary.push(Row::info(
+            "4e'' upload vs dd oflag=direct bs=4M conv=fsync (the host's own write path)",
+            format!("{up:.0} MB/s"),
+            format!("{direct:.0} MB/s"),
+            format!("{:.2}x", up / direct),
+        ));
     }
-    summary.push(Row {
-        measure: "4e' host CPU per GiB received (native route: BLAKE3 only)".into(),
-        ours: format!("{:.2} s/GiB", median(cpu_per_gib)),
-        peer: "-".into(),
-        ratio: "-".into(),
-        target: "-".into(),
-        status: Status::Info,
-    });
+    summary.push(Row::info(
+        "4e' host CPU per GiB received (native route: BLAKE3 only)",
+        format!("{:.2} s/GiB", median(cpu_per_gib)),
+        "-",
+        "-",
+    ));
     let peak = peaks.iter().copied().max().unwrap_or(0) as f64 / MIB as f64;
     summary.push(Row {
         measure: "4f host peak RSS above idle during the upload".into(),
@@ -565,23 +559,19 @@ async fn sustained(
     let per_photo = |d: Duration| d.as_secs_f64() * 1e3 / items.len() as f64;
     let svc_cpu = per_photo(spent.host_cpu + spent.postgres_cpu + spent.infer_cpu);
     let stage_cpu = per_photo(thumb_cpu);
-    summary.push(Row {
-        measure: "4g'' CPU per photo: service (host + PostgreSQL + inference) vs thumbnail stage alone".into(),
-        ours: format!("{svc_cpu:.1} ms"),
-        peer: format!("{stage_cpu:.1} ms"),
-        ratio: format!("{:.2}x", stage_cpu / svc_cpu.max(1e-9)),
-        target: "-".into(),
-        status: Status::Info,
-    });
+    summary.push(Row::info(
+        "4g'' CPU per photo: service (host + PostgreSQL + inference) vs thumbnail stage alone",
+        format!("{svc_cpu:.1} ms"),
+        format!("{stage_cpu:.1} ms"),
+        format!("{:.2}x", stage_cpu / svc_cpu.max(1e-9)),
+    ));
     let r = svc_rate / full_rate;
-    summary.push(Row {
-        measure: "4g' sustained ingest vs full pipeline in-process".into(),
-        ours: format!("{svc_rate:.1} photos/s"),
-        peer: format!("{full_rate:.1} photos/s"),
-        ratio: format!("{r:.2}x"),
-        target: "-".into(),
-        status: Status::Info,
-    });
+    summary.push(Row::info(
+        "4g' sustained ingest vs full pipeline in-process",
+        format!("{svc_rate:.1} photos/s"),
+        format!("{full_rate:.1} photos/s"),
+        format!("{r:.2}x"),
+    ));
     Ok(())
 }
 

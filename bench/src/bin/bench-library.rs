@@ -421,12 +421,10 @@ async fn scroll(b: &Browser, n: usize, summary: &mut Summary) {
         target: "= 1.0x".into(),
         status: Status::from(reached == n),
     });
-    summary.push(Row {
-        measure: "12d frame interval p95 while scrolling one screen per frame".into(),
-        ours: format!("{f95:.1} ms"),
-        peer: "-".into(),
-        ratio: "-".into(),
-        target: "-".into(),
-        status: Status::Info,
-    });
+    summary.push(Row::info(
+        "12d frame interval p95 while scrolling one screen per frame",
+        format!("{f95:.1} ms"),
+        "-",
+        "-",
+    ));
 }

@@ -276,14 +276,12 @@ fn thumbnail_rows(
         target: "<= 1.0x".into(),
         status: Status::from(r <= 1.0),
     });
-    summary.push(Row {
-        measure: format!("{} output bytes vs vips", &rows.vips[..2]),
-        ours: fmt_bytes(wasm_bytes),
-        peer: fmt_bytes(vips_bytes),
-        ratio: format!("{:.2}x", wasm_bytes as f64 / vips_bytes as f64),
-        target: "-".into(),
-        status: Status::Info,
-    });
+    summary.push(Row::info(
+        format!("{} output bytes vs vips", &rows.vips[..2]),
+        fmt_bytes(wasm_bytes),
+        fmt_bytes(vips_bytes),
+        format!("{:.2}x", wasm_bytes as f64 / vips_bytes as f64),
+    ));
     let r = w_sum / n_sum;
     let Some(native) = rows.native else {
         println!("  WASM vs native: {r:.2}x");
@@ -348,14 +346,12 @@ fn one_core(
     let w: f64 = wasm.into_iter().map(median).sum();
     let n: f64 = native.into_iter().map(median).sum();
     println!("  on one core (CPU {cpu}): WASM {w:.1} ms, native {n:.1} ms: {:.2}x", w / n);
-    summary.push(Row {
-        measure: "3b' thumbnails on one core (every thread pinned): WASM vs same code native".into(),
-        ours: format!("{w:.0} ms"),
-        peer: format!("{n:.0} ms"),
-        ratio: format!("{:.2}x", w / n),
-        target: "-".into(),
-        status: Status::Info,
-    });
+    summary.push(Row::info(
+        "3b' thumbnails on one core (every thread pinned): WASM vs same code native",
+        format!("{w:.0} ms"),
+        format!("{n:.0} ms"),
+        format!("{:.2}x", w / n),
+    ));
     Ok(())
 }
 
@@ -670,42 +666,33 @@ fn thumbnail_phases(
         resident_sum.2 += nc;
         small_pages_sum += sc;
     }
-    summary.push(Row {
-        measure: "3b' CPU of a call: WASM with memory kept resident (no fresh pages) vs as served vs native".into(),
-        ours: format!("{:.0} ms vs {:.0} ms", resident_sum.0, resident_sum.1),
-        peer: format!("{:.0} ms", resident_sum.2),
-        ratio: format!("{:.2}x vs {:.2}x", resident_sum.0 / resident_sum.2, resident_sum.1 / resident_sum.2),
-        target: "-".into(),
-        status: Status::Info,
-    });
-    summary.push(Row {
-        measure: "3b' CPU of a call: WASM without huge pages on the memory pool vs as served".into(),
-        ours: format!("{small_pages_sum:.0} ms vs {:.0} ms", resident_sum.1),
-        peer: format!("{:.0} ms", resident_sum.2),
-        ratio: format!("{:.2}x vs {:.2}x", small_pages_sum / resident_sum.2, resident_sum.1 / resident_sum.2),
-        target: "-".into(),
-        status: Status::Info,
-    });
-    summary.push(Row {
-        measure: "3b' CPU of a call: WASM without deadline checks (epoch interruption; never so served) vs as served"
-            .into(),
-        ours: format!("{unchecked_sum:.0} ms vs {:.0} ms", resident_sum.1),
-        peer: format!("{:.0} ms", resident_sum.2),
-        ratio: format!("{:.2}x vs {:.2}x", unchecked_sum / resident_sum.2, resident_sum.1 / resident_sum.2),
-        target: "-".into(),
-        status: Status::Info,
-    });
+    summary.push(Row::info(
+        "3b' CPU of a call: WASM with memory kept resident (no fresh pages) vs as served vs native",
+        format!("{:.0} ms vs {:.0} ms", resident_sum.0, resident_sum.1),
+        format!("{:.0} ms", resident_sum.2),
+        format!("{:.2}x vs {:.2}x", resident_sum.0 / resident_sum.2, resident_sum.1 / resident_sum.2),
+    ));
+    summary.push(Row::info(
+        "3b' CPU of a call: WASM without huge pages on the memory pool vs as served",
+        format!("{small_pages_sum:.0} ms vs {:.0} ms", resident_sum.1),
+        format!("{:.0} ms", resident_sum.2),
+        format!("{:.2}x vs {:.2}x", small_pages_sum / resident_sum.2, resident_sum.1 / resident_sum.2),
+    ));
+    summary.push(Row::info(
+        "3b' CPU of a call: WASM without deadline checks (epoch interruption; never so served) vs as served",
+        format!("{unchecked_sum:.0} ms vs {:.0} ms", resident_sum.1),
+        format!("{:.0} ms", resident_sum.2),
+        format!("{:.2}x vs {:.2}x", unchecked_sum / resident_sum.2, resident_sum.1 / resident_sum.2),
+    ));
     for (group, w, n, u) in groups {
-        summary.push(Row {
-            measure: format!(
+        summary.push(Row::info(
+            format!(
                 "3b' phase {group} (all renditions, both photos): WASM vs native (WASM without deadline checks)"
             ),
-            ours: format!("{w:.1} ms ({u:.1} ms)"),
-            peer: format!("{n:.1} ms"),
-            ratio: format!("{:.2}x ({:.2}x)", w / n.max(1e-6), u / n.max(1e-6)),
-            target: "-".into(),
-            status: Status::Info,
-        });
+            format!("{w:.1} ms ({u:.1} ms)"),
+            format!("{n:.1} ms"),
+            format!("{:.2}x ({:.2}x)", w / n.max(1e-6), u / n.max(1e-6)),
+        ));
     }
     Ok(())
 }
@@ -857,17 +844,15 @@ fn metadata_one_large(pipeline: &Pipeline, photos: &Path, summary: &mut Summary)
         fmt_bytes(bytes.len() as u64),
         file.display()
     );
-    summary.push(Row {
-        measure: format!(
+    summary.push(Row::info(
+        format!(
             "3c' metadata, one {} JPEG: CPU per file, exiftool's start-up excluded",
             fmt_bytes(bytes.len() as u64)
         ),
-        ours: format!("{o:.2} ms"),
-        peer: format!("{p:.2} ms"),
-        ratio: format!("{:.1}x faster", p / o.max(0.001)),
-        target: "-".into(),
-        status: Status::Info,
-    });
+        format!("{o:.2} ms"),
+        format!("{p:.2} ms"),
+        format!("{:.1}x faster", p / o.max(0.001)),
+    ));
     Ok(())
 }
 
@@ -1011,14 +996,12 @@ fn python_stage(rt: &Runtime, photos: &Path, tmp: &Path, summary: &mut Summary) 
     }
     let (p, r) = (median(py.clone()), median(rs.clone()));
     println!("  per call, ms: Python {py:.2?}; Rust {rs:.2?}");
-    summary.push(Row {
-        measure: "3e Python stage (tagger) per call vs Rust stage (validate)".into(),
-        ours: format!("{p:.2} ms"),
-        peer: format!("{r:.3} ms"),
-        ratio: format!("{:.0}x", p / r),
-        target: "-".into(),
-        status: Status::Info,
-    });
+    summary.push(Row::info(
+        "3e Python stage (tagger) per call vs Rust stage (validate)",
+        format!("{p:.2} ms"),
+        format!("{r:.3} ms"),
+        format!("{:.0}x", p / r),
+    ));
     Ok(())
 }
 
