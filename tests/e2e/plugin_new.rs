@@ -112,6 +112,15 @@ fn plugin_new_builds_checks_and_runs() {
         CARGO_LIMIT,
     );
 
+    // A release build keeps the function names that `perf` shows with
+    // `plugin run --perf-map` (wit/README.md), and carries no debug info.
+    let built = std::fs::read(dir.join("target/wasm32-wasip2/release/byte_count.wasm")).unwrap();
+    assert!(
+        built.windows(12).any(|w| w == b"10byte_count"),
+        "the component has no names of the plugin's own functions"
+    );
+    assert!(built.len() < 1 << 20, "the component carries debug info: {} bytes", built.len());
+
     let cache = work.join("cache");
     let out = run_bounded(
         "lumilio plugin check",

@@ -58,7 +58,7 @@ pub enum PluginCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         repeat: u32,
         /// Write /tmp/perf-PID.map so that `perf record` and `perf report`
-        /// name the stage's functions (see docs/troubleshooting.md).
+        /// name the stage's functions (see wit/README.md, "Time and profile it").
         #[arg(long)]
         perf_map: bool,
         /// Compiled-component cache.
