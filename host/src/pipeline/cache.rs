@@ -46,11 +46,21 @@ impl RuntimeInner {
             .cache_dir()
             .join(format!("{hash}-{}.cwasm", self.engine_hash()));
         if cached.is_file() {
-            // SAFETY: the cache directory is written only by this host, with
-            // artefacts produced by `Component::serialize` of an engine with
-            // the same compatibility hash (part of the file name); wasmtime
+            // `perf` names code in a file-backed mapping from that file's
+            // symbols (mangled), and only code in anonymous memory from the
+            // perf map: with `perf_map`, the artefact is read, not mapped.
+            // SAFETY (both): the cache directory is written only by this host,
+            // with artefacts produced by `Component::serialize` of an engine
+            // with the same compatibility hash (part of the file name); wasmtime
             // additionally checks the artefact's header and engine settings.
-            match unsafe { Component::deserialize_file(&self.engine, &cached) } {
+            let loaded = if self.perf_map {
+                std::fs::read(&cached)
+                    .map_err(wasmtime::Error::from)
+                    .and_then(|art| unsafe { Component::deserialize(&self.engine, art) })
+            } else {
+                unsafe { Component::deserialize_file(&self.engine, &cached) }
+            };
+            match loaded {
                 Ok(c) => {
                     self.cache_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok((c, hash, true));

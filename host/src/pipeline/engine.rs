@@ -106,8 +106,10 @@ pub struct RuntimeOptions {
     pub deadline_checks: bool,
     /// Append each compiled function's address and name to
     /// `/tmp/perf-PID.map`, so `perf report` names a stage's own functions
-    /// instead of showing bare addresses (`lumilio plugin run --perf-map`).
-    /// Off by default: the file grows with every component loaded.
+    /// instead of showing bare addresses (`lumilio plugin run --perf-map`);
+    /// cached code is then read into memory rather than mapped from its file,
+    /// which `perf` would name it from instead. Off by default: the file
+    /// grows with every component loaded.
     pub perf_map: bool,
 }
 
@@ -142,6 +144,8 @@ pub(crate) struct RuntimeInner {
     engine_hash: String,
     tick: Duration,
     max_output_bytes: usize,
+    /// [`RuntimeOptions::perf_map`]: also load cached code into anonymous memory.
+    pub(super) perf_map: bool,
     stop: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
     pub(super) compiled: AtomicU64,
@@ -294,6 +298,7 @@ impl RuntimeInner {
             engine_hash,
             tick: opts.epoch_tick,
             max_output_bytes: opts.max_output_bytes,
+            perf_map: opts.perf_map,
             stop,
             ticker: Mutex::new(Some(ticker)),
             compiled: AtomicU64::new(0),

@@ -984,6 +984,19 @@ async fn perf_map_names_the_components_functions() {
         names.len(),
         text
     );
+
+    // From the cache (the run above filled it), the code must not be a
+    // mapping of the artefact: `perf` would name it from that file instead.
+    let mapped_from_cache = |perf_map: bool| {
+        let rt = Runtime::with_options(dir.path(), RuntimeOptions { perf_map, ..small_opts() }).unwrap();
+        let (_component, _, cached) = rt.inner().load_component(&validate).unwrap();
+        assert!(cached, "the artefact was not taken from the cache");
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.contains(dir.path().to_str().unwrap())
+    };
+    assert!(mapped_from_cache(false), "without perf_map the artefact is mapped (the check sees it)");
+    assert!(!mapped_from_cache(true), "with perf_map the cached code is in anonymous memory");
+    let _ = std::fs::remove_file(&map);
 }
 
 /// The real `validate` plugin rejects garbage (`make test` builds it first).
