@@ -973,6 +973,8 @@ async fn perf_map_names_the_components_functions() {
     let out = run_single(&rt, &validate, a, b, vec![], vec![], 1).await.unwrap();
     assert!(matches!(out.report.outcome, StageOutcome::Rejected(_)), "{:?}", out.report.outcome);
     let text = std::fs::read_to_string(&map).unwrap_or_default();
+    // Removed once: wasmtime keeps the file open for the process and writes
+    // later loads to it unlinked, so nothing recreates the path.
     let _ = std::fs::remove_file(&map);
     // Lines are `ADDRESS SIZE NAME`; the guest's export and its Rust
     // functions are there, demangled.
@@ -996,7 +998,6 @@ async fn perf_map_names_the_components_functions() {
     };
     assert!(mapped_from_cache(false), "without perf_map the artefact is mapped (the check sees it)");
     assert!(!mapped_from_cache(true), "with perf_map the cached code is in anonymous memory");
-    let _ = std::fs::remove_file(&map);
 }
 
 /// The real `validate` plugin rejects garbage (`make test` builds it first).
