@@ -16,6 +16,7 @@
 
 pub mod heic;
 pub mod orient;
+mod ycbcr;
 
 use std::time::{Duration, Instant};
 
@@ -497,7 +498,11 @@ fn encode(img: &Rgb, quality: u8) -> Result<Vec<u8>, ThumbError> {
     };
     let mut out = Vec::new();
     jpeg_encoder::Encoder::new(&mut out, quality)
-        .encode(&img.data, w, h, jpeg_encoder::ColorType::Rgb)
+        .encode_image(ycbcr::RgbRows {
+            data: &img.data,
+            width: w,
+            height: h,
+        })
         .map_err(|e| ThumbError::Internal(format!("JPEG encoding failed: {e}")))?;
     Ok(out)
 }
