@@ -267,7 +267,12 @@ fn ticks(t: u64) -> Duration {
 
 /// User + system CPU time process `pid` has used so far (`/proc/PID/stat`).
 pub fn proc_cpu(pid: u32) -> Option<Duration> {
-    stat_fields(pid).map(|f| ticks(f[11] + f[12]))
+    proc_cpu_parts(pid).map(|(user, system)| user + system)
+}
+
+/// The user and the system (kernel) CPU time of process `pid` so far, apart.
+pub fn proc_cpu_parts(pid: u32) -> Option<(Duration, Duration)> {
+    stat_fields(pid).map(|f| (ticks(f[11]), ticks(f[12])))
 }
 
 /// User + system CPU of a PostgreSQL cluster so far: the postmaster, its

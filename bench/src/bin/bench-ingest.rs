@@ -22,7 +22,7 @@ use anyhow::{Context, Result, ensure};
 use lumilio::pipeline::{AssetFacts, Pipeline, Verdict};
 use lumilio_bench::service::{
     BenchDb, InferServer, RssSampler, Server, admin_and_host, cluster_cpu, disk_busy, postmaster_pid, proc_cpu,
-    proc_status,
+    proc_cpu_parts, proc_status,
 };
 use lumilio_bench::{Row, Status, Summary, median, repo};
 use serde_json::Value;
@@ -705,6 +705,8 @@ async fn clip_jobs_left(server: &Server) -> Result<u64> {
 struct Phases {
     seconds: std::collections::BTreeMap<String, f64>,
     host_cpu: Duration,
+    /// The kernel's part of `host_cpu` (system calls, page faults, switches).
+    host_system_cpu: Duration,
     infer_cpu: Duration,
     /// The whole PostgreSQL cluster's (zero when it is not on this machine).
     postgres_cpu: Duration,
@@ -713,12 +715,15 @@ struct Phases {
 impl Phases {
     async fn read(server: &Server, infer: &InferServer, postmaster: Option<u32>) -> Result<Phases> {
         let text = server.metrics_text().await?;
+        let (user, host_system_cpu) =
+            proc_cpu_parts(server.pid()).context("cannot read the host's CPU time")?;
         Ok(Phases {
             seconds: samples(&text, "lumilio_phase_seconds_total", "phase")
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
-            host_cpu: proc_cpu(server.pid()).context("cannot read the host's CPU time")?,
+            host_cpu: user + host_system_cpu,
+            host_system_cpu,
             infer_cpu: proc_cpu(infer.pid()).context("cannot read lumilio-infer's CPU time")?,
             postgres_cpu: cluster_cpu(postmaster),
         })
@@ -732,6 +737,7 @@ impl Phases {
                 .map(|(k, v)| (k.clone(), v - before.seconds.get(k).copied().unwrap_or(0.0)))
                 .collect(),
             host_cpu: self.host_cpu.saturating_sub(before.host_cpu),
+            host_system_cpu: self.host_system_cpu.saturating_sub(before.host_system_cpu),
             infer_cpu: self.infer_cpu.saturating_sub(before.infer_cpu),
             postgres_cpu: self.postgres_cpu.saturating_sub(before.postgres_cpu),
         }
@@ -744,8 +750,9 @@ impl Phases {
         let get = |k: &str| self.seconds.get(k).copied().unwrap_or(0.0);
         println!("  where a photo's time goes (means per photo, from the host's /metrics phase totals):");
         println!(
-            "    CPU: host {:.1} ms, lumilio-infer {:.1} ms, PostgreSQL {:.1} ms (the cluster's, the bench's own polling included)",
+            "    CPU: host {:.1} ms (of which the kernel's {:.1} ms), lumilio-infer {:.1} ms, PostgreSQL {:.1} ms (the cluster's, the bench's own polling included)",
             per(self.host_cpu.as_secs_f64()),
+            per(self.host_system_cpu.as_secs_f64()),
             per(self.infer_cpu.as_secs_f64()),
             per(self.postgres_cpu.as_secs_f64())
         );
