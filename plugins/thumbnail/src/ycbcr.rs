@@ -92,8 +92,8 @@ mod simd {
         unsafe { v128_store(b.as_mut_ptr().cast(), v) }
     }
 
-    /// `(a * r + b * g + c * b + (128 << 16 if offset) + 0x7FFF) >> 16` per
-    /// lane of four pixels: `rgb_to_ycbcr`'s formula.
+    /// `(k[0] * R + k[1] * G + k[2] * B + bias + 0x7FFF) >> 16` for four
+    /// pixels (`p` = their R, G, B lanes): `rgb_to_ycbcr`'s formula.
     #[inline(always)]
     fn dot(p: [v128; 3], k: [i32; 3], bias: i32) -> v128 {
         let s = i32x4_add(
