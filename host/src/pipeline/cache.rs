@@ -26,10 +26,17 @@ impl Hasher for Blake3Hasher {
     }
 }
 
+/// Names the revision of the vendored code generator's patch; change it with the patch.
+const CODEGEN_PATCH: &str = "epoch-check-preserve-all-1";
+
 /// The engine's compatibility hash, 16 hex digits: part of every artefact's name.
 pub(super) fn engine_hash(engine: &Engine) -> String {
     let mut h = Blake3Hasher(blake3::Hasher::new());
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+    // wasmtime's hash does not see our patch of its code generator
+    // (host/vendor/wasmtime-internal-cranelift): artefacts compiled before a
+    // patch changed are compiled again rather than served with the old code.
+    std::hash::Hash::hash(CODEGEN_PATCH, &mut h);
     h.0.finalize().to_hex()[..16].to_string()
 }
 

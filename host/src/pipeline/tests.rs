@@ -353,6 +353,26 @@ async fn infinite_loop_stops_at_deadline() {
     }
 }
 
+/// The vendored code generator's patch is in effect: the cold path of epoch
+/// checks calls `new_epoch` through the trampoline that preserves every
+/// register, not through the ordinary one (whose call clobbers the
+/// caller-saved registers and makes checked loops spill). The trap itself is
+/// `infinite_loop_stops_at_deadline`'s.
+#[test]
+fn epoch_checks_call_new_epoch_through_the_register_preserving_trampoline() {
+    let _p = hostile_pipeline("spin", "timeout_ms = 200");
+    let hash = blake3::hash(&std::fs::read(guest("spin")).unwrap())
+        .to_hex()
+        .to_string();
+    let cache = repo_root().join("target/pipeline-test-cache");
+    let name = format!("{hash}-{}.cwasm", runtime().inner().engine_hash());
+    let artefact = std::fs::read(cache.join(&name))
+        .unwrap_or_else(|e| panic!("no compiled artefact {name} in {}: {e}", cache.display()));
+    let has = |sym: &[u8]| artefact.windows(sym.len()).any(|w| w == sym);
+    assert!(has(b"wasmtime_patchable_builtin_new_epoch\0"));
+    assert!(!has(b"wasmtime_builtin_new_epoch\0"));
+}
+
 #[tokio::test]
 async fn two_gib_allocation_stops_at_memory_cap() {
     let p = hostile_pipeline("oom", "memory_limit_mb = 64\ntimeout_ms = 20000");
