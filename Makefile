@@ -28,7 +28,7 @@ WITH_DB = db_line=$$(scripts/db.sh); eval "$$db_line"; export DATABASE_URL
 
 help:
 	@echo "make run        database + build + migrate, then serve (127.0.0.1:8080)"
-	@echo "make test       database + build + guests, then cargo test --release --workspace"
+	@echo "make test       database + build + guests, then cargo test --release --workspace (and the vendored jpeg-decoder)"
 	@echo "make db         start the database; print DATABASE_URL=..."
 	@echo "make db-stop    stop the database server (data kept)"
 	@echo "make clean-db   stop the server and delete the cluster"
@@ -117,6 +117,8 @@ test-tools:
 test: build guests py-stages test-tools
 	$(WITH_DB)
 	$(CARGO) test --release --workspace $(TEST_ARGS)
+	# The vendored decoder is not a workspace member; its own tests cover what we changed.
+	$(CARGO) test --release -p jpeg-decoder --lib
 
 bench: wasm-target test-tools
 	$(WITH_DB)

@@ -16,7 +16,7 @@ use alloc::{format, vec};
 use core::cmp;
 use core::mem;
 use core::ops::Range;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 
 pub const MAX_COMPONENTS: usize = 4;
 
@@ -97,9 +97,14 @@ pub enum ColorTransform {
     JcsBgRgb,
 }
 
+/// The read-ahead of the reader that `Decoder::new` is given.
+const READ_BUFFER_BYTES: usize = 16 << 10;
+
 /// JPEG decoder
 pub struct Decoder<R> {
-    reader: R,
+    // Buffered so that the entropy decoder can take several bytes at once
+    // (`HuffmanDecoder::read_bits`): a change of this vendored copy.
+    reader: BufReader<R>,
 
     frame: Option<FrameInfo>,
     dc_huffman_tables: Vec<Option<HuffmanTable>>,
@@ -133,7 +138,7 @@ impl<R: Read> Decoder<R> {
     /// Creates a new `Decoder` using the reader `reader`.
     pub fn new(reader: R) -> Decoder<R> {
         Decoder {
-            reader,
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, reader),
             frame: None,
             dc_huffman_tables: vec![None, None, None, None],
             ac_huffman_tables: vec![None, None, None, None],
@@ -1083,7 +1088,7 @@ impl<R: Read> Decoder<R> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn decode_block<R: Read>(
+fn decode_block<R: BufRead>(
     reader: &mut R,
     coefficients: &mut [i16; 64],
     huffman: &mut HuffmanDecoder,
@@ -1171,7 +1176,7 @@ fn decode_block<R: Read>(
     Ok(())
 }
 
-fn decode_block_successive_approximation<R: Read>(
+fn decode_block_successive_approximation<R: BufRead>(
     reader: &mut R,
     coefficients: &mut [i16; 64],
     huffman: &mut HuffmanDecoder,
@@ -1257,7 +1262,7 @@ fn decode_block_successive_approximation<R: Read>(
     Ok(())
 }
 
-fn refine_non_zeroes<R: Read>(
+fn refine_non_zeroes<R: BufRead>(
     reader: &mut R,
     coefficients: &mut [i16; 64],
     huffman: &mut HuffmanDecoder,

@@ -2,7 +2,7 @@ use alloc::borrow::ToOwned;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::iter;
-use std::io::Read;
+use std::io::BufRead;
 use crate::read_u8;
 use crate::error::{Error, Result};
 use crate::marker::Marker;
@@ -28,7 +28,7 @@ impl HuffmanDecoder {
 
     // Section F.2.2.3
     // Figure F.16
-    pub fn decode<R: Read>(&mut self, reader: &mut R, table: &HuffmanTable) -> Result<u8> {
+    pub fn decode<R: BufRead>(&mut self, reader: &mut R, table: &HuffmanTable) -> Result<u8> {
         if self.num_bits < 16 {
             self.read_bits(reader)?;
         }
@@ -57,7 +57,7 @@ impl HuffmanDecoder {
         }
     }
 
-    pub fn decode_fast_ac<R: Read>(&mut self, reader: &mut R, table: &HuffmanTable) -> Result<Option<(i16, u8)>> {
+    pub fn decode_fast_ac<R: BufRead>(&mut self, reader: &mut R, table: &HuffmanTable) -> Result<Option<(i16, u8)>> {
         if let Some(ref ac_lut) = table.ac_lut {
             if self.num_bits < LUT_BITS {
                 self.read_bits(reader)?;
@@ -78,7 +78,7 @@ impl HuffmanDecoder {
     }
 
     #[inline]
-    pub fn get_bits<R: Read>(&mut self, reader: &mut R, count: u8) -> Result<u16> {
+    pub fn get_bits<R: BufRead>(&mut self, reader: &mut R, count: u8) -> Result<u16> {
         if self.num_bits < count {
             self.read_bits(reader)?;
         }
@@ -90,7 +90,7 @@ impl HuffmanDecoder {
     }
 
     #[inline]
-    pub fn receive_extend<R: Read>(&mut self, reader: &mut R, count: u8) -> Result<i16> {
+    pub fn receive_extend<R: BufRead>(&mut self, reader: &mut R, count: u8) -> Result<i16> {
         let value = self.get_bits(reader, count)?;
         Ok(extend(value, count))
     }
@@ -100,7 +100,7 @@ impl HuffmanDecoder {
         self.num_bits = 0;
     }
 
-    pub fn take_marker<R: Read>(&mut self, reader: &mut R) -> Result<Option<Marker>> {
+    pub fn take_marker<R: BufRead>(&mut self, reader: &mut R) -> Result<Option<Marker>> {
         self.read_bits(reader).map(|_| self.marker.take())
     }
 
@@ -120,7 +120,29 @@ impl HuffmanDecoder {
         self.num_bits -= count;
     }
 
-    fn read_bits<R: Read>(&mut self, reader: &mut R) -> Result<()> {
+    fn read_bits<R: BufRead>(&mut self, reader: &mut R) -> Result<()> {
+        // Fast path (a change of this vendored copy): take every whole byte
+        // that fits at once, when none of them is 0xFF (stuffing or a marker,
+        // left to the byte loop below). It consumes exactly the bytes the
+        // loop would.
+        if self.marker.is_none() && self.num_bits <= 56 {
+            let buf = reader.fill_buf()?;
+            if let Some(chunk) = buf.get(..8) {
+                let chunk = u64::from_be_bytes(chunk.try_into().unwrap());
+                let fit = (64 - self.num_bits as u32) / 8;
+                // A zero byte of !chunk among the `fit` high bytes is a 0xFF
+                // byte; the low bytes are set so that they never count.
+                let inverted = !chunk | u64::MAX.checked_shr(8 * fit).unwrap_or(0);
+                let has_ff = inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080 != 0;
+                if !has_ff {
+                    let taken = chunk >> (64 - 8 * fit);
+                    self.bits |= taken << (64 - self.num_bits as u32 - 8 * fit);
+                    self.num_bits += 8 * fit as u8;
+                    reader.consume(fit as usize);
+                    return Ok(());
+                }
+            }
+        }
         while self.num_bits <= 56 {
             // Fill with zero bits if we have reached the end.
             let byte = match self.marker {
@@ -342,5 +364,61 @@ pub fn fill_default_mjpeg_tables(scan: &ScanInfo,
               0xE2, 0xE3, 0xE4, 0xE5, 0xE6, 0xE7, 0xE8, 0xE9, 0xEA, 0xF2, 0xF3, 0xF4, 0xF5, 0xF6, 0xF7, 0xF8,
               0xF9, 0xFA
             ], HuffmanTableClass::AC).unwrap());
+    }
+}
+
+// Added with the multi-byte `read_bits` of this vendored copy.
+#[cfg(test)]
+mod tests {
+    use super::HuffmanDecoder;
+    use crate::marker::Marker;
+    use std::io::{BufRead, BufReader, Read};
+
+    /// Reads every bit of `data` (entropy-coded bytes, then FF D9 and `rest`)
+    /// in widths of 1 to 16 and checks them, the marker, and what is left.
+    fn check<R: BufRead>(mut reader: R, payload: &[u8], rest: &[u8]) {
+        let mut huffman = HuffmanDecoder::new();
+        let bits: Vec<u8> = payload
+            .iter()
+            .flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1))
+            .collect();
+        let (mut at, mut width) = (0, 1u8);
+        while at < bits.len() {
+            let got = huffman.get_bits(&mut reader, width).unwrap();
+            let want = (0..width as usize)
+                .fold(0u16, |acc, i| (acc << 1) | *bits.get(at + i).unwrap_or(&0) as u16);
+            assert_eq!(got, want, "bits {at}..+{width}");
+            at += width as usize;
+            width = width % 16 + 1;
+        }
+        assert_eq!(huffman.take_marker(&mut reader).unwrap(), Some(Marker::EOI));
+        let mut left = Vec::new();
+        reader.read_to_end(&mut left).unwrap();
+        assert_eq!(left, rest);
+    }
+
+    #[test]
+    fn read_bits_takes_the_bytes_the_byte_loop_would() {
+        for ff_at in 0..24 {
+            // Bytes that are never 0xFF, one stuffed 0xFF (FF 00) at `ff_at`.
+            let mut payload: Vec<u8> = (0..40u32).map(|i| (i * 37 + 11) as u8 % 0xFF).collect();
+            payload.insert(ff_at, 0xFF);
+            let mut stream = Vec::new();
+            for &b in &payload {
+                stream.push(b);
+                if b == 0xFF {
+                    stream.push(0x00);
+                }
+            }
+            stream.extend_from_slice(&[0xFF, 0xD9]);
+            let rest = b"after the marker";
+            stream.extend_from_slice(rest);
+            // A slice: the fast path whenever eight bytes are visible.
+            check(&stream[..], &payload, rest);
+            // Short buffers: the byte loop whenever fewer are.
+            for capacity in [1, 3, 7, 9] {
+                check(BufReader::with_capacity(capacity, &stream[..]), &payload, rest);
+            }
+        }
     }
 }
