@@ -363,27 +363,35 @@ impl<W: JfifWrite> JfifWriter<W> {
         end: usize,
         ac_table: &HuffmanTable,
     ) -> Result<(), EncodingError> {
-        let mut zero_run = 0;
-
-        for &value in &block.data[start..end] {
-            if value == 0 {
-                zero_run += 1;
-            } else {
-                while zero_run > 15 {
-                    self.huffman_encode(0xF0, ac_table)?;
-                    zero_run -= 16;
-                }
-
-                let (size, value) = get_code(value);
-                let symbol = (zero_run << 4) | size;
-
-                self.huffman_encode_value(size, symbol, value, ac_table)?;
-
-                zero_run = 0;
-            }
+        // Vendored change: visit only the non-zero coefficients, found in a
+        // bit mask, instead of every coefficient (most are zero). The symbols
+        // written are the same.
+        let data = &block.data[start..end];
+        let mut non_zero: u64 = 0;
+        for (i, &value) in data.iter().enumerate() {
+            non_zero |= ((value != 0) as u64) << i;
         }
 
-        if zero_run > 0 {
+        let mut next = 0;
+        while non_zero != 0 {
+            let i = non_zero.trailing_zeros() as usize;
+            non_zero &= non_zero - 1;
+
+            let mut zero_run = (i - next) as u8;
+            while zero_run > 15 {
+                self.huffman_encode(0xF0, ac_table)?;
+                zero_run -= 16;
+            }
+
+            let (size, value) = get_code(data[i]);
+            let symbol = (zero_run << 4) | size;
+
+            self.huffman_encode_value(size, symbol, value, ac_table)?;
+
+            next = i + 1;
+        }
+
+        if next < data.len() {
             self.huffman_encode(0x00, ac_table)?;
         }
 
@@ -470,4 +478,74 @@ pub(crate) fn get_code(value: i16) -> (u8, u16) {
     let coefficient = temp & ((1 << num_bits as usize) - 1);
 
     (num_bits as u8, coefficient as u16)
+}
+
+// Added with the vendored `write_ac_block`.
+#[cfg(test)]
+mod tests {
+    use super::{get_code, JfifWriter};
+    use crate::encoder::AlignedBlock;
+    use crate::huffman::HuffmanTable;
+    use alloc::vec::Vec;
+
+    /// Upstream's `write_ac_block`: every coefficient in turn.
+    fn reference(w: &mut JfifWriter<Vec<u8>>, data: &[i16], table: &HuffmanTable) {
+        let mut zero_run = 0u8;
+        for &value in data {
+            if value == 0 {
+                zero_run += 1;
+            } else {
+                while zero_run > 15 {
+                    w.huffman_encode(0xF0, table).unwrap();
+                    zero_run -= 16;
+                }
+                let (size, value) = get_code(value);
+                w.huffman_encode_value(size, (zero_run << 4) | size, value, table)
+                    .unwrap();
+                zero_run = 0;
+            }
+        }
+        if zero_run > 0 {
+            w.huffman_encode(0x00, table).unwrap();
+        }
+    }
+
+    #[test]
+    fn ac_blocks_are_written_as_the_coefficient_loop_wrote_them() {
+        let table = HuffmanTable::default_luma_ac();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut blocks: Vec<[i16; 64]> = Vec::new();
+        blocks.push([0; 64]);
+        let mut last = [0i16; 64];
+        last[63] = -1;
+        blocks.push(last);
+        let mut long_runs = [0i16; 64];
+        (long_runs[1], long_runs[20], long_runs[53]) = (3, -1023, 1);
+        blocks.push(long_runs);
+        for density in [2, 8, 32, 64] {
+            for _ in 0..200 {
+                let mut b = [0i16; 64];
+                for v in &mut b {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    if seed % 64 < density {
+                        *v = ((seed >> 20) % 2047) as i16 - 1023;
+                    }
+                }
+                blocks.push(b);
+            }
+        }
+        for (start, end) in [(1, 64), (1, 6), (6, 64), (0, 64), (63, 64)] {
+            let (mut ours, mut theirs) = (JfifWriter::new(Vec::new()), JfifWriter::new(Vec::new()));
+            for b in &blocks {
+                ours.write_ac_block(&AlignedBlock::new(*b), start, end, &table)
+                    .unwrap();
+                reference(&mut theirs, &b[start..end], &table);
+            }
+            ours.finalize_bit_buffer().unwrap();
+            theirs.finalize_bit_buffer().unwrap();
+            assert_eq!(ours.w, theirs.w, "coefficients {start}..{end}");
+        }
+    }
 }
