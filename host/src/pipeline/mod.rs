@@ -9,9 +9,10 @@
 //!   problem ([`PipelineConfigError`]), and pre-instantiates each stage once.
 //! * [`Pipeline::run`] runs the stages in order on a blocking thread, each
 //!   call in a fresh `Store` bounded by the stage's deadline (epoch
-//!   interruption for wasm code, compiled by the patched code generator in
-//!   `host/vendor/` whose checks do not make loops spill; plus a timer that
-//!   cancels a guest blocked in a WASI call) and memory cap (a limiter that traps on the failed grow),
+//!   interruption for wasm code, whose checks the patched code generator in
+//!   `host/vendor/` compiles without forcing loops' values onto the stack;
+//!   plus a timer that cancels a guest blocked in a WASI call) and memory cap
+//!   (a limiter that traps on the failed grow),
 //!   with stderr captured; it returns a [`PipelineReport`]: facts (later
 //!   stages win), renditions, warnings and a [`Verdict`]. It stops at the
 //!   first rejected or failed stage. Content-type filters match the
