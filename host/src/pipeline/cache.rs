@@ -3,7 +3,7 @@
 //! rename so a crash never leaves a torn artefact.
 
 use std::hash::Hasher;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use wasmtime::Engine;
@@ -41,6 +41,12 @@ pub(super) fn engine_hash(engine: &Engine) -> String {
 }
 
 impl RuntimeInner {
+    /// Where the compiled artefact of the component with BLAKE3 hex `hash` is cached.
+    pub(crate) fn artefact_path(&self, hash: &str) -> PathBuf {
+        self.cache_dir()
+            .join(format!("{hash}-{}.cwasm", self.engine_hash()))
+    }
+
     /// Loads a component: from the compile cache when a matching artefact
     /// exists, else compiles it and stores the artefact (temp + rename).
     /// Returns the component, the file's BLAKE3 hex and whether it was cached.
@@ -49,9 +55,7 @@ impl RuntimeInner {
             std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         check_header(&bytes)?;
         let hash = blake3::hash(&bytes).to_hex().to_string();
-        let cached = self
-            .cache_dir()
-            .join(format!("{hash}-{}.cwasm", self.engine_hash()));
+        let cached = self.artefact_path(&hash);
         if cached.is_file() {
             // `perf` names code in a file-backed mapping from that file's
             // symbols (mangled), and only code in anonymous memory from the

@@ -360,14 +360,12 @@ async fn infinite_loop_stops_at_deadline() {
 /// `infinite_loop_stops_at_deadline`'s.
 #[test]
 fn epoch_checks_call_new_epoch_through_the_register_preserving_trampoline() {
-    let _p = hostile_pipeline("spin", "timeout_ms = 200");
-    let hash = blake3::hash(&std::fs::read(guest("spin")).unwrap())
-        .to_hex()
-        .to_string();
-    let cache = repo_root().join("target/pipeline-test-cache");
-    let name = format!("{hash}-{}.cwasm", runtime().inner().engine_hash());
-    let artefact = std::fs::read(cache.join(&name))
-        .unwrap_or_else(|e| panic!("no compiled artefact {name} in {}: {e}", cache.display()));
+    let p = hostile_pipeline("spin", "timeout_ms = 200");
+    let path = runtime()
+        .inner()
+        .artefact_path(&p.stages()[0].component_hash);
+    let artefact = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("no compiled artefact {}: {e}", path.display()));
     let has = |sym: &[u8]| artefact.windows(sym.len()).any(|w| w == sym);
     assert!(has(b"wasmtime_patchable_builtin_new_epoch\0"));
     assert!(!has(b"wasmtime_builtin_new_epoch\0"));
