@@ -117,8 +117,10 @@ test-tools:
 test: build guests py-stages test-tools
 	$(WITH_DB)
 	$(CARGO) test --release --workspace $(TEST_ARGS)
-	# The vendored decoder is not a workspace member; its own tests cover what we changed.
+	# The vendored decoder and code generator are not workspace members;
+	# their own tests cover what we changed.
 	$(CARGO) test --release -p jpeg-decoder --lib
+	$(CARGO) test --release -p wasmtime-internal-cranelift --lib zero_shuffles
 
 bench: wasm-target test-tools
 	$(WITH_DB)

@@ -27,7 +27,7 @@ impl Hasher for Blake3Hasher {
 }
 
 /// Names the revision of the vendored code generator's patch; change it with the patch.
-const CODEGEN_PATCH: &str = "epoch-check-preserve-all-1";
+const CODEGEN_PATCH: &str = "epoch-check-preserve-all-1,zero-shuffles-1";
 
 /// The engine's compatibility hash, 16 hex digits: part of every artefact's name.
 pub(super) fn engine_hash(engine: &Engine) -> String {

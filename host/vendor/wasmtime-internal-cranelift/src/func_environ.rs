@@ -5215,6 +5215,11 @@ impl FuncEnvironment<'_> {
         self.isa.has_native_fma()
     }
 
+    /// Vendored: whether the target lowers CLIF's `x86_pshufb` (SSSE3).
+    pub fn has_x86_pshufb_lowering(&self) -> bool {
+        self.isa.has_x86_pshufb_lowering()
+    }
+
     pub fn is_x86(&self) -> bool {
         self.isa.triple().architecture == target_lexicon::Architecture::X86_64
     }

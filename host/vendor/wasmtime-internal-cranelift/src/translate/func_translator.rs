@@ -118,6 +118,10 @@ impl FuncTranslator {
         parse_function_body(validator, reader, &mut builder, environ)?;
 
         builder.finalize(environ.target_config());
+        // Vendored (see the crate's README.md): shuffles with a zero vector.
+        if environ.is_x86() && environ.has_x86_pshufb_lowering() {
+            super::zero_shuffles::rewrite(func);
+        }
         crate::alias_region::debug_assert_all_mem_insts_have_alias_regions(func);
         log::trace!("translated Wasm to CLIF:\n{}", func.display());
         Ok(())

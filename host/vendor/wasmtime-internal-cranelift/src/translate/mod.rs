@@ -17,6 +17,7 @@ mod heap;
 mod stack;
 mod table;
 mod translation_utils;
+mod zero_shuffles;
 
 pub use self::environ::{StructFieldsVec, TargetEnvironment};
 pub use self::func_translator::FuncTranslator;
