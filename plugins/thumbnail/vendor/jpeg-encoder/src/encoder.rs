@@ -1343,9 +1343,17 @@ pub(crate) trait Operations {
 
     #[inline(always)]
     fn quantize_block(block: &AlignedBlock, q_block: &mut AlignedBlock, table: &QuantizationTable) {
-        for i in 0..64 {
-            let z = ZIGZAG[i] as usize & 0x3f;
-            q_block.data[i] = table.quantize(block.data[z], z);
+        // Vendored change: quantize in natural order, where the block and the
+        // table are read contiguously and the loop vectorizes, then reorder
+        // into zigzag order. Upstream quantized in zigzag order, which read
+        // all three arrays by gathering; WASM has no gather, so each lane was
+        // loaded and inserted on its own. Same values.
+        let mut natural = [0i16; 64];
+        for (z, q) in natural.iter_mut().enumerate() {
+            *q = table.quantize(block.data[z], z);
+        }
+        for (i, q) in q_block.data.iter_mut().enumerate() {
+            *q = natural[ZIGZAG[i] as usize & 0x3f];
         }
     }
 }
@@ -1357,6 +1365,46 @@ impl Operations for DefaultOperations {}
 #[cfg(test)]
 mod tests {
     use alloc::vec;
+
+    // Added with the vendored `quantize_block`.
+    #[test]
+    fn blocks_are_quantized_as_the_zigzag_loop_quantized_them() {
+        use super::{AlignedBlock, DefaultOperations, Operations};
+        use crate::quantization::{QuantizationTable, QuantizationTableType};
+        use crate::writer::ZIGZAG;
+
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for quality in [1, 50, 80, 100] {
+            for luma in [true, false] {
+                let table =
+                    QuantizationTable::new_with_quality(&QuantizationTableType::Default, quality, luma);
+                for n in 0..300 {
+                    let mut data = [0i16; 64];
+                    for (k, v) in data.iter_mut().enumerate() {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // The FDCT's output range (8 x 11 bits), its ends, and zero.
+                        *v = match n {
+                            0 => i16::MIN + k as i16,
+                            1 => i16::MAX - k as i16,
+                            _ => ((seed >> 16) % 16384) as i16 - 8192,
+                        };
+                    }
+                    let block = AlignedBlock::new(data);
+                    let mut ours = AlignedBlock::default();
+                    DefaultOperations::quantize_block(&block, &mut ours, &table);
+                    // Upstream's loop.
+                    let mut theirs = [0i16; 64];
+                    for (i, q) in theirs.iter_mut().enumerate() {
+                        let z = ZIGZAG[i] as usize & 0x3f;
+                        *q = table.quantize(data[z], z);
+                    }
+                    assert_eq!(ours.data, theirs, "quality {quality}, luma {luma}, block {n}");
+                }
+            }
+        }
+    }
 
     use crate::encoder::{get_block, get_block_averaged, get_num_bits};
     use crate::writer::get_code;
