@@ -24,7 +24,7 @@ mod lossless;
 use self::lossless::compute_image_lossless;
 
 #[rustfmt::skip]
-static UNZIGZAG: [u8; 64] = [
+pub(crate) static UNZIGZAG: [u8; 64] = [
      0,  1,  8, 16,  9,  2,  3, 10,
     17, 24, 32, 25, 18, 11,  4,  5,
     12, 19, 26, 33, 40, 48, 41, 34,
@@ -1132,16 +1132,21 @@ fn decode_block<R: BufRead>(
 
     // Section F.1.2.2.1
     while index < spectral_selection.end {
-        if let Some((value, run)) = huffman.decode_fast_ac(reader, ac_table.unwrap())? {
-            index += run;
-
-            if index >= spectral_selection.end {
-                break;
-            }
-
-            coefficients[UNZIGZAG[index as usize] as usize] = value << successive_approximation_low;
-            index += 1;
-        } else {
+        // Vendored change: the codes in the fast lookup table in a loop of
+        // their own (`decode_fast_ac_run`); the others below, as before.
+        let (next, done) = huffman.decode_fast_ac_run(
+            reader,
+            ac_table.unwrap(),
+            coefficients,
+            index,
+            spectral_selection.end,
+            successive_approximation_low,
+        )?;
+        index = next;
+        if done {
+            break;
+        }
+        {
             let byte = huffman.decode(reader, ac_table.unwrap())?;
             let r = byte >> 4;
             let s = byte & 0x0f;

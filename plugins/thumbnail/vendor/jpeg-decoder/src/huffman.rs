@@ -57,6 +57,8 @@ impl HuffmanDecoder {
         }
     }
 
+    // Vendored: upstream's, now only the tests' reference for `decode_fast_ac_run`.
+    #[cfg(test)]
     pub fn decode_fast_ac<R: BufRead>(&mut self, reader: &mut R, table: &HuffmanTable) -> Result<Option<(i16, u8)>> {
         if let Some(ref ac_lut) = table.ac_lut {
             if self.num_bits < LUT_BITS {
@@ -75,6 +77,58 @@ impl HuffmanDecoder {
         }
 
         Ok(None)
+    }
+
+    /// Vendored addition: the AC coefficients that `table`'s fast lookup
+    /// table decodes, from `index` on, written (shifted left by `shift`) into
+    /// `coefficients` in natural order. The bit buffer stays in locals (so in
+    /// registers) and is stored back only around a refill and on return;
+    /// `decode_fast_ac` in a loop loaded and stored it through `self` for
+    /// every coefficient. Returns the next index and whether the block's
+    /// coefficients up to `end` are done; when not, the next code is not in
+    /// the lookup table and the caller decodes it with [`Self::decode`].
+    #[inline]
+    pub fn decode_fast_ac_run<R: BufRead>(
+        &mut self,
+        reader: &mut R,
+        table: &HuffmanTable,
+        coefficients: &mut [i16; 64],
+        mut index: u8,
+        end: u8,
+        shift: u8,
+    ) -> Result<(u8, bool)> {
+        let Some(ref ac_lut) = table.ac_lut else {
+            return Ok((index, index >= end));
+        };
+        let (mut bits, mut num_bits) = (self.bits, self.num_bits);
+        let done = loop {
+            if index >= end {
+                break true;
+            }
+            if num_bits < LUT_BITS {
+                self.bits = bits;
+                self.num_bits = num_bits;
+                self.read_bits(reader)?;
+                bits = self.bits;
+                num_bits = self.num_bits;
+            }
+            let (value, run_size) = ac_lut[(bits >> (64 - LUT_BITS)) as usize];
+            if run_size == 0 {
+                break false;
+            }
+            let size = run_size & 0x0f;
+            bits <<= size as usize;
+            num_bits -= size;
+            index += run_size >> 4;
+            if index >= end {
+                break true;
+            }
+            coefficients[crate::decoder::UNZIGZAG[index as usize] as usize] = value << shift;
+            index += 1;
+        };
+        self.bits = bits;
+        self.num_bits = num_bits;
+        Ok((index, done))
     }
 
     #[inline]
@@ -418,6 +472,90 @@ mod tests {
             // Short buffers: the byte loop whenever fewer are.
             for capacity in [1, 3, 7, 9] {
                 check(BufReader::with_capacity(capacity, &stream[..]), &payload, rest);
+            }
+        }
+    }
+
+    // Added with `decode_fast_ac_run`.
+    #[test]
+    fn fast_ac_runs_decode_what_the_one_code_loop_decoded() {
+        use super::{fill_default_mjpeg_tables, HuffmanTable};
+        use crate::decoder::UNZIGZAG;
+        use crate::parser::{Predictor, ScanInfo};
+
+        let scan = ScanInfo {
+            component_indices: vec![0],
+            dc_table_indices: vec![0],
+            ac_table_indices: vec![0, 1],
+            spectral_selection: 0..64,
+            predictor_selection: Predictor::NoPrediction,
+            successive_approximation_high: 0,
+            successive_approximation_low: 0,
+            point_transform: 0,
+        };
+        let (mut dc, mut ac): (Vec<Option<HuffmanTable>>, Vec<Option<HuffmanTable>>) =
+            ((0..2).map(|_| None).collect(), (0..2).map(|_| None).collect());
+        fill_default_mjpeg_tables(&scan, &mut dc, &mut ac);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for table in ac.iter().flatten() {
+            for (start, end, shift) in [(1, 64, 0), (1, 64, 2), (5, 20, 0), (1, 2, 1), (63, 64, 0)] {
+                // Random entropy-coded bytes with stuffed 0xFFs, then a marker.
+                let mut stream = Vec::new();
+                for _ in 0..600 {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let b = (seed >> 24) as u8;
+                    stream.push(b);
+                    if b == 0xFF {
+                        stream.push(0x00);
+                    }
+                }
+                stream.extend_from_slice(&[0xFF, 0xD9]);
+                let (mut ours, mut theirs) = (HuffmanDecoder::new(), HuffmanDecoder::new());
+                let (mut our_reader, mut their_reader) = (&stream[..], BufReader::with_capacity(5, &stream[..]));
+                let (mut runs, mut misses) = (0, 0);
+                for block in 0..200 {
+                    let mut our_coefficients = [0i16; 64];
+                    let (index, done) = ours
+                        .decode_fast_ac_run(&mut our_reader, table, &mut our_coefficients, start, end, shift)
+                        .unwrap();
+                    // Upstream's loop, up to the first code the lookup table lacks.
+                    let mut their_coefficients = [0i16; 64];
+                    let mut their_index = start;
+                    let mut their_done = true;
+                    while their_index < end {
+                        match theirs.decode_fast_ac(&mut their_reader, table).unwrap() {
+                            Some((value, run)) => {
+                                their_index += run;
+                                if their_index >= end {
+                                    break;
+                                }
+                                their_coefficients[UNZIGZAG[their_index as usize] as usize] = value << shift;
+                                their_index += 1;
+                            }
+                            None => {
+                                their_done = false;
+                                break;
+                            }
+                        }
+                    }
+                    let at = format!("table class, range {start}..{end}, shift {shift}, block {block}");
+                    assert_eq!(our_coefficients, their_coefficients, "{at}");
+                    assert_eq!((index, done), (their_index, their_done), "{at}");
+                    runs += 1;
+                    if !done {
+                        // Both take the code the lookup table lacks the slow way.
+                        misses += 1;
+                        assert_eq!(
+                            ours.decode(&mut our_reader, table).unwrap(),
+                            theirs.decode(&mut their_reader, table).unwrap(),
+                            "{at}"
+                        );
+                    }
+                    assert_eq!(ours.get_bits(&mut our_reader, 16).unwrap(), theirs.get_bits(&mut their_reader, 16).unwrap(), "{at}");
+                }
+                assert!(runs == 200 && (end - start < 2 || misses > 0), "misses {misses}");
             }
         }
     }
