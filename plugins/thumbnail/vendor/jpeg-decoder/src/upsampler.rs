@@ -212,18 +212,23 @@ impl Upsample for UpsamplerH2V2 {
             return;
         }
 
-        let mut t1 = 3 * input_near[0] as u32 + input_far[0] as u32;
-        output[0] = ((t1 + 2) >> 2) as u8;
+        let t = |i: usize| 3 * input_near[i] as u16 + input_far[i] as u16;
+        output[0] = ((t(0) + 2) >> 2) as u8;
 
-        for i in 1 .. input_width {
-            let t0 = t1;
-            t1 = 3 * input_near[i] as u32 + input_far[i] as u32;
-
-            output[i * 2 - 1] = ((3 * t0 + t1 + 8) >> 4) as u8;
-            output[i * 2]     = ((3 * t1 + t0 + 8) >> 4) as u8;
+        // Vendored change: each output pair from its two input columns, with
+        // no value carried from one iteration to the next (upstream carried
+        // `t1`), so that the loop vectorizes (in WASM it stayed scalar). The
+        // same values: 3 * t0 + t1 + 8 is at most 16 * 1020 + 8, so u16 holds it.
+        let (near, far) = (&input_near[..input_width], &input_far[..input_width]);
+        let pairs = output[1..input_width * 2 - 1].chunks_exact_mut(2);
+        for ((out, n), f) in pairs.zip(near.windows(2)).zip(far.windows(2)) {
+            let t0 = 3 * n[0] as u16 + f[0] as u16;
+            let t1 = 3 * n[1] as u16 + f[1] as u16;
+            out[0] = ((3 * t0 + t1 + 8) >> 4) as u8;
+            out[1] = ((3 * t1 + t0 + 8) >> 4) as u8;
         }
 
-        output[input_width * 2 - 1] = ((t1 + 2) >> 2) as u8;
+        output[input_width * 2 - 1] = ((t(input_width - 1) + 2) >> 2) as u8;
     }
 }
 
@@ -244,6 +249,64 @@ impl Upsample for UpsamplerGeneric {
             for _ in 0..self.horizontal_scaling_factor {
                 output[index] = *val;
                 index += 1;
+            }
+        }
+    }
+}
+
+// Added with the vendored `UpsamplerH2V2::upsample_row`.
+#[cfg(test)]
+mod tests {
+    use super::{Upsample, UpsamplerH2V2};
+
+    /// Upstream's `UpsamplerH2V2::upsample_row` (its loop carried `t1`).
+    fn reference(input: &[u8], input_width: usize, input_height: usize, row_stride: usize, row: usize, output: &mut [u8]) {
+        let row_near = row as f32 / 2.0;
+        let row_far = (row_near + row_near.fract() * 3.0 - 0.25).min((input_height - 1) as f32);
+        let input_near = &input[row_near as usize * row_stride..];
+        let input_far = &input[row_far as usize * row_stride..];
+        if input_width == 1 {
+            let value = ((3 * input_near[0] as u32 + input_far[0] as u32 + 2) >> 2) as u8;
+            output[0] = value;
+            output[1] = value;
+            return;
+        }
+        let mut t1 = 3 * input_near[0] as u32 + input_far[0] as u32;
+        output[0] = ((t1 + 2) >> 2) as u8;
+        for i in 1..input_width {
+            let t0 = t1;
+            t1 = 3 * input_near[i] as u32 + input_far[i] as u32;
+            output[i * 2 - 1] = ((3 * t0 + t1 + 8) >> 4) as u8;
+            output[i * 2] = ((3 * t1 + t0 + 8) >> 4) as u8;
+        }
+        output[input_width * 2 - 1] = ((t1 + 2) >> 2) as u8;
+    }
+
+    #[test]
+    fn h2v2_rows_are_upsampled_as_the_carried_loop_did() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for input_width in (1..40).chain([255, 256, 1009]) {
+            for input_height in [1, 2, 5] {
+                let row_stride = input_width + 3;
+                let input: Vec<u8> = (0..row_stride * input_height)
+                    .map(|i| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        // The ends of the range in every few samples.
+                        match i % 7 {
+                            0 => 255,
+                            3 => 0,
+                            _ => (seed >> 32) as u8,
+                        }
+                    })
+                    .collect();
+                for row in 0..input_height * 2 {
+                    let (mut ours, mut theirs) = (vec![7u8; input_width * 2 + 1], vec![7u8; input_width * 2 + 1]);
+                    UpsamplerH2V2.upsample_row(&input, input_width, input_height, row_stride, row, input_width * 2, &mut ours);
+                    reference(&input, input_width, input_height, row_stride, row, &mut theirs);
+                    assert_eq!(ours, theirs, "width {input_width}, height {input_height}, row {row}");
+                }
             }
         }
     }

@@ -498,6 +498,7 @@ fn non_zero_mask(block: &[i16; 64]) -> u64 {
 /// loop themselves, but in WASM (no per-lane 64-bit shifts) it stayed scalar
 /// and took half of `write_ac_block`'s time.
 #[cfg_attr(all(target_arch = "wasm32", target_feature = "simd128"), allow(dead_code))]
+#[inline]
 fn scalar_non_zero_mask(block: &[i16; 64]) -> u64 {
     let mut mask = 0u64;
     for (i, &value) in block.iter().enumerate() {
