@@ -212,13 +212,13 @@ pub mod tempfile_lite {
     }
 }
 
-/// The median of `xs` (0 when empty).
 /// The smallest of `xs` (0 when empty): the round least slowed by other load,
 /// for CPU-bound measures whose noise only ever adds time.
 pub fn fastest(xs: &[f64]) -> f64 {
     xs.iter().copied().reduce(f64::min).unwrap_or(0.0)
 }
 
+/// The median of `xs` (0 when empty).
 pub fn median(mut xs: Vec<f64>) -> f64 {
     if xs.is_empty() {
         return 0.0;
