@@ -1146,6 +1146,8 @@ fn decode_block<R: BufRead>(
         if done {
             break;
         }
+        // Upstream's path for the other codes, unchanged (its block is kept
+        // so that the diff against upstream stays small).
         {
             let byte = huffman.decode(reader, ac_table.unwrap())?;
             let r = byte >> 4;

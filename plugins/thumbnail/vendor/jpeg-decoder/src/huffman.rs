@@ -497,7 +497,7 @@ mod tests {
             ((0..2).map(|_| None).collect(), (0..2).map(|_| None).collect());
         fill_default_mjpeg_tables(&scan, &mut dc, &mut ac);
         let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for table in ac.iter().flatten() {
+        for (t, table) in ac.iter().flatten().enumerate() {
             for (start, end, shift) in [(1, 64, 0), (1, 64, 2), (5, 20, 0), (1, 2, 1), (63, 64, 0)] {
                 // Random entropy-coded bytes with stuffed 0xFFs, then a marker.
                 let mut stream = Vec::new();
@@ -540,7 +540,7 @@ mod tests {
                             }
                         }
                     }
-                    let at = format!("table class, range {start}..{end}, shift {shift}, block {block}");
+                    let at = format!("AC table {t}, range {start}..{end}, shift {shift}, block {block}");
                     assert_eq!(our_coefficients, their_coefficients, "{at}");
                     assert_eq!((index, done), (their_index, their_done), "{at}");
                     runs += 1;
