@@ -426,7 +426,7 @@ pub fn fill_default_mjpeg_tables(scan: &ScanInfo,
 mod tests {
     use super::HuffmanDecoder;
     use crate::marker::Marker;
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufRead, BufReader};
 
     /// Reads every bit of `data` (entropy-coded bytes, then FF D9 and `rest`)
     /// in widths of 1 to 16 and checks them, the marker, and what is left.
