@@ -212,8 +212,9 @@ impl Upsample for UpsamplerH2V2 {
             return;
         }
 
-        let t = |i: usize| 3 * input_near[i] as u16 + input_far[i] as u16;
-        output[0] = ((t(0) + 2) >> 2) as u8;
+        // A column's vertical blend: 3 parts of the near row, 1 of the far.
+        let t = |near: u8, far: u8| 3 * near as u16 + far as u16;
+        output[0] = ((t(input_near[0], input_far[0]) + 2) >> 2) as u8;
 
         // Vendored change: each output pair from its two input columns, with
         // no value carried from one iteration to the next (upstream carried
@@ -222,13 +223,13 @@ impl Upsample for UpsamplerH2V2 {
         let (near, far) = (&input_near[..input_width], &input_far[..input_width]);
         let pairs = output[1..input_width * 2 - 1].chunks_exact_mut(2);
         for ((out, n), f) in pairs.zip(near.windows(2)).zip(far.windows(2)) {
-            let t0 = 3 * n[0] as u16 + f[0] as u16;
-            let t1 = 3 * n[1] as u16 + f[1] as u16;
+            let (t0, t1) = (t(n[0], f[0]), t(n[1], f[1]));
             out[0] = ((3 * t0 + t1 + 8) >> 4) as u8;
             out[1] = ((3 * t1 + t0 + 8) >> 4) as u8;
         }
 
-        output[input_width * 2 - 1] = ((t(input_width - 1) + 2) >> 2) as u8;
+        let last = input_width - 1;
+        output[input_width * 2 - 1] = ((t(input_near[last], input_far[last]) + 2) >> 2) as u8;
     }
 }
 
