@@ -1384,7 +1384,8 @@ mod tests {
                         seed ^= seed << 13;
                         seed ^= seed >> 7;
                         seed ^= seed << 17;
-                        // The FDCT's output range (8 x 11 bits), its ends, and zero.
+                        // Blocks 0 and 1: the ends of the i16 range; the rest
+                        // random over the FDCT's output range (8 x 11 bits).
                         *v = match n {
                             0 => i16::MIN + k as i16,
                             1 => i16::MAX - k as i16,
