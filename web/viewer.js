@@ -64,6 +64,10 @@ export function viewer({ close, go }) {
     dropImage();
     clear(stage);
     clear(info).append(h('p.muted', 'Loading…'));
+    // Clearing the panel drops focus when it was on one of its buttons (Delete
+    // moves on to the next photo); keys pressed while that one loads must
+    // still reach the viewer.
+    if (!el.contains(document.activeElement)) el.focus();
     let a;
     try {
       a = await api(`/api/v1/assets/${id}`);

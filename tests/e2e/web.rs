@@ -176,8 +176,25 @@ async fn the_whole_path_in_a_browser() {
     b.click(".library .tile[title='DSCN0012.jpg']").await;
     let doomed = b.js("return location.hash.split('/').pop()").await;
     b.click("button[data-action=delete]").await;
+    // Where the focus is the moment the deletion is announced, before the
+    // next photo has loaded: keys pressed then (Escape) must reach the viewer.
+    // The observer runs right after the click handler's synchronous part, so
+    // this does not depend on how fast the next photo loads.
+    b.js(
+        "window.focusAfterDelete = null;\
+         const mo = new MutationObserver(() => {\
+           if (window.focusAfterDelete !== null || ![...document.querySelectorAll('.toast')].some(t => t.textContent.startsWith('Deleted'))) return;\
+           const a = document.activeElement;\
+           window.focusAfterDelete = document.querySelector('.viewer').contains(a) ? 'viewer' : (a && a.tagName) || 'none';\
+           mo.disconnect();\
+         });\
+         mo.observe(document.body, { childList: true });",
+    )
+    .await;
     b.click("dialog.confirm button[data-confirm=yes]").await;
     b.until("four tiles", "return document.querySelectorAll('.library .tile').length === 4").await;
+    let focus = b.until("the deletion announced", "return window.focusAfterDelete").await;
+    assert_eq!(focus, "viewer", "focus once the deletion is announced");
     let (code, _) = server.get(&format!("/api/v1/assets/{}", doomed.as_str().unwrap())).await;
     assert_eq!(code, 404, "deleted on the server");
 
