@@ -153,6 +153,10 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
     };
     println!("  disk: {disk}");
     let (mut dd_mbs, mut up_mbs, mut peaks, mut cpu_per_gib) = (vec![], vec![], vec![], vec![]);
+    // The client is this process (reqwest): on two cores it takes one of
+    // them, so its CPU says whether the host or the client set the pace.
+    let mut client_per_gib = vec![];
+    let per_gib = |cpu: Duration| cpu.as_secs_f64() / (len as f64 / (1u64 << 30) as f64);
     let mut direct_mbs = vec![];
     for round in 1..=rounds {
         // The previous round's asset (or an earlier section's) may still be
@@ -170,21 +174,25 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
         let idle = proc_status(pid, "VmRSS:").unwrap_or(0);
         let sampler = RssSampler::start(pid);
         let cpu0 = proc_cpu(pid).unwrap_or_default();
+        let client0 = proc_cpu(std::process::id()).unwrap_or_default();
         let (up, body) = upload_streamed(server, &src, len).await?;
         let cpu = proc_cpu(pid).unwrap_or_default().saturating_sub(cpu0);
+        let client = proc_cpu(std::process::id()).unwrap_or_default().saturating_sub(client0);
         let peak = sampler.finish();
-        cpu_per_gib.push(cpu.as_secs_f64() / (len as f64 / (1u64 << 30) as f64));
+        cpu_per_gib.push(per_gib(cpu));
+        client_per_gib.push(per_gib(client));
         let above = peak.saturating_sub(idle);
 
         let mbs = |d: Duration| len as f64 / 1e6 / d.as_secs_f64();
         println!(
-            "  round {round}: dd {:.0} MB/s ({:.2} s), direct {}; upload {:.0} MB/s ({:.2} s, host CPU {:.2} s/GiB); RSS idle {:.1} MiB, peak {:.1} MiB, above idle {:.1} MiB",
+            "  round {round}: dd {:.0} MB/s ({:.2} s), direct {}; upload {:.0} MB/s ({:.2} s, host CPU {:.2} s/GiB, client CPU {:.2} s/GiB); RSS idle {:.1} MiB, peak {:.1} MiB, above idle {:.1} MiB",
             mbs(buffered),
             buffered.as_secs_f64(),
             direct.map_or("refused".into(), |d| format!("{:.0} MB/s", mbs(d))),
             mbs(up),
             up.as_secs_f64(),
-            cpu_per_gib.last().copied().unwrap_or(0.0),
+            per_gib(cpu),
+            per_gib(client),
             idle as f64 / MIB as f64,
             peak as f64 / MIB as f64,
             above as f64 / MIB as f64
@@ -252,6 +260,12 @@ async fn upload_vs_dd(server: &Server, work: &Path, summary: &mut Summary) -> Re
     summary.push(Row::info(
         "4e' host CPU per GiB received (native route: BLAKE3 only)",
         format!("{:.2} s/GiB", median(cpu_per_gib)),
+        "-",
+        "-",
+    ));
+    summary.push(Row::info(
+        "4e' client CPU per GiB sent (this process: reqwest, loopback TCP's send side)",
+        format!("{:.2} s/GiB", median(client_per_gib)),
         "-",
         "-",
     ));
