@@ -3,14 +3,27 @@
 //! transactions, CLIP), exported on `GET /metrics` as
 //! `lumilio_phase_seconds_total` and `lumilio_phase_runs_total`.
 //!
+//! A phase has two totals: its wall time under its name, and the CPU time it
+//! used under `NAME.cpu`. Wall time alone cannot tell work from waiting (for
+//! the disk, the database, or a core other tasks hold); the CPU time is what
+//! issue 15 §1's breakdown asks for. [`timed`] counts this thread's CPU time
+//! over each poll of the phase's future, plus that of the work it hands to
+//! the blocking pool through [`spawn_blocking`] (so file I/O belongs in
+//! [`blocking`] closures, not `tokio::fs`, whose hops this module cannot see).
+//!
 //! A leaf every module may use: it knows only names and durations, so the
 //! one-way flow of data between the other modules is kept. The totals are
 //! this process's own (like the CLIP dispatcher's counters), not the
 //! cluster's: `make bench` reads them before and after a run and divides by
 //! the photos it sent, which gives the per-photo breakdown (issue 15 §1).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Running totals of one phase.
@@ -43,12 +56,90 @@ pub fn since(phase: &str, started: Instant) -> Duration {
     took
 }
 
-/// Awaits `work`, recording how long it took under `phase`.
-pub async fn timed<T>(phase: &str, work: impl std::future::Future<Output = T>) -> T {
+/// CPU nanoseconds of one running [`timed`] phase.
+type CpuSink = Arc<AtomicU64>;
+
+thread_local! {
+    /// The [`timed`] phases being polled on this thread, outermost first.
+    static POLLING: RefCell<Vec<CpuSink>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Adds this thread's CPU time since `before` to every sink.
+fn charge(sinks: &[CpuSink], before: Option<Duration>) {
+    if let (Some(before), Some(after)) = (before, thread_cpu()) {
+        let nanos = after.saturating_sub(before).as_nanos() as u64;
+        for sink in sinks {
+            sink.fetch_add(nanos, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Awaits `work`, recording its wall time under `phase` and its CPU time
+/// under `phase.cpu` (see the module's overview).
+pub async fn timed<T>(phase: &str, work: impl Future<Output = T>) -> T {
     let started = Instant::now();
-    let out = work.await;
+    let cpu = CpuSink::default();
+    let out = CpuCounted {
+        work: std::pin::pin!(work),
+        cpu: &cpu,
+    }
+    .await;
     since(phase, started);
+    record(
+        &format!("{phase}.cpu"),
+        Duration::from_nanos(cpu.load(Ordering::Relaxed)),
+    );
     out
+}
+
+/// A future whose polls charge their CPU time to `cpu`.
+struct CpuCounted<'a, F> {
+    work: Pin<&'a mut F>,
+    cpu: &'a CpuSink,
+}
+
+impl<F: Future> Future for CpuCounted<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        /// Pops the phase again even when the poll panics.
+        struct Open;
+        impl Drop for Open {
+            fn drop(&mut self) {
+                POLLING.with(|p| p.borrow_mut().pop());
+            }
+        }
+        POLLING.with(|p| p.borrow_mut().push(self.cpu.clone()));
+        let open = Open;
+        let before = thread_cpu();
+        let out = self.work.as_mut().poll(cx);
+        charge(std::slice::from_ref(self.cpu), before);
+        drop(open);
+        out
+    }
+}
+
+/// `tokio::task::spawn_blocking`, with `work`'s CPU time charged to every
+/// [`timed`] phase being polled where it is spawned (they wait for it).
+pub fn spawn_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let sinks = POLLING.with(|p| p.borrow().clone());
+    tokio::task::spawn_blocking(move || {
+        let before = thread_cpu();
+        let out = work();
+        charge(&sinks, before);
+        out
+    })
+}
+
+/// Runs `work` on the blocking pool and waits for it ([`spawn_blocking`]);
+/// a panic in it resumes here.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match spawn_blocking(work).await {
+        Ok(out) => out,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// Every phase's totals so far, sorted by name.
@@ -87,6 +178,46 @@ mod tests {
         record(name, Duration::from_millis(4));
         let got = snapshot().into_iter().find(|(k, _)| k == name).unwrap().1;
         assert_eq!(got, PhaseTotal { runs: 2, total: Duration::from_millis(7) });
+    }
+
+    /// Spins until this thread has used `cpu` more CPU time.
+    fn burn(cpu: Duration) {
+        let start = thread_cpu().unwrap();
+        let t = Instant::now();
+        while thread_cpu().unwrap() - start < cpu {
+            std::hint::black_box(0u64);
+            assert!(t.elapsed() < Duration::from_secs(20), "spinning not counted as CPU");
+        }
+    }
+
+    fn total(name: &str) -> Duration {
+        snapshot()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map_or(Duration::ZERO, |(_, t)| t.total)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_phase_counts_its_own_and_its_blocking_work_cpu_not_its_waits() {
+        let (outer, inner) = ("test.cpu_outer", "test.cpu_inner");
+        timed(outer, async {
+            burn(Duration::from_millis(20));
+            // Waiting is wall time, not CPU time.
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            timed(inner, blocking(|| burn(Duration::from_millis(30)))).await;
+        })
+        .await;
+        let (wall, cpu) = (total(outer), total(&format!("{outer}.cpu")));
+        let inner_cpu = total(&format!("{inner}.cpu"));
+        assert!(wall >= Duration::from_millis(110), "outer wall {wall:?}");
+        // The inner phase's blocking work counts toward both phases.
+        assert!(inner_cpu >= Duration::from_millis(30), "inner cpu {inner_cpu:?}");
+        assert!(inner_cpu < Duration::from_millis(45), "inner cpu {inner_cpu:?}");
+        assert!(cpu >= Duration::from_millis(50), "outer cpu {cpu:?}");
+        assert!(cpu < Duration::from_millis(75), "outer cpu {cpu:?}: the sleep was counted");
+        // Work spawned outside any phase is charged to none.
+        blocking(|| burn(Duration::from_millis(10))).await;
+        assert_eq!(total(&format!("{outer}.cpu")), cpu);
     }
 
     #[test]

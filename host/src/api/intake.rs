@@ -12,13 +12,12 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use tracing::info;
 use uuid::Uuid;
-use std::time::Instant;
 
 use super::auth::Owner;
 use super::{ApiError, AppState};
 use crate::db::assets::{self, ClientFacts, Inserted, NewAsset, Sidecar};
 use crate::ingest::multipart::{Field, MultipartError};
-use crate::ingest::{self, Digests, IngestError, Staged};
+use crate::ingest::{self, Digests, IngestError, Staged, Upload};
 use crate::queue::ProcessAsset;
 use crate::telemetry;
 
@@ -152,7 +151,26 @@ pub(super) async fn stage(
     expected: Option<&str>,
     digests: Digests,
 ) -> Result<Staged, IntakeError> {
-    let started = Instant::now();
+    let upload = telemetry::timed("upload.receive", receive(state, field, digests)).await?;
+    let staged = telemetry::timed("upload.finish", upload.finish()).await?;
+    if let Some(expected) = expected
+        && expected != staged.content_hash
+    {
+        // `staged` is dropped on return, deleting the bytes.
+        return Err(IntakeError::HashMismatch {
+            expected: expected.to_owned(),
+            actual: staged.content_hash.clone(),
+        });
+    }
+    Ok(staged)
+}
+
+/// [`stage`]'s first part: the field's bytes, streamed to a staging file.
+async fn receive(
+    state: &AppState,
+    field: &mut Field<'_>,
+    digests: Digests,
+) -> Result<Upload, IntakeError> {
     let mut upload = state.staging.begin(state.max_upload_bytes, digests).await?;
     while let Some(chunk) = field.chunk().await? {
         if let Err(e) = upload.write(chunk).await {
@@ -170,18 +188,7 @@ pub(super) async fn stage(
     if upload.size() == 0 {
         return Err(IntakeError::Empty);
     }
-    telemetry::since("upload.receive", started);
-    let staged = telemetry::timed("upload.finish", upload.finish()).await?;
-    if let Some(expected) = expected
-        && expected != staged.content_hash
-    {
-        // `staged` is dropped on return, deleting the bytes.
-        return Err(IntakeError::HashMismatch {
-            expected: expected.to_owned(),
-            actual: staged.content_hash.clone(),
-        });
-    }
-    Ok(staged)
+    Ok(upload)
 }
 
 /// A staged file and what the client said about it.

@@ -70,11 +70,11 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
 }
 
 /// This process's time per phase of an upload and its processing
-/// ([`crate::telemetry`]): receive, each stage's call, instantiate and CPU,
-/// storage writes, CLIP.
+/// ([`crate::telemetry`]): receive, each stage's call and instantiate,
+/// storage writes, CLIP; each also as `NAME.cpu`, its CPU time.
 fn phases(out: &mut String) {
     let phases = crate::telemetry::snapshot();
-    out.push_str("# HELP lumilio_phase_seconds_total Time spent per phase by this process (stage.NAME.cpu is CPU time, the rest wall time).\n# TYPE lumilio_phase_seconds_total counter\n");
+    out.push_str("# HELP lumilio_phase_seconds_total Time spent per phase by this process (a phase ending in .cpu is CPU time, the rest wall time).\n# TYPE lumilio_phase_seconds_total counter\n");
     for (phase, t) in &phases {
         let _ = writeln!(
             out,

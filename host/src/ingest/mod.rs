@@ -27,10 +27,11 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use sha1::Digest as _;
-use tokio::fs::{self, File};
 use uuid::Uuid;
 
 use writer::Writer;
+
+use crate::telemetry;
 
 /// Why an upload could not be staged.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +71,7 @@ impl Staging {
     /// Uses `dir`, creating it if needed.
     pub async fn open(dir: impl Into<PathBuf>) -> Result<Self, IngestError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir)
+        tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|source| IngestError::Io {
                 dir: dir.clone(),
@@ -88,11 +89,10 @@ impl Staging {
     pub async fn begin(&self, limit: u64, digests: Digests) -> Result<Upload, IngestError> {
         // `.part` files are in flight; anything else here is waiting for a worker.
         let path = self.dir.join(format!("{}.part", Uuid::new_v4()));
-        let file = File::create(&path)
+        let created = path.clone();
+        let file = telemetry::blocking(move || std::fs::File::create(created))
             .await
-            .map_err(|source| self.io(source))?
-            .into_std()
-            .await;
+            .map_err(|source| self.io(source))?;
         Ok(Upload {
             file: Some(Writer::new(file, path.clone())),
             guard: Guard(Some(path)),
@@ -215,22 +215,28 @@ impl Staged {
             .0
             .take()
             .expect("a staged file has a path until kept");
-        if let Err(e) = fs::rename(&from, dest).await {
-            self.guard.0 = Some(from);
-            return Err(e);
+        // One hop to the blocking pool for the rename and the sync.
+        let (moving, to) = (from.clone(), dest.to_owned());
+        let renamed = telemetry::blocking(move || {
+            std::fs::rename(&moving, &to)?;
+            Ok::<_, io::Error>(to.parent().map_or(Ok(()), sync_dir))
+        })
+        .await;
+        match renamed {
+            Ok(synced) => synced,
+            Err(e) => {
+                self.guard.0 = Some(from);
+                Err(e)
+            }
         }
-        if let Some(dir) = dest.parent() {
-            sync_dir(dir).await?;
-        }
-        Ok(())
     }
 }
 
 /// Flushes `dir`'s entries to disk, so that a rename into it survives a power cut.
-async fn sync_dir(dir: &Path) -> io::Result<()> {
+fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(test)]
     tests::SYNCED_DIRS.lock().unwrap().push(dir.to_owned());
-    File::open(dir).await?.sync_all().await
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ impl Writer {
             .ok_or_else(|| io::Error::other("the staging file was lost with a failed write"))?;
         let chunks = std::mem::take(&mut self.queued);
         self.queued_bytes = 0;
-        self.busy = Some(tokio::task::spawn_blocking(move || {
+        self.busy = Some(crate::telemetry::spawn_blocking(move || {
             let result = chunks
                 .iter()
                 .try_for_each(|c| disk.write(c))

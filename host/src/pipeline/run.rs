@@ -35,7 +35,7 @@ impl Pipeline {
             .await
             .ok();
         let handle = tokio::runtime::Handle::current();
-        let job = tokio::task::spawn_blocking(move || {
+        let job = crate::telemetry::spawn_blocking(move || {
             let report = handle.block_on(inner.run(&asset, &file));
             drop(permit);
             report

@@ -17,7 +17,7 @@ use crate::storage::Storage;
 pub(crate) async fn sha1_of(path: &std::path::Path) -> std::io::Result<[u8; 20]> {
     use std::io::Read as _;
     let path = path.to_owned();
-    let hash = tokio::task::spawn_blocking(move || {
+    let hash = crate::telemetry::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)?;
         let mut hasher = sha1::Sha1::new();
         // Under glibc's mmap threshold, so the buffer is not a fresh mapping

@@ -64,9 +64,7 @@ impl ProcessAssetWorker {
     async fn open_file(&self, asset: &assets::Asset) -> Result<(StageFile, PathBuf), ProcessError> {
         let open = |path: PathBuf| async move {
             let p = path.clone();
-            let file = tokio::task::spawn_blocking(move || StageFile::open(&p))
-                .await
-                .map_err(std::io::Error::other)??;
+            let file = telemetry::blocking(move || StageFile::open(&p)).await?;
             Ok::<_, std::io::Error>((file, path))
         };
         let staged = self.deps.storage.staged_path(asset.id);
@@ -103,12 +101,10 @@ impl ProcessAssetWorker {
         // the same bytes cannot remove the original we are about to rely on.
         assets::lock_hash(tx, &asset.content_hash).await?;
         let staged = self.deps.storage.staged_path(asset.id);
-        if tokio::fs::try_exists(&staged).await.unwrap_or(false) {
-            self.deps
-                .storage
-                .put_original(&staged, &asset.content_hash)
-                .await?;
-        }
+        self.deps
+            .storage
+            .put_original(&staged, &asset.content_hash)
+            .await?;
         Ok(())
     }
 
@@ -219,23 +215,20 @@ impl ProcessAssetWorker {
             Verdict::Ready => {
                 let mut tx = riverqueue::database::begin_postgres(pool).await?;
                 telemetry::timed("asset.store_original", self.keep_original(&mut tx, &asset)).await?;
-                let files: Vec<(&str, &[u8])> = report
-                    .renditions
-                    .iter()
-                    .map(|r| (r.name.as_str(), r.bytes.as_slice()))
-                    .collect();
-                let stored = self.deps.storage.put_renditions(&asset.content_hash, &files);
-                telemetry::timed("asset.store_renditions", stored).await?;
                 let mut rows = Vec::with_capacity(report.renditions.len());
-                for r in &report.renditions {
+                let mut files = Vec::with_capacity(report.renditions.len());
+                for r in report.renditions {
                     rows.push(assets::Rendition {
                         name: r.name.clone(),
-                        content_type: r.content_type.clone(),
+                        content_type: r.content_type,
                         width: r.width as i32,
                         height: r.height as i32,
                         size: r.bytes.len() as i64,
                     });
+                    files.push((r.name, r.bytes));
                 }
+                let stored = self.deps.storage.put_renditions(&asset.content_hash, files);
+                telemetry::timed("asset.store_renditions", stored).await?;
                 assets::save_renditions(&mut tx, id, &rows).await?;
                 // The next step is enqueued with the outcome, in the same transaction.
                 if self.deps.clip.is_some() && rows.iter().any(|r| r.name == super::CLIP_RENDITION)

@@ -79,7 +79,8 @@ impl ProcessClipWorker {
         let path = self
             .storage
             .rendition_path(&asset.content_hash, CLIP_RENDITION)?;
-        let image = match tokio::fs::read(&path).await {
+        let reading = path.clone();
+        let image = match crate::telemetry::blocking(move || std::fs::read(reading)).await {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Nothing to embed (the pipeline made no clip rendition): not an error to retry.

@@ -1,7 +1,13 @@
 //! Where originals, renditions and staged uploads live on disk.
 //!
 //! Every path is derived from a content hash (validated as 64 hex digits) or
-//! an asset id, never from a client's file name. A leaf module.
+//! an asset id, never from a client's file name. A leaf module (it uses only
+//! the telemetry leaf).
+//!
+//! Each operation is one closure on the blocking pool ([`telemetry::blocking`]):
+//! through `tokio::fs`, every `stat`, `open`, write, `fsync` and rename was a
+//! hop of its own, and a photo's renditions took about twenty, each a
+//! wake-up of a pool thread and of the waiting task.
 //!
 //! Durability: a file is synced before it is renamed into place, and the
 //! directory that receives it is synced after the rename (a rename is only an
@@ -11,9 +17,12 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tokio::fs;
-use tokio::io::AsyncWriteExt as _;
+use std::fs;
+use std::io::Write as _;
+
 use uuid::Uuid;
+
+use crate::telemetry;
 
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -61,37 +70,96 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
 }
 
 /// Flushes `dir`'s entries to disk, so that a rename into it survives a power cut.
-async fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     #[cfg(test)]
     tests::SYNCED_DIRS.lock().unwrap().push(dir.to_owned());
     fs::File::open(dir)
-        .await
-        .map_err(io_err(dir))?
-        .sync_all()
-        .await
+        .and_then(|d| d.sync_all())
         .map_err(io_err(dir))
 }
 
-impl Storage {
-    /// Makes `dir` (under the storage root) if it is missing, and syncs each
-    /// ancestor up to the root then, so a new directory's entry is on disk too.
-    /// An existing directory costs one `stat`.
-    async fn make_dir(&self, dir: &Path) -> Result<(), StorageError> {
-        if fs::try_exists(dir).await.map_err(io_err(dir))? {
-            return Ok(());
+/// Makes `dir` (under `root`) if it is missing, and syncs each ancestor up to
+/// the root then, so a new directory's entry is on disk too. An existing
+/// directory costs one `stat`.
+fn make_dir(root: &Path, dir: &Path) -> Result<(), StorageError> {
+    if fs::exists(dir).map_err(io_err(dir))? {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut d = dir;
+    while let Some(parent) = d.parent() {
+        sync_dir(parent)?;
+        if parent == root || !parent.starts_with(root) {
+            break;
         }
-        fs::create_dir_all(dir).await.map_err(io_err(dir))?;
-        let mut d = dir;
-        while let Some(parent) = d.parent() {
-            sync_dir(parent).await?;
-            if parent == self.root || !parent.starts_with(&self.root) {
-                break;
-            }
-            d = parent;
+        d = parent;
+    }
+    Ok(())
+}
+
+/// [`Storage::put_original`]'s file operations.
+fn move_into_place(root: &Path, staged: &Path, dest: &Path) -> Result<(), StorageError> {
+    if fs::exists(dest).map_err(io_err(dest))? {
+        return Ok(());
+    }
+    let parent = dest.parent().expect("original paths have a parent");
+    make_dir(root, parent)?;
+    if fs::rename(staged, dest).is_err() {
+        // Different file systems: copy to a temporary name, then rename, so a
+        // crash never leaves a half-written original under its final name.
+        let tmp = dest.with_extension("tmp");
+        fs::copy(staged, &tmp).map_err(io_err(&tmp))?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err(&tmp))?;
+        fs::rename(&tmp, dest).map_err(io_err(dest))?;
+    }
+    sync_dir(parent)
+}
+
+/// [`Storage::put_renditions`]'s file operations: every file is written to a
+/// temporary name, then each is synced (the first sync's journal commit
+/// usually carries the others' data, so the rest find little to do), then
+/// each is renamed into place, then their directory is synced once.
+fn write_renditions(
+    root: &Path,
+    dests: &[PathBuf],
+    renditions: &[(String, Vec<u8>)],
+) -> Result<(), StorageError> {
+    let Some(parent) = dests.first().and_then(|d| d.parent()) else {
+        return Ok(());
+    };
+    make_dir(root, parent)?;
+    let mut tmps = Vec::with_capacity(dests.len());
+    let written = (|| {
+        let mut files = Vec::with_capacity(dests.len());
+        for (dest, (_, bytes)) in dests.iter().zip(renditions) {
+            let tmp = dest.with_extension(format!("{}.tmp", Uuid::new_v4()));
+            let mut file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            tmps.push(tmp);
+            let tmp = tmps.last().expect("just pushed");
+            file.write_all(bytes).map_err(io_err(tmp))?;
+            files.push(file);
+        }
+        for (file, tmp) in files.iter().zip(&tmps) {
+            file.sync_all().map_err(io_err(tmp))?;
+        }
+        for (tmp, dest) in tmps.iter().zip(dests) {
+            fs::rename(tmp, dest).map_err(io_err(dest))?;
         }
         Ok(())
+    })();
+    if written.is_err() {
+        // Leave no temporary files behind; the asset's job will be retried.
+        for tmp in &tmps {
+            let _ = fs::remove_file(tmp);
+        }
+        return written;
     }
+    sync_dir(parent)
+}
 
+impl Storage {
     /// Uses these directories, creating them if needed.
     pub async fn open(
         staging: impl Into<PathBuf>,
@@ -101,9 +169,12 @@ impl Storage {
             staging: staging.into(),
             root: root.into(),
         };
-        for dir in [&s.staging, &s.root] {
-            fs::create_dir_all(dir).await.map_err(io_err(dir))?;
-        }
+        let dirs = [s.staging.clone(), s.root.clone()];
+        telemetry::blocking(move || {
+            dirs.iter()
+                .try_for_each(|dir| fs::create_dir_all(dir).map_err(io_err(dir)))
+        })
+        .await?;
         Ok(s)
     }
 
@@ -147,106 +218,70 @@ impl Storage {
             .join(name))
     }
 
-    /// Moves a staged file into place as the original for `hash`. Idempotent:
-    /// if the original is already stored (same bytes), the staged copy is dropped.
-    /// The staged file was synced when its upload finished; the rename is synced
-    /// here (its directory), so the original is on disk when this returns.
-    pub async fn put_original(&self, staged: &Path, hash: &str) -> Result<PathBuf, StorageError> {
+    /// Moves a staged file into place as the original for `hash`; `None` when
+    /// nothing is staged there (an earlier attempt moved it). Idempotent: if
+    /// the original is already stored (same bytes), the staged copy is
+    /// dropped. The staged file was synced when its upload finished; the
+    /// rename is synced here (its directory), so the original is on disk when
+    /// this returns. One hop to the blocking pool for all of it.
+    pub async fn put_original(
+        &self,
+        staged: &Path,
+        hash: &str,
+    ) -> Result<Option<PathBuf>, StorageError> {
         let dest = self.original_path(hash)?;
-        if fs::try_exists(&dest).await.map_err(io_err(&dest))? {
-            return Ok(dest);
-        }
-        let parent = dest.parent().expect("original paths have a parent");
-        self.make_dir(parent).await?;
-        if fs::rename(staged, &dest).await.is_err() {
-            // Different file systems: copy to a temporary name, then rename, so a
-            // crash never leaves a half-written original under its final name.
-            let tmp = dest.with_extension("tmp");
-            fs::copy(staged, &tmp).await.map_err(io_err(&tmp))?;
-            fs::File::open(&tmp)
-                .await
-                .map_err(io_err(&tmp))?
-                .sync_all()
-                .await
-                .map_err(io_err(&tmp))?;
-            fs::rename(&tmp, &dest).await.map_err(io_err(&dest))?;
-        }
-        sync_dir(parent).await?;
-        Ok(dest)
+        let (root, staged) = (self.root.clone(), staged.to_owned());
+        telemetry::blocking(move || {
+            if !fs::exists(&staged).unwrap_or(false) {
+                return Ok(None);
+            }
+            move_into_place(&root, &staged, &dest).map(|()| Some(dest))
+        })
+        .await
     }
 
     /// Writes one asset's renditions, `(name, bytes)`, each atomically, and
-    /// all durably: every file is written to a temporary name and synced (the
-    /// syncs run at once, so the file system can commit them together), then
-    /// each is renamed into place, then their directory is synced once.
-    /// Returns the final paths, in order.
+    /// all durably, in one hop to the blocking pool. Returns the final paths,
+    /// in order.
     pub async fn put_renditions(
         &self,
         hash: &str,
-        renditions: &[(&str, &[u8])],
+        renditions: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<PathBuf>, StorageError> {
         let mut dests = Vec::with_capacity(renditions.len());
-        for (name, _) in renditions {
+        for (name, _) in &renditions {
             dests.push(self.rendition_path(hash, name)?);
         }
-        let Some(parent) = dests.first().and_then(|d| d.parent()) else {
-            return Ok(dests);
-        };
-        self.make_dir(parent).await?;
-        let writes = dests.iter().zip(renditions).map(|(dest, (_, bytes))| async move {
-            let tmp = dest.with_extension(format!("{}.tmp", Uuid::new_v4()));
-            let mut file = fs::File::create(&tmp).await.map_err(io_err(&tmp))?;
-            file.write_all(bytes).await.map_err(io_err(&tmp))?;
-            file.sync_all().await.map_err(io_err(&tmp))?;
-            Ok::<_, StorageError>(tmp)
-        });
-        let written = futures_util::future::join_all(writes).await;
-        let mut tmps = Vec::with_capacity(written.len());
-        let mut failed = None;
-        for w in written {
-            match w {
-                Ok(tmp) => tmps.push(tmp),
-                Err(e) => failed = failed.or(Some(e)),
-            }
-        }
-        if let Some(e) = failed {
-            // Leave no temporary files behind; the asset's job will be retried.
-            for tmp in &tmps {
-                let _ = fs::remove_file(tmp).await;
-            }
-            return Err(e);
-        }
-        for (tmp, dest) in tmps.iter().zip(&dests) {
-            fs::rename(tmp, dest).await.map_err(io_err(dest))?;
-        }
-        sync_dir(parent).await?;
-        Ok(dests)
+        let root = self.root.clone();
+        telemetry::blocking(move || write_renditions(&root, &dests, &renditions).map(|()| dests))
+            .await
     }
 
     /// Deletes the original and every rendition stored for `hash`.
     pub async fn remove_stored(&self, hash: &str) -> Result<(), StorageError> {
         let original = self.original_path(hash)?;
         let renditions = self.root.join("renditions").join(&hash[..2]).join(hash);
-        for result in [
-            fs::remove_file(&original).await,
-            fs::remove_dir_all(&renditions).await,
-        ] {
-            if let Err(e) = result
-                && e.kind() != io::ErrorKind::NotFound
-            {
-                return Err(io_err(&original)(e));
+        telemetry::blocking(move || {
+            for result in [fs::remove_file(&original), fs::remove_dir_all(&renditions)] {
+                if let Err(e) = result
+                    && e.kind() != io::ErrorKind::NotFound
+                {
+                    return Err(io_err(&original)(e));
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes a staged upload; a missing file is fine.
     pub async fn remove_staged(&self, asset: Uuid) -> Result<(), StorageError> {
         let path = self.staged_path(asset);
-        match fs::remove_file(&path).await {
+        telemetry::blocking(move || match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
             _ => Ok(()),
-        }
+        })
+        .await
     }
 }
 
@@ -269,6 +304,13 @@ mod tests {
             .collect()
     }
 
+    fn owned(renditions: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+        renditions
+            .iter()
+            .map(|(n, b)| (n.to_string(), b.to_vec()))
+            .collect()
+    }
+
     #[tokio::test]
     async fn every_rename_into_storage_syncs_its_directory() {
         let tmp = tempfile::tempdir().unwrap();
@@ -278,7 +320,7 @@ mod tests {
         let hash = "cd".repeat(32);
         let staged = s.staged_path(Uuid::new_v4());
         std::fs::write(&staged, b"bytes").unwrap();
-        let dest = s.put_original(&staged, &hash).await.unwrap();
+        let dest = s.put_original(&staged, &hash).await.unwrap().unwrap();
         let synced = synced_under(tmp.path());
         assert_eq!(
             synced.last().map(PathBuf::as_path),
@@ -291,14 +333,14 @@ mod tests {
         }
 
         let before = synced_under(tmp.path()).len();
-        let r = s.put_renditions(&hash, &[("small", b"thumb")]).await.unwrap();
+        let r = s.put_renditions(&hash, owned(&[("small", b"thumb")])).await.unwrap();
         let synced = synced_under(tmp.path());
         assert_eq!(synced.last().map(PathBuf::as_path), r[0].parent(), "{synced:?}");
         // More renditions in the same (now existing) directory: one sync, of
         // that directory, after all their renames.
         let before2 = synced.len();
         let more = s
-            .put_renditions(&hash, &[("large", b"thumb2"), ("clip", b"thumb3")])
+            .put_renditions(&hash, owned(&[("large", b"thumb2"), ("clip", b"thumb3")]))
             .await
             .unwrap();
         let synced = synced_under(tmp.path());
