@@ -358,6 +358,52 @@ async fn reprocess_and_delete() {
     assert_eq!(server.delete(&format!("/api/v1/assets/{id}")).await, 404);
 }
 
+/// `lumilio_phase_seconds_total{phase="NAME"}` from a `/metrics` text.
+fn phase(metrics: &str, name: &str) -> Option<f64> {
+    let head = format!("lumilio_phase_seconds_total{{phase=\"{name}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(head.as_str())?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn phases_report_their_cpu_time_blocking_work_included() {
+    let (_db, server) = started().await;
+    let (_, up) = server
+        .upload("gps.jpg", testdata::read("jpg/gps/DSCN0010.jpg"), "image/jpeg")
+        .await;
+    let done = server.wait_done(up["asset_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "ready", "{done}");
+    // The job's phases are recorded as it returns, just after the asset is ready.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let text = loop {
+        let text = server
+            .client()
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if phase(&text, "asset.total.cpu").is_some() {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "no asset.total.cpu: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let get = |name: &str| phase(&text, name).unwrap_or_else(|| panic!("no phase {name}: {text}"));
+    for name in ["upload.receive.cpu", "upload.record.cpu", "asset.store_renditions.cpu"] {
+        assert!(get(name) > 0.0, "{name} is zero");
+    }
+    // The stages run on a blocking-pool thread: their CPU time reaches the
+    // phase that waits for them only if that thread's work is charged to it.
+    let (pipeline, stage) = (get("asset.pipeline.cpu"), get("stage.thumbnail.cpu"));
+    assert!(stage > 0.0, "the thumbnail stage used no CPU time");
+    assert!(pipeline >= stage, "asset.pipeline.cpu {pipeline} < stage.thumbnail.cpu {stage}");
+    // One thread's CPU time cannot exceed its wall time; the outer phase holds the inner.
+    assert!(pipeline <= get("asset.pipeline") * 1.05, "CPU {pipeline} over wall");
+    assert!(get("asset.total.cpu") >= pipeline, "asset.total.cpu under asset.pipeline.cpu");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn openapi_document_is_served() {
     let (_db, server) = started().await;
