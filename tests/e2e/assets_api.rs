@@ -375,15 +375,7 @@ async fn phases_report_their_cpu_time_blocking_work_included() {
     // The job's phases are recorded as it returns, just after the asset is ready.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let text = loop {
-        let text = server
-            .client()
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.metrics().await;
         if phase(&text, "asset.total.cpu").is_some() {
             break text;
         }
