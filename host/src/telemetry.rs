@@ -138,7 +138,10 @@ pub fn spawn_blocking<T: Send + 'static>(
 pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match spawn_blocking(work).await {
         Ok(out) => out,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime that is shutting down cancels queued blocking work,
+        // and it drops the task waiting here first.
+        Err(e) => panic!("blocking work did not run: {e}"),
     }
 }
 
