@@ -360,8 +360,7 @@ async fn reprocess_and_delete() {
 
 /// `lumilio_phase_seconds_total{phase="NAME"}` from a `/metrics` text.
 fn phase(metrics: &str, name: &str) -> Option<f64> {
-    let head = format!("lumilio_phase_seconds_total{{phase=\"{name}\"}} ");
-    metrics.lines().find_map(|l| l.strip_prefix(head.as_str())?.parse().ok())
+    Server::sample(metrics, &format!("lumilio_phase_seconds_total{{phase=\"{name}\"}}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -191,9 +191,7 @@ async fn ml_outage_delays_clip_but_not_uploads() {
 /// One counter of the host's `/metrics`.
 async fn metric(server: &Server, name: &str) -> f64 {
     let text = server.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    Server::sample(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
 /// Polls `f` every 100 ms until it holds, for at most `within`.

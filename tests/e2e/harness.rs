@@ -553,6 +553,14 @@ impl Server {
             .unwrap()
     }
 
+    /// The value of the sample `name` (labels included, as `/metrics` spells
+    /// them) in a `/metrics` text.
+    pub fn sample(metrics: &str, name: &str) -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// DELETE `path` with this server's API key; the status code.
     pub async fn delete(&self, path: &str) -> u16 {
         let r = self
