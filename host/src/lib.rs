@@ -10,14 +10,16 @@
 //!
 //! Data flows one way: `api` → `ingest`/`queue` → `pipeline` → `storage`/`db`.
 //! `pipeline`, `clip`, `db`, `storage` and `ingest` are leaves that use no
-//! other module of the host. [`telemetry`] (per-phase time totals for
-//! `/metrics`) is a leaf that every module may record into.
+//! other module of the host, except two leaves below them: [`telemetry`]
+//! (per-phase time totals for `/metrics`), which every module may record
+//! into, and [`durable`] (directory syncs), which `ingest` and `storage` share.
 
 pub mod api;
 pub mod app;
 pub mod clip;
 pub mod config;
 pub mod db;
+pub mod durable;
 pub mod ingest;
 pub mod pipeline;
 pub mod queue;

@@ -219,7 +219,7 @@ impl Staged {
         let (moving, to) = (from.clone(), dest.to_owned());
         let renamed = telemetry::blocking(move || {
             std::fs::rename(&moving, &to)?;
-            Ok::<_, io::Error>(to.parent().map_or(Ok(()), sync_dir))
+            Ok::<_, io::Error>(to.parent().map_or(Ok(()), crate::durable::sync_dir))
         })
         .await;
         match renamed {
@@ -232,20 +232,9 @@ impl Staged {
     }
 }
 
-/// Flushes `dir`'s entries to disk, so that a rename into it survives a power cut.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(test)]
-    tests::SYNCED_DIRS.lock().unwrap().push(dir.to_owned());
-    std::fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every directory [`sync_dir`] flushed (each test looks under its own folder).
-    pub(super) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> =
-        std::sync::Mutex::new(Vec::new());
 
     fn hex(b: &[u8]) -> String {
         b.iter().map(|b| format!("{b:02x}")).collect()
@@ -279,7 +268,7 @@ mod tests {
         staged.keep_as(&dest).await.unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"hello world");
         assert!(
-            SYNCED_DIRS.lock().unwrap().contains(&dir),
+            crate::durable::tests::synced_under(&dir).contains(&dir),
             "keep_as syncs the directory it renamed into"
         );
         std::fs::remove_dir_all(dir).unwrap();

@@ -69,13 +69,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
     }
 }
 
-/// Flushes `dir`'s entries to disk, so that a rename into it survives a power cut.
+/// [`crate::durable::sync_dir`], its error naming the directory.
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    #[cfg(test)]
-    tests::SYNCED_DIRS.lock().unwrap().push(dir.to_owned());
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
+    crate::durable::sync_dir(dir).map_err(io_err(dir))
 }
 
 /// Makes `dir` (under `root`) if it is missing, and syncs each ancestor up to
@@ -289,20 +285,7 @@ impl Storage {
 mod tests {
     use super::*;
 
-    /// Every directory [`sync_dir`] flushed, in order (tests run in parallel:
-    /// each looks only at the paths under its own folder).
-    pub(super) static SYNCED_DIRS: std::sync::Mutex<Vec<PathBuf>> =
-        std::sync::Mutex::new(Vec::new());
-
-    fn synced_under(root: &Path) -> Vec<PathBuf> {
-        SYNCED_DIRS
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| p.starts_with(root))
-            .cloned()
-            .collect()
-    }
+    use crate::durable::tests::synced_under;
 
     fn owned(renditions: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
         renditions
