@@ -74,23 +74,46 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     crate::durable::sync_dir(dir).map_err(io_err(dir))
 }
 
-/// Makes `dir` (under `root`) if it is missing, and syncs each ancestor up to
-/// the root then, so a new directory's entry is on disk too. An existing
-/// directory costs one `stat`.
-fn make_dir(root: &Path, dir: &Path) -> Result<(), StorageError> {
+/// Makes `dir` (under `root`) and whichever of its ancestors are missing.
+/// Returns the directories whose entries changed: the parent of each
+/// directory made (issue 15 §1: syncing every ancestor up to the root, made
+/// or not, cost four extra `fsync`s per photo, two for the original's
+/// directory and two for the renditions'). The caller syncs them after
+/// its own directory: on ext4 that sync's journal commit already carries the
+/// new entries, so these find little left to do. An existing `dir` costs
+/// one `stat`.
+fn make_dir(root: &Path, dir: &Path) -> Result<Vec<PathBuf>, StorageError> {
     if fs::exists(dir).map_err(io_err(dir))? {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let mut d = dir;
-    while let Some(parent) = d.parent() {
-        sync_dir(parent)?;
-        if parent == root || !parent.starts_with(root) {
+    // The missing levels, deepest first, up to the first that exists.
+    let mut missing = vec![dir];
+    while let Some(parent) = missing.last().and_then(|d| d.parent()) {
+        if parent == root
+            || !parent.starts_with(root)
+            || fs::exists(parent).map_err(io_err(parent))?
+        {
             break;
         }
-        d = parent;
+        missing.push(parent);
     }
-    Ok(())
+    let mut changed = Vec::with_capacity(missing.len());
+    for new in missing.into_iter().rev() {
+        match fs::create_dir(new) {
+            // A concurrent worker made it, and may not have synced its parent
+            // yet: the parent is synced here too.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            other => other.map_err(io_err(new))?,
+        }
+        changed.extend(new.parent().map(Path::to_owned));
+    }
+    Ok(changed)
+}
+
+/// Syncs `dir`, then the directories [`make_dir`] changed on the way to it.
+fn sync_dirs(dir: &Path, changed: &[PathBuf]) -> Result<(), StorageError> {
+    sync_dir(dir)?;
+    changed.iter().try_for_each(|d| sync_dir(d))
 }
 
 /// [`Storage::put_original`]'s file operations.
@@ -99,7 +122,7 @@ fn move_into_place(root: &Path, staged: &Path, dest: &Path) -> Result<(), Storag
         return Ok(());
     }
     let parent = dest.parent().expect("original paths have a parent");
-    make_dir(root, parent)?;
+    let made = make_dir(root, parent)?;
     if fs::rename(staged, dest).is_err() {
         // Different file systems: copy to a temporary name, then rename, so a
         // crash never leaves a half-written original under its final name.
@@ -110,7 +133,7 @@ fn move_into_place(root: &Path, staged: &Path, dest: &Path) -> Result<(), Storag
             .map_err(io_err(&tmp))?;
         fs::rename(&tmp, dest).map_err(io_err(dest))?;
     }
-    sync_dir(parent)
+    sync_dirs(parent, &made)
 }
 
 /// [`Storage::put_renditions`]'s file operations: every file is written to a
@@ -125,7 +148,7 @@ fn write_renditions(
     let Some(parent) = dests.first().and_then(|d| d.parent()) else {
         return Ok(());
     };
-    make_dir(root, parent)?;
+    let made = make_dir(root, parent)?;
     let mut tmps = Vec::with_capacity(dests.len());
     let written = (|| {
         let mut files = Vec::with_capacity(dests.len());
@@ -152,7 +175,7 @@ fn write_renditions(
         }
         return written;
     }
-    sync_dir(parent)
+    sync_dirs(parent, &made)
 }
 
 impl Storage {
@@ -305,20 +328,51 @@ mod tests {
         std::fs::write(&staged, b"bytes").unwrap();
         let dest = s.put_original(&staged, &hash).await.unwrap().unwrap();
         let synced = synced_under(tmp.path());
+        // The original's directory is synced after the rename, then the
+        // parents of the directories made for it (originals, its cd, cd/cd).
+        let expect = |dirs: &[&str]| dirs.iter().map(|d| tmp.path().join(d)).collect::<Vec<_>>();
         assert_eq!(
-            synced.last().map(PathBuf::as_path),
-            dest.parent(),
-            "the original's directory is synced after the rename: {synced:?}"
+            synced,
+            expect(&[
+                "storage/originals/cd/cd",
+                "storage",
+                "storage/originals",
+                "storage/originals/cd"
+            ])
         );
-        // The new directories (originals/cd/cd) are synced into their parents, up to the root.
-        for dir in ["storage/originals/cd", "storage/originals", "storage"] {
-            assert!(synced.contains(&tmp.path().join(dir)), "{dir} not synced: {synced:?}");
-        }
+        assert_eq!(dest.parent(), Some(synced[0].as_path()));
 
-        let before = synced_under(tmp.path()).len();
-        let r = s.put_renditions(&hash, owned(&[("small", b"thumb")])).await.unwrap();
+        // Another original under the same first level: only the directory
+        // made (cd/ef) is synced into its parent, not every ancestor again.
+        let other = format!("cdef{}", "01".repeat(30));
+        let staged = s.staged_path(Uuid::new_v4());
+        std::fs::write(&staged, b"other").unwrap();
+        let before = synced.len();
+        s.put_original(&staged, &other).await.unwrap().unwrap();
         let synced = synced_under(tmp.path());
-        assert_eq!(synced.last().map(PathBuf::as_path), r[0].parent(), "{synced:?}");
+        assert_eq!(
+            synced[before..],
+            expect(&["storage/originals/cd/ef", "storage/originals/cd"]),
+            "an existing directory is not synced again"
+        );
+
+        let before = synced.len();
+        let r = s
+            .put_renditions(&hash, owned(&[("small", b"thumb")]))
+            .await
+            .unwrap();
+        let synced = synced_under(tmp.path());
+        let hash_dir = format!("storage/renditions/cd/{hash}");
+        assert_eq!(
+            synced[before..],
+            expect(&[
+                &hash_dir,
+                "storage",
+                "storage/renditions",
+                "storage/renditions/cd"
+            ])
+        );
+        assert_eq!(r[0].parent(), Some(synced[before].as_path()));
         // More renditions in the same (now existing) directory: one sync, of
         // that directory, after all their renames.
         let before2 = synced.len();
@@ -327,7 +381,11 @@ mod tests {
             .await
             .unwrap();
         let synced = synced_under(tmp.path());
-        assert_eq!(synced[before2..], [r[0].parent().unwrap().to_owned()], "one directory sync per batch");
+        assert_eq!(
+            synced[before2..],
+            [r[0].parent().unwrap().to_owned()],
+            "one directory sync per batch"
+        );
         assert!(before2 > before);
         assert_eq!(std::fs::read(&dest).unwrap(), b"bytes");
         assert_eq!(std::fs::read(&more[1]).unwrap(), b"thumb3");
