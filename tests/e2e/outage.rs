@@ -349,3 +349,30 @@ async fn a_real_database_restart_loses_and_duplicates_nothing() {
         eprintln!("outage: {f}");
     }
 }
+
+/// The host's pool pings a connection before use only when it sat idle
+/// (`lumilio::db::connect`, issue 15 §1): one the server closed meanwhile
+/// (a restart, `idle_session_timeout`, a killed backend) is replaced, not
+/// handed to a query that would fail with it.
+#[tokio::test]
+async fn a_pooled_connection_closed_while_idle_is_replaced_before_use() {
+    let db = TestDb::new().await;
+    let pool = lumilio::db::connect(&db.url, 1).await.unwrap();
+    let pid = "SELECT pg_backend_pid()";
+    let first: i32 = sqlx::query_scalar(pid).fetch_one(&pool).await.unwrap();
+    let mut admin = db.conn().await;
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(first)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert!(killed, "the pool's only backend ({first}) was terminated");
+    // Past the pool's idle threshold (one second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second: i32 = sqlx::query_scalar(pid)
+        .fetch_one(&pool)
+        .await
+        .expect("the closed connection is replaced before the query runs");
+    assert_ne!(first, second, "a new backend answered");
+    pool.close().await;
+}
