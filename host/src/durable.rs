@@ -1,6 +1,7 @@
-//! What makes a file operation survive a power cut, shared by the staging
-//! area (`ingest`) and storage: a file's bytes are synced before it is
-//! renamed, and the rename only lasts once its directory is synced too.
+//! The directory sync that the staging area (`ingest`) and storage share.
+//! Both follow one rule to survive a power cut: a file's bytes are synced
+//! before it is renamed, and the rename only lasts once its directory is
+//! synced too; this is the second half.
 
 use std::io;
 use std::path::Path;

@@ -329,7 +329,8 @@ mod tests {
         let dest = s.put_original(&staged, &hash).await.unwrap().unwrap();
         let synced = synced_under(tmp.path());
         // The original's directory is synced after the rename, then the
-        // parents of the directories made for it (originals, its cd, cd/cd).
+        // parent of each directory made for it (originals, originals/cd and
+        // originals/cd/cd).
         let expect = |dirs: &[&str]| dirs.iter().map(|d| tmp.path().join(d)).collect::<Vec<_>>();
         assert_eq!(
             synced,
