@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Server, TestDb, files_under, repo};
+use crate::harness::{Server, TestDb, eventually, repo, staging_parts};
 
 /// Time the server is given beyond a configured timeout (timer granularity,
 /// a loaded 2-core CI machine).
@@ -24,19 +24,14 @@ fn addr(server: &Server) -> String {
 
 /// The `.part` files (uploads in flight) in the server's staging folder.
 fn parts(server: &Server) -> Vec<PathBuf> {
-    files_under(&server.data.path().join("staging"))
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "part"))
-        .collect()
+    staging_parts(&server.data.path().join("staging"))
 }
 
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `within`.
 async fn wait_for(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let every = Duration::from_millis(20);
+    let what = || what.to_owned();
+    eventually(within, every, async || cond().then_some(()), what).await
 }
 
 /// Reads until the server closes the connection (EOF or reset), at most

@@ -4,7 +4,7 @@
 use reqwest::header;
 use serde_json::{Value, json};
 
-use crate::harness::{Server, TestDb};
+use crate::harness::{Server, TestDb, eventually};
 
 
 fn hash(bytes: &[u8]) -> String {
@@ -372,15 +372,16 @@ async fn phases_report_their_cpu_time_blocking_work_included() {
     let done = server.wait_done(up["asset_id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "ready", "{done}");
     // The job's phases are recorded as it returns, just after the asset is ready.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let text = loop {
-        let text = server.metrics().await;
-        if phase(&text, "asset.total.cpu").is_some() {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "no asset.total.cpu: {text}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let text = eventually(
+        std::time::Duration::from_secs(20),
+        std::time::Duration::from_millis(50),
+        async || {
+            let text = server.metrics().await;
+            phase(&text, "asset.total.cpu").is_some().then_some(text)
+        },
+        || "asset.total.cpu in /metrics".into(),
+    )
+    .await;
     let get = |name: &str| phase(&text, name).unwrap_or_else(|| panic!("no phase {name}: {text}"));
     for name in ["upload.receive.cpu", "upload.record.cpu", "asset.store_renditions.cpu"] {
         assert!(get(name) > 0.0, "{name} is zero");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-use crate::harness::{Infer, Server, TestDb, bin, files_under, free_port, repo};
+use crate::harness::{Infer, Server, TestDb, bin, eventually, files_under, free_port, repo};
 
 async fn embedded(db: &TestDb, asset: &str, within: Duration) -> bool {
     let mut conn = db.conn().await;
@@ -153,27 +153,24 @@ async fn ml_outage_delays_clip_but_not_uploads() {
     );
 
     // The process_clip job fails and is scheduled for a retry.
-    let mut conn = db.conn().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let errors: Option<i32> = sqlx::query_scalar(
-            "SELECT coalesce(array_length(errors, 1), 0) FROM river_job WHERE kind = 'process_clip'",
-        )
-        .fetch_optional(&mut conn)
-        .await
-        .unwrap();
-        if errors.unwrap_or(0) >= 1 {
-            break;
+    let url = db.url.clone();
+    until(Duration::from_secs(30), "process_clip never failed while ML was down", &server, || {
+        let url = url.clone();
+        async move {
+            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+            let errors: Option<i32> = sqlx::query_scalar(
+                "SELECT coalesce(array_length(errors, 1), 0) FROM river_job WHERE kind = 'process_clip'",
+            )
+            .fetch_optional(&mut c)
+            .await
+            .unwrap();
+            errors.unwrap_or(0) >= 1
         }
-        assert!(
-            Instant::now() < deadline,
-            "process_clip never failed while ML was down:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert!(!embedded(&db, &id, Duration::from_millis(10)).await);
 
+    let mut conn = db.conn().await;
     let _infer = Infer::start_on(port);
     assert!(
         embedded(&db, &id, Duration::from_secs(45)).await,
@@ -194,21 +191,16 @@ async fn metric(server: &Server, name: &str) -> f64 {
     Server::sample(&text, name).unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
-/// Polls `f` every 100 ms until it holds, for at most `within`.
+/// Polls `f` every 100 ms until it holds, for at most `within`; a timeout
+/// shows `what` and the server's log.
 async fn until<F, Fut>(within: Duration, what: &str, server: &Server, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + within;
-    while !f().await {
-        assert!(
-            Instant::now() < deadline,
-            "{what} (waited {within:?}):\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let every = Duration::from_millis(100);
+    let log = || format!("{what}:\n{}", server.log_text());
+    eventually(within, every, async || f().await.then_some(()), log).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::harness::{Server, TestDb, files_under};
+use crate::harness::{Server, TestDb, files_under, staging_parts};
 
 const DEFAULT_SEED: u64 = 0x1u64 << 40 | 0x6c75_6d69;
 
@@ -448,10 +448,7 @@ async fn multipart_fuzz_never_breaks_the_server() {
     let staging = server.data.path().join("staging");
     let deadline = Instant::now() + Duration::from_secs(10);
     let parts = loop {
-        let parts: Vec<_> = files_under(&staging)
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "part"))
-            .collect();
+        let parts = staging_parts(&staging);
         if parts.is_empty() || Instant::now() > deadline {
             break parts;
         }

@@ -22,6 +22,53 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The `.part` files (uploads in flight) under a server's `staging` folder.
+pub fn staging_parts(staging: &Path) -> Vec<PathBuf> {
+    files_under(staging)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "part"))
+        .collect()
+}
+
+/// Runs `check` every `every` until it gives `Some`, and returns that; after
+/// `within`, panics with `what()` (what was awaited, and what explains it).
+pub async fn eventually<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+    what: impl FnOnce() -> String,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("not within {within:?}: {}", what());
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Waits until at least `n` `process_asset` jobs are running; returns their ids.
+pub async fn running_jobs(conn: &mut PgConnection, n: usize, within: Duration) -> Vec<i64> {
+    let query =
+        "SELECT id FROM river_job WHERE kind = 'process_asset' AND state = 'running' ORDER BY id";
+    eventually(
+        within,
+        Duration::from_millis(50),
+        async || {
+            let ids: Vec<i64> = sqlx::query_scalar(query)
+                .fetch_all(&mut *conn)
+                .await
+                .unwrap();
+            (ids.len() >= n).then_some(ids)
+        },
+        || format!("{n} process_asset jobs running"),
+    )
+    .await
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -671,4 +718,26 @@ impl Proxy {
             }
         }
     }
+}
+
+#[tokio::test]
+#[should_panic(expected = "not within 50ms: a condition that never holds")]
+async fn eventually_gives_up_after_within_with_what() {
+    let never = async || None::<()>;
+    let what = || "a condition that never holds".into();
+    let (within, every) = (Duration::from_millis(50), Duration::from_millis(10));
+    eventually(within, every, never, what).await;
+}
+
+#[tokio::test]
+async fn eventually_returns_the_first_value_given() {
+    let mut calls = 0;
+    let third = async || {
+        calls += 1;
+        (calls == 3).then_some(calls)
+    };
+    let what = || "the third call".into();
+    let (within, every) = (Duration::from_secs(5), Duration::from_millis(1));
+    let got = eventually(within, every, third, what).await;
+    assert_eq!(got, 3);
 }

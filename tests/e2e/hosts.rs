@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 
-use crate::harness::{Server, TestDb, scalar, slow_pipeline};
+use crate::harness::{Server, TestDb, eventually, running_jobs, scalar, slow_pipeline};
 
 /// Uploads `n` distinct small files to `server`; returns their asset ids.
 async fn upload_many(server: &Server, tag: &str, n: usize) -> Vec<String> {
@@ -23,35 +23,17 @@ async fn upload_many(server: &Server, tag: &str, n: usize) -> Vec<String> {
     ids
 }
 
-/// Waits until at least `n` `process_asset` jobs are running; returns their ids.
-async fn running_jobs(conn: &mut PgConnection, n: usize, within: Duration) -> Vec<i64> {
-    let deadline = Instant::now() + within;
-    loop {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM river_job WHERE kind = 'process_asset' AND state = 'running' ORDER BY id",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-        if ids.len() >= n {
-            return ids;
-        }
-        assert!(Instant::now() <= deadline, "fewer than {n} jobs running after {within:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until no asset is `processing`; returns how long that took.
 async fn all_done(conn: &mut PgConnection, within: Duration, log: impl Fn() -> String) -> Duration {
     let start = Instant::now();
-    while scalar(conn, "SELECT count(*) FROM assets WHERE status = 'processing'").await > 0 {
-        assert!(
-            start.elapsed() < within,
-            "assets still processing {within:?} later:\n{}",
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let processing = "SELECT count(*) FROM assets WHERE status = 'processing'";
+    eventually(
+        within,
+        Duration::from_millis(100),
+        async || (scalar(conn, processing).await == 0).then_some(()),
+        || format!("no asset processing:\n{}", log()),
+    )
+    .await;
     start.elapsed()
 }
 
@@ -158,20 +140,20 @@ async fn two_hosts_share_the_work_and_the_survivor_takes_a_dead_hosts_jobs() {
     // Wait for a job b started within the last 100 ms of its 300 ms stage, so it
     // is surely still running when the kill lands.
     let fresh = format!("{held_by_b} AND attempted_at > now() - interval '100 milliseconds'");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let n = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(fresh.as_str()))
-            .bind(&b_port)
-            .fetch_all(&mut conn)
-            .await
-            .unwrap()
-            .len();
-        if n > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "host b never ran a job");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        async || {
+            let fresh: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(fresh.as_str()))
+                .bind(&b_port)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            (!fresh.is_empty()).then_some(())
+        },
+        || "host b running a job".into(),
+    )
+    .await;
     b.kill9();
     let killed = Instant::now();
     // The fault landed: what b held when it died is left running.
@@ -182,25 +164,25 @@ async fn two_hosts_share_the_work_and_the_survivor_takes_a_dead_hosts_jobs() {
         .unwrap();
     assert!(!held.is_empty(), "killed while it held running jobs");
     // The survivor finishes b's jobs, with default settings.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM river_job WHERE id = ANY($1) AND state <> 'completed'",
-        )
-        .bind(&held)
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{left} of the dead host's jobs not done 30 s after the kill:\n{}",
-            a.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let left = std::cell::Cell::new(held.len() as i64);
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        async || {
+            left.set(
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM river_job WHERE id = ANY($1) AND state <> 'completed'",
+                )
+                .bind(&held)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap(),
+            );
+            (left.get() == 0).then_some(())
+        },
+        || format!("the dead host's jobs done after the kill ({} left):\n{}", left.get(), a.log_text()),
+    )
+    .await;
     eprintln!(
         "{} jobs held by the killed host; all done {:.1} s after the kill",
         held.len(),

@@ -11,7 +11,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use sha1::Digest as _;
 
-use crate::harness::{Server, TestDb, repo, scalar, slow_pipeline};
+use crate::harness::{Server, TestDb, eventually, repo, scalar, slow_pipeline};
 
 /// Installs the pinned client (idempotent) and returns its wrapper script.
 fn install_cli() -> String {
@@ -541,19 +541,20 @@ async fn sha1_of_older_assets_is_filled_in_at_start() {
         .await
         .unwrap();
     server.restart().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, asset) = server.get(&format!("/api/v1/assets/{id}")).await;
-        if asset["sha1"] == sha1_hex(&jpeg).as_str() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "sha1 not filled in after 30 s: {asset}\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let want = sha1_hex(&jpeg);
+    let last = std::cell::RefCell::new(serde_json::Value::Null);
+    eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        async || {
+            let (_, asset) = server.get(&format!("/api/v1/assets/{id}")).await;
+            let filled = asset["sha1"] == want.as_str();
+            *last.borrow_mut() = asset;
+            filled.then_some(())
+        },
+        || format!("sha1 filled in: {}\n{}", last.borrow(), server.log_text()),
+    )
+    .await;
 }
 
 /// Issue 15 §5: a native upload does not hash SHA-1 on its hot path; its

@@ -6,13 +6,15 @@
 //! `Retry-After`; afterwards every accepted upload ends `ready` exactly once,
 //! nothing is half-stored, and the host holds its node lock again.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::{OwnDb, Server, TestDb, files_under, scalar, slow_pipeline};
+use crate::harness::{
+    OwnDb, Server, TestDb, eventually, files_under, running_jobs, scalar, slow_pipeline,
+    staging_parts,
+};
 
 /// The node id the host runs under, so that its advisory lock can be found.
 const NODE: &str = "outage-test";
@@ -31,36 +33,42 @@ async fn assert_503(what: &str, r: reqwest::Response) {
 /// Uploads until one is accepted (bounded); returns its id and how long it took.
 async fn first_2xx(server: &Server, name: &str, bytes: &[u8]) -> (String, Duration) {
     let start = Instant::now();
-    loop {
-        let (code, up) = server.upload(name, bytes.to_vec(), "image/jpeg").await;
-        if code == 201 {
-            return (up["asset_id"].as_str().unwrap().to_owned(), start.elapsed());
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no upload accepted 30 s after the database came back: {code} {up}\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let last = std::cell::RefCell::new(String::new());
+    let id = eventually(
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        async || {
+            let (code, up) = server.upload(name, bytes.to_vec(), "image/jpeg").await;
+            *last.borrow_mut() = format!("{code} {up}");
+            (code == 201).then(|| up["asset_id"].as_str().unwrap().to_owned())
+        },
+        || {
+            let (last, log) = (last.borrow(), server.log_text());
+            format!("an upload accepted after the database came back (last: {last}):\n{log}")
+        },
+    )
+    .await;
+    (id, start.elapsed())
 }
 
 /// Waits (bounded) until no asset is `processing`; returns how long it took.
 async fn all_done(url: &str, within: Duration, server: &Server) -> Duration {
     let start = Instant::now();
-    loop {
-        if let Ok(mut c) = PgConnection::connect(url).await
-            && scalar(&mut c, "SELECT count(*) FROM assets WHERE status = 'processing'").await == 0
-        {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "assets still processing {within:?} after the database came back:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let processing = "SELECT count(*) FROM assets WHERE status = 'processing'";
+    eventually(
+        within,
+        Duration::from_millis(100),
+        async || match PgConnection::connect(url).await {
+            Ok(mut c) => (scalar(&mut c, processing).await == 0).then_some(()),
+            Err(_) => None,
+        },
+        || {
+            let log = server.log_text();
+            format!("no asset processing after the restart:\n{log}")
+        },
+    )
+    .await;
+    start.elapsed()
 }
 
 /// Whether the host holds its node's advisory lock (`queue/nodes.rs`).
@@ -78,16 +86,16 @@ async fn holds_node_lock(conn: &mut PgConnection) -> bool {
 }
 
 async fn wait_node_lock(url: &str, within: Duration) {
-    let start = Instant::now();
-    loop {
-        if let Ok(mut c) = PgConnection::connect(url).await
-            && holds_node_lock(&mut c).await
-        {
-            return;
-        }
-        assert!(start.elapsed() < within, "the host did not take its node lock again within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        within,
+        Duration::from_millis(100),
+        async || match PgConnection::connect(url).await {
+            Ok(mut c) => holds_node_lock(&mut c).await.then_some(()),
+            Err(_) => None,
+        },
+        || "the host holding its node lock again".into(),
+    )
+    .await
 }
 
 /// One multipart upload written by hand, so that the test decides when each
@@ -201,20 +209,16 @@ async fn a_real_database_restart_loses_and_duplicates_nothing() {
     // More than the staging writer buffers (256 KiB), so bytes are on disk.
     let first_part = 1 << 20;
     sock.write_all(&raw.body[..first_part]).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let part = loop {
-        let parts: Vec<PathBuf> = files_under(&staging)
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|x| x == "part"))
-            .collect();
-        if let [p] = parts.as_slice()
-            && std::fs::metadata(p).is_ok_and(|m| m.len() > 0)
-        {
-            break p.clone();
-        }
-        assert!(Instant::now() < deadline, "the upload never reached staging (auth failed?)");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let part = eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        async || match staging_parts(&staging).as_slice() {
+            [p] if std::fs::metadata(p).is_ok_and(|m| m.len() > 0) => Some(p.clone()),
+            _ => None,
+        },
+        || "the upload in staging (auth failed?)".into(),
+    )
+    .await;
     own.crash();
     let staged_at_crash = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
     assert!(
@@ -253,20 +257,7 @@ async fn a_real_database_restart_loses_and_duplicates_nothing() {
         accepted.push(up["asset_id"].as_str().unwrap().to_owned());
     }
     let mut conn = db.conn().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let running: Vec<i64> = loop {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM river_job WHERE kind = 'process_asset' AND state = 'running' ORDER BY id",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-        if ids.len() >= 2 {
-            break ids;
-        }
-        assert!(Instant::now() < deadline, "jobs never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let running = running_jobs(&mut conn, 2, Duration::from_secs(20)).await;
     drop(conn);
     own.crash();
     // Down for longer than a job, so that running jobs end while it is down.
