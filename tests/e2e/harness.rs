@@ -636,8 +636,8 @@ impl Server {
         asset_id: &str,
         within: Duration,
     ) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
+        let last = std::cell::RefCell::new(Value::Null);
+        let check = async || {
             let r = client
                 .get(format!("{}/api/v1/assets/{asset_id}", self.base))
                 .send()
@@ -647,15 +647,16 @@ impl Server {
             let body: Value = r.json().await.unwrap_or(Value::Null);
             assert_eq!(code, 200, "{body}");
             if body["status"] != "processing" {
-                return body;
+                return Some(body);
             }
-            assert!(
-                Instant::now() < deadline,
-                "asset {asset_id} still processing after {within:?}:\n{body}\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            *last.borrow_mut() = body;
+            None
+        };
+        let what = || {
+            let (last, log) = (last.borrow(), self.log_text());
+            format!("asset {asset_id} done (still processing):\n{last}\n{log}")
+        };
+        eventually(within, Duration::from_millis(100), check, what).await
     }
 }
 
