@@ -154,7 +154,7 @@ async fn ml_outage_delays_clip_but_not_uploads() {
 
     // The process_clip job fails and is scheduled for a retry.
     let url = db.url.clone();
-    until(Duration::from_secs(30), "process_clip never failed while ML was down", &server, || {
+    until(Duration::from_secs(30), "process_clip failed while ML was down", &server, || {
         let url = url.clone();
         async move {
             let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -192,7 +192,7 @@ async fn metric(server: &Server, name: &str) -> f64 {
 }
 
 /// Polls `f` every 100 ms until it holds, for at most `within`; a timeout
-/// shows `what` and the server's log.
+/// shows `what` (what was awaited) and the server's log.
 async fn until<F, Fut>(within: Duration, what: &str, server: &Server, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -230,7 +230,7 @@ async fn infer_killed_mid_batch_then_every_item_retries_and_completes() {
     }
 
     // In flight: a batch was sent, nothing came back, nothing failed yet.
-    until(Duration::from_secs(30), "no CLIP batch was sent", &server, || async {
+    until(Duration::from_secs(30), "a CLIP batch sent", &server, || async {
         metric(&server, "lumilio_clip_batches_total").await >= 1.0
     })
     .await;
@@ -256,14 +256,14 @@ async fn infer_killed_mid_batch_then_every_item_retries_and_completes() {
     let killed = Instant::now();
 
     // The broken stream fails exactly the items that were in it.
-    until(Duration::from_secs(20), "the killed batch's items did not fail", &server, || async {
+    until(Duration::from_secs(20), "the killed batch's items failed", &server, || async {
         metric(&server, "lumilio_clip_items_failed_total").await >= in_flight
     })
     .await;
     drop(infer);
     let _infer = Infer::start_logged(port, &[], &infer_log);
     let restarted = Instant::now();
-    until(Duration::from_secs(60), "CLIP did not complete after the restart", &server, || {
+    until(Duration::from_secs(60), "CLIP complete after the restart", &server, || {
         let url = db.url.clone();
         async move {
             let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
@@ -331,7 +331,7 @@ async fn an_asset_deleted_while_its_batch_is_in_flight_completes_its_job() {
     assert_eq!(code, 201, "{up}");
     let id = up["asset_id"].as_str().unwrap().to_owned();
     assert_eq!(server.wait_done(&id).await["status"], "ready");
-    until(Duration::from_secs(30), "no CLIP batch was sent", &server, || async {
+    until(Duration::from_secs(30), "a CLIP batch sent", &server, || async {
         metric(&server, "lumilio_clip_batches_total").await >= 1.0
     })
     .await;
@@ -394,7 +394,7 @@ async fn an_image_the_service_refuses_is_not_retried() {
             row
         }
     };
-    until(Duration::from_secs(30), "process_clip never failed while ML was down", &server, || {
+    until(Duration::from_secs(30), "process_clip failed while ML was down", &server, || {
         let e = errors.clone();
         async move { e().await.2 >= 1 }
     })
@@ -407,7 +407,7 @@ async fn an_image_the_service_refuses_is_not_retried() {
     std::fs::write(&clip, b"not an image at all").unwrap();
 
     let _infer = Infer::start_on(port);
-    until(Duration::from_secs(45), "process_clip was not cancelled", &server, || {
+    until(Duration::from_secs(45), "process_clip cancelled", &server, || {
         let e = errors.clone();
         async move { e().await.0 == "cancelled" }
     })
