@@ -153,24 +153,19 @@ async fn ml_outage_delays_clip_but_not_uploads() {
     );
 
     // The process_clip job fails and is scheduled for a retry.
-    let url = db.url.clone();
-    until(Duration::from_secs(30), "process_clip failed while ML was down", &server, || {
-        let url = url.clone();
-        async move {
-            let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-            let errors: Option<i32> = sqlx::query_scalar(
-                "SELECT coalesce(array_length(errors, 1), 0) FROM river_job WHERE kind = 'process_clip'",
-            )
-            .fetch_optional(&mut c)
-            .await
-            .unwrap();
-            errors.unwrap_or(0) >= 1
-        }
+    let mut conn = db.conn().await;
+    until(Duration::from_secs(30), "process_clip failed while ML was down", &server, async || {
+        let errors: Option<i32> = sqlx::query_scalar(
+            "SELECT coalesce(array_length(errors, 1), 0) FROM river_job WHERE kind = 'process_clip'",
+        )
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+        errors.unwrap_or(0) >= 1
     })
     .await;
     assert!(!embedded(&db, &id, Duration::from_millis(10)).await);
 
-    let mut conn = db.conn().await;
     let _infer = Infer::start_on(port);
     assert!(
         embedded(&db, &id, Duration::from_secs(45)).await,
@@ -193,11 +188,7 @@ async fn metric(server: &Server, name: &str) -> f64 {
 
 /// Polls `f` every 100 ms until it holds, for at most `within`; a timeout
 /// shows `what` (what was awaited) and the server's log.
-async fn until<F, Fut>(within: Duration, what: &str, server: &Server, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
+async fn until(within: Duration, what: &str, server: &Server, mut f: impl AsyncFnMut() -> bool) {
     let every = Duration::from_millis(100);
     let log = || format!("{what}:\n{}", server.log_text());
     eventually(within, every, async || f().await.then_some(()), log).await

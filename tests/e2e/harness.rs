@@ -50,6 +50,28 @@ pub async fn eventually<T>(
     }
 }
 
+/// Waits until no asset is `processing`; returns how long that took. A
+/// connection that cannot be opened is tried again at the next poll, so the
+/// wait outlasts a database restart.
+pub async fn all_done(url: &str, within: Duration, log: impl FnOnce() -> String) -> Duration {
+    let start = Instant::now();
+    let mut conn: Option<PgConnection> = None;
+    eventually(
+        within,
+        Duration::from_millis(100),
+        async || {
+            if conn.is_none() {
+                conn = PgConnection::connect(url).await.ok();
+            }
+            let processing = "SELECT count(*) FROM assets WHERE status = 'processing'";
+            (scalar(conn.as_mut()?, processing).await == 0).then_some(())
+        },
+        || format!("no asset processing:\n{}", log()),
+    )
+    .await;
+    start.elapsed()
+}
+
 /// Waits until at least `n` `process_asset` jobs are running; returns their ids.
 pub async fn running_jobs(conn: &mut PgConnection, n: usize, within: Duration) -> Vec<i64> {
     let query =

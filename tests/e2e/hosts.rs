@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 
-use crate::harness::{Server, TestDb, eventually, running_jobs, scalar, slow_pipeline};
+use crate::harness::{Server, TestDb, all_done, eventually, running_jobs, scalar, slow_pipeline};
 
 /// Uploads `n` distinct small files to `server`; returns their asset ids.
 async fn upload_many(server: &Server, tag: &str, n: usize) -> Vec<String> {
@@ -21,20 +21,6 @@ async fn upload_many(server: &Server, tag: &str, n: usize) -> Vec<String> {
         ids.push(up["asset_id"].as_str().unwrap().to_owned());
     }
     ids
-}
-
-/// Waits until no asset is `processing`; returns how long that took.
-async fn all_done(conn: &mut PgConnection, within: Duration, log: impl Fn() -> String) -> Duration {
-    let start = Instant::now();
-    let processing = "SELECT count(*) FROM assets WHERE status = 'processing'";
-    eventually(
-        within,
-        Duration::from_millis(100),
-        async || (scalar(conn, processing).await == 0).then_some(()),
-        || format!("no asset processing:\n{}", log()),
-    )
-    .await;
-    start.elapsed()
 }
 
 /// Assets and `process_asset` jobs match one to one, every job completed.
@@ -80,7 +66,7 @@ async fn a_restarted_host_takes_back_its_own_jobs_at_once() {
 
     let restarted = Instant::now();
     server.restart().await;
-    all_done(&mut conn, Duration::from_secs(30), || server.log_text()).await;
+    all_done(&db.url, Duration::from_secs(30), || server.log_text()).await;
     let took = restarted.elapsed();
     eprintln!(
         "{} interrupted jobs; everything done {:.1} s after the restart",
@@ -188,7 +174,7 @@ async fn two_hosts_share_the_work_and_the_survivor_takes_a_dead_hosts_jobs() {
         held.len(),
         killed.elapsed().as_secs_f64()
     );
-    all_done(&mut conn, Duration::from_secs(120), || a.log_text()).await;
+    all_done(&db.url, Duration::from_secs(120), || a.log_text()).await;
     one_job_per_asset(&mut conn, ids.len()).await;
     // Both hosts worked; only the dead host's interrupted jobs ran twice.
     let per_host: Vec<(String, i64)> = sqlx::query_as(

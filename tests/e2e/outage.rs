@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::{
-    OwnDb, Server, TestDb, eventually, files_under, running_jobs, scalar, slow_pipeline,
+    OwnDb, Server, TestDb, all_done, eventually, files_under, running_jobs, scalar, slow_pipeline,
     staging_parts,
 };
 
@@ -49,26 +49,6 @@ async fn first_2xx(server: &Server, name: &str, bytes: &[u8]) -> (String, Durati
     )
     .await;
     (id, start.elapsed())
-}
-
-/// Waits (bounded) until no asset is `processing`; returns how long it took.
-async fn all_done(url: &str, within: Duration, server: &Server) -> Duration {
-    let start = Instant::now();
-    let processing = "SELECT count(*) FROM assets WHERE status = 'processing'";
-    eventually(
-        within,
-        Duration::from_millis(100),
-        async || match PgConnection::connect(url).await {
-            Ok(mut c) => (scalar(&mut c, processing).await == 0).then_some(()),
-            Err(_) => None,
-        },
-        || {
-            let log = server.log_text();
-            format!("no asset processing after the restart:\n{log}")
-        },
-    )
-    .await;
-    start.elapsed()
 }
 
 /// Whether the host holds its node's advisory lock (`queue/nodes.rs`).
@@ -266,7 +246,7 @@ async fn a_real_database_restart_loses_and_duplicates_nothing() {
     let back = Instant::now();
     let (id, busy_recovery) = first_2xx(&server, "after-busy.jpg", &distinct("after-busy")).await;
     accepted.push(id);
-    let drained = all_done(&db.url, Duration::from_secs(60), &server).await;
+    let drained = all_done(&db.url, Duration::from_secs(60), || server.log_text()).await;
     let drained = drained.max(back.elapsed());
     faults.push(format!(
         "while jobs ran ({} running at the crash): DB back -> first 2xx {busy_recovery:.1?}, -> all in-flight jobs done {drained:.1?}",
